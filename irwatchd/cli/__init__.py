@@ -1,0 +1,1 @@
+"""The `irwatchd` command line: one module per subcommand."""

@@ -1,0 +1,61 @@
+"""`irwatchd detect`: print one JSON object per finding in a file, with no correlation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import BinaryIO
+
+from irwatchd.config import default_config_path, load_config
+from irwatchd.detection.batch import detect_stream, records_from
+from irwatchd.detection.loader import build_detector
+from irwatchd.errors import EX_DATAERR, EX_OK
+from irwatchd.sources.lines import iter_lines
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the `detect` subcommand."""
+    parser = subparsers.add_parser(
+        "detect", help="print the findings in one log file as JSON lines (no correlation)"
+    )
+    parser.add_argument("-c", "--config", help="config file (default: etc/irwatchd.yaml)")
+    parser.add_argument(
+        "--source-type",
+        default="auto",
+        choices=["auto", "syslog", "access_log", "error_log", "json"],
+        help="how to parse the lines (default: guessed per line)",
+    )
+    parser.add_argument("file", help="log file to read, or - for standard input")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Detect findings in one file and print them; exit 65 when the input cannot be read."""
+    loaded = load_config(args.config_path if args.config else default_config_path())
+    detector = build_detector(loaded)
+    stream: BinaryIO
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as error:
+        print(
+            f"irwatchd detect: cannot read {args.file!r}: {error.strerror}; "
+            "pass a readable log file or - for standard input",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
+    out = sys.stdout
+    try:
+        with stream:
+            lines = iter_lines(stream, loaded.config.max_line_bytes)
+            records = records_from(lines, args.source_type, args.file)
+            for finding in detect_stream(detector, records):
+                out.write(json.dumps(finding.to_detect_json()) + "\n")
+    except IsADirectoryError:
+        print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
+        return EX_DATAERR
+    except OSError as error:
+        print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
+        return EX_DATAERR
+    out.flush()
+    return EX_OK

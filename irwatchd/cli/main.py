@@ -1,0 +1,80 @@
+"""Argument parsing and dispatch for every `irwatchd` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from irwatchd import __version__
+from irwatchd.errors import EX_OK, EX_USAGE, IrwatchdError
+from irwatchd.logs import configure_logging
+
+SUBCOMMANDS = (
+    "run",
+    "check",
+    "detect",
+    "scan",
+    "eval",
+    "blocks",
+    "incidents",
+    "audit",
+    "evidence",
+    "status",
+    "reload",
+    "version",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser with one subparser per subcommand module that exists."""
+    parser = argparse.ArgumentParser(
+        prog="irwatchd", description="Detect attacks in logs as they are written, and respond."
+    )
+    parser.add_argument("--version", action="version", version=f"irwatchd {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="minimum level of the daemon's own log (default: info)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"irwatchd.cli.{name}")
+        except ModuleNotFoundError as error:
+            # NOTE: a subcommand whose module is not written yet is left out of the help.
+            if error.name != f"irwatchd.cli.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand and return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        code = exit_request.code
+        return EX_OK if code in (0, None) else EX_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    configure_logging(args.log_level)
+    config = getattr(args, "config", None)
+    args.config_path = Path(config) if config else None
+    try:
+        return int(args.handler(args))
+    except IrwatchdError as error:
+        print(f"irwatchd {args.command}: {error}", file=sys.stderr)
+        return error.exit_code
+    except BrokenPipeError:
+        # The reader of our output went away (`irwatchd detect ... | head`); that is not an error.
+        sys.stderr.close()
+        return EX_OK
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Detection: rules loaded from YAML, compiled into one two-stage linear-time engine."""

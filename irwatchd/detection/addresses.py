@@ -1,0 +1,48 @@
+"""Source address clean-up: the only way an address found in a log line becomes a finding's source."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import re2
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+
+# RFC 1123 host names: letters, digits, hyphens and dots, at most 253 characters.
+_HOSTNAME = re2.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$", _OPTIONS)
+
+
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse an IP address, unwrapping IPv4-mapped IPv6 and dropping a zone id; None if invalid."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def clean_source(text: str | None) -> str | None:
+    """Return the canonical form of a logged source: an IP address, a host name, or None.
+
+    Brackets and `:port` suffixes are stripped, `::ffff:a.b.c.d` becomes `a.b.c.d`, and a host
+    name stays a host name: it is never resolved or guessed into an address.
+    """
+    if not text:
+        return None
+    candidate = text.strip().rstrip(",;")
+    if candidate.startswith("["):
+        candidate = candidate[1:].partition("]")[0]
+    address = parse_address(candidate)
+    if address is None and candidate.count(":") == 1:
+        host, _, port = candidate.partition(":")
+        if port.isdigit():
+            candidate = host
+            address = parse_address(candidate)
+    if address is not None:
+        return str(address)
+    if candidate and _HOSTNAME.search(candidate) and any(c.isalpha() for c in candidate):
+        return candidate.lower()
+    return None

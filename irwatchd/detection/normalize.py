@@ -1,0 +1,83 @@
+"""Decoding and canonical forms applied to web request fields before rules match them.
+
+The raw line is kept unchanged for the audit log and evidence; only the detection view is
+normalised, so one rule covers every encoding of the same payload.
+"""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import unquote, unquote_plus
+
+import re2
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+
+MAX_DECODE_ROUNDS = 3
+"""Rounds of URL decoding; triple encoding is the deepest seen in scanner payloads."""
+
+_APACHE_ESCAPE = re2.compile(r"\\(x[0-9a-fA-F]{2}|.)", _OPTIONS)
+_IIS_UNICODE = re2.compile(r"%u([0-9a-fA-F]{4})", _OPTIONS)
+_SQL_COMMENT = re2.compile(r"/\*.*?\*/", _OPTIONS)
+_CONTROL = re2.compile(r"[\x00-\x08\x0a-\x1f\x7f]", _OPTIONS)
+_WHITESPACE = re2.compile(r"[\s\x0b]+", _OPTIONS)
+
+
+def _apache_unescape(match: re2._Match) -> str:
+    escaped = match.group(1)
+    if escaped.startswith("x") and len(escaped) == 3:
+        return chr(int(escaped[1:], 16))
+    return {"n": "\n", "r": "\r", "t": "\t", "v": "\x0b"}.get(escaped, escaped)
+
+
+def unescape_apache(text: str) -> str:
+    """Undo the backslash escapes Apache and nginx write for quotes and unprintable bytes."""
+    if "\\" not in text:
+        return text
+    return _APACHE_ESCAPE.sub(_apache_unescape, text)
+
+
+def url_decode(text: str, *, plus_as_space: bool) -> str:
+    """Percent-decode until the text stops changing, at most `MAX_DECODE_ROUNDS` times."""
+    for _ in range(MAX_DECODE_ROUNDS):
+        if "%" not in text and not (plus_as_space and "+" in text):
+            break
+        if "%u" in text or "%U" in text:
+            text = _IIS_UNICODE.sub(lambda match: chr(int(match.group(1), 16)), text)
+        decoded = unquote_plus(text) if plus_as_space else unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+        plus_as_space = False  # a literal '+' decoded from %2B is a plus, not a space
+    return text
+
+
+def _visible_control(match: re2._Match) -> str:
+    return f"\\x{ord(match.group(0)):02x}"
+
+
+def canonical(text: str) -> str:
+    """Decode HTML entities, show control bytes as `\\xNN`, drop SQL comments, fold case and spaces."""
+    if "&" in text:
+        text = html.unescape(text)
+    if "/*" in text:
+        text = _SQL_COMMENT.sub(" ", text)
+    text = _CONTROL.sub(_visible_control, text)
+    return _WHITESPACE.sub(" ", text.lower()).strip()
+
+
+def normalise_target(target: str) -> str:
+    """Normalise a request target: path and query decoded, `+` as space in the query only."""
+    target = unescape_apache(target)
+    path, separator, query = target.partition("?")
+    path = url_decode(path, plus_as_space=False)
+    query = url_decode(query, plus_as_space=True) if separator else ""
+    return canonical(path + separator + query)
+
+
+def normalise_header(value: str) -> str:
+    """Normalise a logged header value such as the User-Agent or Referer."""
+    if value == "-":
+        return ""
+    return canonical(url_decode(unescape_apache(value), plus_as_space=False))

@@ -1,0 +1,1 @@
+"""Sources: watching log directories, following files, and splitting bytes into lines."""

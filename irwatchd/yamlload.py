@@ -1,0 +1,73 @@
+"""YAML loading that remembers the line of every mapping key, for error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from irwatchd.errors import ConfigError, Problem
+
+
+class LineDict(dict[str, Any]):
+    """A mapping loaded from YAML, with `key_lines` giving the 1-based line of each key."""
+
+    key_lines: dict[str, int]
+    line: int
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader whose mappings are `LineDict`s."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    mapping = LineDict()
+    mapping.key_lines = {}
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse one YAML file, raising `ConfigError` with the file and line on failure."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem = Problem(str(path), None, "", "file not found; create it or pass -c FILE")
+        raise ConfigError([problem]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read: {error}")]) from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(error, "problem", None) or str(error)
+        problem = Problem(str(path), line, "", f"invalid YAML: {reason}")
+        raise ConfigError([problem]) from None
+
+
+def line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
+    """Return the line of the deepest key in `location` that the document has."""
+    line = getattr(document, "line", None)
+    node = document
+    for part in location:
+        if isinstance(node, LineDict) and part in node:
+            line = node.key_lines.get(str(part), line)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
