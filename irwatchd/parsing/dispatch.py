@@ -23,6 +23,8 @@ def guess_source_type(line: str) -> str:
         return "json"
     if first == "<" or first in _MONTH_INITIALS:
         return "syslog"
+    if line.startswith(("type=", "node=")):
+        return "syslog"  # auditd's own log format: audit.log records carry no syslog header
     if first == "[":
         return "error_log"
     if first.isdigit() and len(line) > 10 and line[4] == "/" and line[7] == "/":
