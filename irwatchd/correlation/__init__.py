@@ -1,0 +1,1 @@
+"""Correlation: thresholds over sliding windows, and grouping findings into incidents."""

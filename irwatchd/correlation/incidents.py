@@ -1,0 +1,143 @@
+"""Incidents: findings grouped by (category, source address, host) into one record each.
+
+An incident stays open while findings keep arriving; one that has been quiet for
+`idle_seconds` is closed, and a later finding with the same key opens a new incident that
+refers to the closed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from irwatchd.detection.finding import Finding, severity_rank
+from irwatchd.parsing.timestamps import format_rfc3339
+
+DEFAULT_MAX_OPEN = 50_000
+
+
+@dataclass(slots=True)
+class Incident:
+    """One incident and what the responses need to know about it."""
+
+    id: str
+    category: str
+    source_ip: str | None
+    host: str | None
+    first_seen: datetime
+    last_seen: datetime
+    severity: str
+    count: int = 0
+    rules: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    evidence: list[dict[str, object]] = field(default_factory=list)
+    status: str = "open"
+    previous_id: str | None = None
+    actions_done: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, object]:
+        """Return the incident as a JSON-ready object."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "category": self.category,
+            "severity": self.severity,
+            "source_ip": self.source_ip,
+            "host": self.host,
+            "first_seen": format_rfc3339(self.first_seen),
+            "last_seen": format_rfc3339(self.last_seen),
+            "count": self.count,
+            "rules": self.rules,
+            "users": self.users,
+            "evidence": self.evidence,
+            "previous_id": self.previous_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentUpdate:
+    """The incident a finding went to, and whether it was new or raised its severity."""
+
+    incident: Incident
+    is_new: bool
+    escalated: bool
+
+
+def incident_id(category: str, source_ip: str | None, host: str | None, opened: datetime) -> str:
+    """Derive a stable id from the key and the opening time, so a re-read line maps to it again."""
+    key = f"{category}|{source_ip}|{host}|{opened.isoformat()}"
+    return "inc-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class IncidentTracker:
+    """Open incidents by key, with idle closing and a bound on how many stay in memory."""
+
+    def __init__(
+        self,
+        idle_seconds: float = 3600,
+        max_evidence: int = 50,
+        max_open: int = DEFAULT_MAX_OPEN,
+    ) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_evidence = max_evidence
+        self.max_open = max_open
+        self._open: OrderedDict[tuple[str, str | None, str | None], Incident] = OrderedDict()
+        self._closed_ids: dict[tuple[str, str | None, str | None], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open_incidents(self) -> list[Incident]:
+        """Return the incidents currently open."""
+        return list(self._open.values())
+
+    def add(self, finding: Finding, moment: datetime) -> IncidentUpdate:
+        """File a finding under its incident, opening one when none is open for its key."""
+        key = (finding.category, finding.source_ip, finding.record.host)
+        incident = self._open.get(key)
+        if incident is not None and (moment - incident.last_seen).total_seconds() > self.idle_seconds:
+            self._close(key, incident)
+            incident = None
+        is_new = incident is None
+        escalated = False
+        if incident is None:
+            incident = Incident(
+                id=incident_id(finding.category, finding.source_ip, finding.record.host, moment),
+                category=finding.category,
+                source_ip=finding.source_ip,
+                host=finding.record.host,
+                first_seen=moment,
+                last_seen=moment,
+                severity=finding.severity,
+                previous_id=self._closed_ids.get(key),
+            )
+            self._open[key] = incident
+            if len(self._open) > self.max_open:
+                old_key, old = next(iter(self._open.items()))
+                self._close(old_key, old)
+        else:
+            self._open.move_to_end(key)
+            if severity_rank(finding.severity) > severity_rank(incident.severity):
+                incident.severity = finding.severity
+                escalated = True
+        incident.last_seen = max(incident.last_seen, moment)
+        incident.count += finding.count
+        if finding.rule_id not in incident.rules:
+            incident.rules.append(finding.rule_id)
+        if finding.user and finding.user not in incident.users and len(incident.users) < 20:
+            incident.users.append(finding.user)
+        if len(incident.evidence) < self.max_evidence:
+            record = finding.record
+            incident.evidence.append(
+                {"path": record.path, "offset": record.offset, "line": record.raw[:4096]}
+            )
+        return IncidentUpdate(incident, is_new, escalated)
+
+    def _close(self, key: tuple[str, str | None, str | None], incident: Incident) -> None:
+        incident.status = "closed"
+        self._open.pop(key, None)
+        self._closed_ids[key] = incident.id
+        if len(self._closed_ids) > self.max_open:
+            self._closed_ids.pop(next(iter(self._closed_ids)))

@@ -1,0 +1,95 @@
+"""Sliding-window thresholds: N findings of some categories from one source within T seconds.
+
+Each (window spec, source) pair keeps the times of its recent findings. When the count reaches
+the threshold, one correlated finding is emitted, and no other until the source has gone a
+whole window without a finding, so a long attack makes one incident and not one per line.
+Memory is bounded: at most `max_sources` sources are tracked, the least recently seen dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from irwatchd.config import CorrelationSpec
+from irwatchd.detection.finding import Finding
+
+DEFAULT_MAX_SOURCES = 100_000
+
+
+@dataclass(slots=True)
+class _SourceWindow:
+    times: deque[float] = field(default_factory=deque)
+    fired: bool = False
+    evidence: deque[Finding] = field(default_factory=deque)
+
+
+class SlidingWindows:
+    """Counts findings per source for each correlation spec and emits threshold findings."""
+
+    def __init__(
+        self, specs: Sequence[CorrelationSpec], max_sources: int = DEFAULT_MAX_SOURCES
+    ) -> None:
+        self.specs = tuple(specs)
+        self.max_sources = max_sources
+        self._windows: OrderedDict[tuple[str, str], _SourceWindow] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def observe(self, finding: Finding, moment: datetime) -> list[Finding]:
+        """Count one finding at `moment`; return the correlated findings it completes."""
+        if finding.source_ip is None:
+            return []
+        emitted = []
+        stamp = moment.timestamp()
+        for spec in self.specs:
+            if finding.category not in spec.categories:
+                continue
+            key = (spec.name, finding.source_ip)
+            window = self._windows.get(key)
+            if window is None:
+                window = _SourceWindow()
+                self._windows[key] = window
+                if len(self._windows) > self.max_sources:
+                    self._windows.popitem(last=False)
+            else:
+                self._windows.move_to_end(key)
+            horizon = stamp - spec.window_seconds
+            while window.times and window.times[0] < horizon:
+                window.times.popleft()
+            if not window.times:
+                window.fired = False
+                window.evidence.clear()
+            # A "repeated N times" line counts N failures, but never more than the threshold
+            # needs, so memory per source stays bounded.
+            for _ in range(min(finding.count, spec.threshold)):
+                window.times.append(stamp)
+            while len(window.times) > spec.threshold:
+                window.times.popleft()
+            window.evidence.append(finding)
+            while len(window.evidence) > spec.threshold:
+                window.evidence.popleft()
+            if not window.fired and len(window.times) >= spec.threshold:
+                window.fired = True
+                emitted.append(
+                    Finding(
+                        rule_id=spec.name,
+                        category=spec.category,
+                        severity=spec.severity,
+                        record=finding.record,
+                        source_ip=finding.source_ip,
+                        user=finding.user,
+                        count=len(window.times),
+                        fields={"threshold": str(spec.threshold),
+                                "window_seconds": str(spec.window_seconds)},
+                    )
+                )  # fmt: skip
+        return emitted
+
+    def evidence_for(self, name: str, source_ip: str) -> list[Finding]:
+        """Return the findings that made up a window's current count."""
+        window = self._windows.get((name, source_ip))
+        return list(window.evidence) if window else []

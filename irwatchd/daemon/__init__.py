@@ -1,0 +1,1 @@
+"""Daemon: the lifecycle (start, reload, stop), signals, the lock, and systemd notification."""

@@ -1,0 +1,51 @@
+"""What the daemon runs with: the config plus the command-line overrides, resolved to paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from irwatchd.config import LoadedConfig, load_config
+from irwatchd.errors import ConfigError, Problem
+from irwatchd.sources.tailer import WatchSpec, specs_from_paths
+
+_TYPES = ("syslog", "access_log", "error_log", "json", "auto")
+
+
+def parse_watch_option(value: str) -> tuple[str, str]:
+    """Split `PATH[:TYPE]` into a path and a source type (default `auto`)."""
+    path, separator, kind = value.rpartition(":")
+    if separator and kind in _TYPES and path:
+        return path, kind
+    return value, "auto"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """A loaded config with `--state-dir` and `--watch` applied."""
+
+    loaded: LoadedConfig
+    state_dir: Path
+    watch_specs: list[WatchSpec]
+
+
+def resolve_settings(
+    config_path: Path | None, state_dir: str | None, watch: list[str] | None
+) -> DaemonSettings:
+    """Load the config and apply the overrides; raise `ConfigError` when nothing is watched."""
+    loaded = load_config(config_path)
+    root = Path(state_dir).absolute() if state_dir else loaded.state_dir
+    if watch:
+        triples = [(path, "application", kind) for path, kind in map(parse_watch_option, watch)]
+    else:
+        triples = [
+            (str(loaded.resolve(spec.path)), group, spec.type)
+            for group, spec in loaded.config.sources.all()
+        ]
+    if not triples:
+        where = str(loaded.path) if loaded.path else "built-in defaults"
+        raise ConfigError(
+            [Problem(where, None, "sources", "no sources configured; add paths under "
+                     "sources.system, sources.security or sources.application, or pass --watch")]
+        )  # fmt: skip
+    return DaemonSettings(loaded, root, specs_from_paths(triples))

@@ -1,0 +1,1 @@
+"""Response: the severity policy and the actions it runs (block, alert, ticket, forensics)."""

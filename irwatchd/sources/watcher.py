@@ -1,0 +1,95 @@
+"""watchdog observers that wake the reader when a watched directory changes.
+
+Events only wake the reader; they never carry data, so a lost, merged or late event costs at
+most one poll interval. When inotify watches cannot be added (the per-user watch limit, or a
+filesystem without inotify), the watcher falls back to watchdog's polling observer and says so.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+log = structlog.get_logger(__name__)
+
+
+class _WakeHandler(FileSystemEventHandler):
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # Runs on the observer thread: it must never raise, or watchdog ends that thread.
+        try:
+            self.wake.set()
+        except Exception:  # pragma: no cover - Event.set does not raise
+            log.exception("watch_event_failed", path=getattr(event, "src_path", None))
+
+
+class DirectoryWatcher:
+    """Watches a set of directories and sets `wake` on any change inside them."""
+
+    def __init__(self, wake: threading.Event, *, force_polling: bool = False, poll_seconds: float = 1.0) -> None:
+        self.wake = wake
+        self.poll_seconds = poll_seconds
+        self.mode = "polling" if force_polling else "inotify"
+        self._observer: BaseObserver = self._new_observer()
+        self._watched: set[str] = set()
+        self._observer.start()
+
+    def _new_observer(self) -> BaseObserver:
+        if self.mode == "polling":
+            return PollingObserver(timeout=self.poll_seconds)
+        return Observer()
+
+    def update(self, directories: list[str]) -> None:
+        """Watch every directory in the list that is not watched yet."""
+        for directory in directories:
+            if directory in self._watched:
+                continue
+            try:
+                self._observer.schedule(_WakeHandler(self.wake), directory, recursive=False)
+            except OSError as error:
+                if self.mode == "polling":
+                    log.warning("watch_failed", path=directory, error=str(error))
+                    continue
+                log.warning(
+                    "watch_mode_degraded", path=directory, error=str(error), mode="polling",
+                    hint="raise fs.inotify.max_user_watches; irwatchd polls meanwhile",
+                )  # fmt: skip
+                self._switch_to_polling()
+                self.update(directories)
+                return
+            self._watched.add(directory)
+            log.info("directory_watched", path=directory, mode=self.mode)
+
+    def _switch_to_polling(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+        self.mode = "polling"
+        self._observer = self._new_observer()
+        self._watched.clear()
+        self._observer.start()
+
+    def is_alive(self) -> bool:
+        """Whether the observer thread is still running."""
+        return self._observer.is_alive()
+
+    def restart_if_dead(self, directories: list[str]) -> None:
+        """Start a new observer when the old thread died, and watch the directories again."""
+        if self._observer.is_alive():
+            return
+        log.error("observer_thread_died", mode=self.mode, action="restarting")
+        self._observer = self._new_observer()
+        self._watched.clear()
+        self._observer.start()
+        self.update(directories)
+
+    def stop(self) -> None:
+        """Stop the observer thread."""
+        self._observer.stop()
+        self._observer.join(timeout=5)
