@@ -64,3 +64,21 @@ class AlreadyRunningError(IrwatchdError):
     """Another daemon holds the lock on the same state directory."""
 
     exit_code = EX_TEMPFAIL
+
+
+class UnavailableError(IrwatchdError):
+    """A service the command needs is not there, such as a daemon that is not running."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CantCreateError(IrwatchdError):
+    """A file or directory irwatchd must create, such as the state directory, cannot be made."""
+
+    exit_code = EX_CANTCREAT
+
+
+class NoPermissionError(IrwatchdError):
+    """The operating system denied access to a file, a directory or a process."""
+
+    exit_code = EX_NOPERM
