@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_config(args.config_path if args.config else default_config_path())
     detector = build_detector(loaded)
     for path in args.files:
-        result = evaluate(detector, path, args.source_type)
+        result = evaluate(detector, path, args.source_type, loaded.config.correlation)
         summary = result.summary()
         if args.json:
             print(json.dumps({"file": str(path)} | summary))

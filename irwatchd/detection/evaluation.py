@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from irwatchd.config import CorrelationSpec
+from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.finding import Finding
@@ -36,6 +38,8 @@ class Evaluation:
     misses: list[dict[str, Any]] = field(default_factory=list)
     false_positives: list[dict[str, Any]] = field(default_factory=list)
     wrong_source: list[dict[str, Any]] = field(default_factory=list)
+    brute_force_expected: set[str] | None = None
+    brute_force_found: set[str] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         """Return the figures as one JSON-ready object."""
@@ -58,6 +62,18 @@ class Evaluation:
             },
             "source_checked": self.attribution_checked,
             "correct_source_rate": _ratio(self.attributed, self.attribution_checked),
+            "brute_force_sources": self._brute_force_summary(),
+        }
+
+    def _brute_force_summary(self) -> dict[str, Any] | None:
+        if self.brute_force_expected is None:
+            return None
+        expected, found = self.brute_force_expected, self.brute_force_found
+        return {
+            "expected": len(expected),
+            "found": len(found),
+            "missing": sorted(expected - found),
+            "extra": sorted(found - expected),
         }
 
 
@@ -94,8 +110,18 @@ def _read_corpus(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def evaluate(detector: Detector, path: Path, source_type: str = "auto") -> Evaluation:
-    """Detect every corpus line and score the findings against the labels."""
+def evaluate(
+    detector: Detector,
+    path: Path,
+    source_type: str = "auto",
+    correlation: list[CorrelationSpec] | None = None,
+) -> Evaluation:
+    """Detect every corpus line and score the findings against the labels.
+
+    With `correlation` given and a corpus that labels brute-force bursts
+    (`brute_force_burst`), the windows run over the findings in line order with the times the
+    lines carry, and the sources they flag are compared with the labelled ones.
+    """
     items = _read_corpus(path)
     now = datetime.now(UTC)
     findings: dict[int, list[Finding]] = defaultdict(list)
@@ -110,6 +136,19 @@ def evaluate(detector: Detector, path: Path, source_type: str = "auto") -> Evalu
     result = Evaluation()
     for number, item in enumerate(items, start=1):
         _score(result, number, item, findings.get(number, []))
+    if correlation and any("brute_force_burst" in item for item in items):
+        result.brute_force_expected = {
+            source
+            for item in items
+            if item.get("brute_force_burst") and (source := clean_source(item.get("ip")))
+        }
+        windows = SlidingWindows(correlation)
+        for number in sorted(findings):
+            for finding in findings[number]:
+                moment = finding.record.time or now
+                for correlated in windows.observe(finding, moment):
+                    if correlated.category == "brute_force" and correlated.source_ip:
+                        result.brute_force_found.add(correlated.source_ip)
     return result
 
 
@@ -163,6 +202,12 @@ def format_table(name: str, summary: dict[str, Any]) -> str:
         f"correct source address: {percent(summary['correct_source_rate'])} "
         f"of {summary['source_checked']} detected lines with a labelled address"
     )
+    brute = summary.get("brute_force_sources")
+    if brute is not None:
+        rows.append(
+            f"brute_force sources: {brute['found']} found, {brute['expected']} labelled, "
+            f"{len(brute['missing'])} missing, {len(brute['extra'])} extra"
+        )
     return "\n".join(rows)
 
 

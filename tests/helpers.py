@@ -1,0 +1,132 @@
+"""Shared test helpers: waiting without fixed sleeps, and running the daemon as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+CONFIG = ROOT / "etc" / "irwatchd.yaml"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns a truthy value and return it; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def read_audit(state_dir: Path) -> list[dict[str, Any]]:
+    """Return every complete record of the audit log in a state directory."""
+    path = state_dir / "audit.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for raw in path.read_bytes().split(b"\n"):
+        if raw.strip():
+            records.append(json.loads(raw))
+    return records
+
+
+def audit_actions(state_dir: Path, action: str) -> list[dict[str, Any]]:
+    """Return the audit records whose `event.action` is `action`."""
+    return [r for r in read_audit(state_dir) if r.get("event", {}).get("action") == action]
+
+
+def irwatchd_command(*args: str) -> list[str]:
+    """Return the argument list that runs `irwatchd ARGS` with this interpreter."""
+    return [sys.executable, "-m", "irwatchd", *args]
+
+
+def run_cli(*args: str, input_text: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one irwatchd command to completion and return its result."""
+    return subprocess.run(
+        irwatchd_command(*args), cwd=ROOT, input=input_text, capture_output=True,
+        text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+class DaemonProcess:
+    """A running `irwatchd run` subprocess with its state directory."""
+
+    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path, stderr_path: Path) -> None:
+        self.process = process
+        self.state_dir = state_dir
+        self.stderr_path = stderr_path
+
+    def log_text(self) -> str:
+        """Return what the daemon wrote to stderr so far."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the daemon has logged that it started."""
+        wait_until(lambda: "daemon_started" in self.log_text() or self.process.poll() is not None, timeout)
+        assert self.process.poll() is None, f"daemon exited early:\n{self.log_text()}"
+
+    def signal(self, number: int) -> None:
+        """Send a signal to the daemon."""
+        self.process.send_signal(number)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Send SIGTERM and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def running_daemon(
+    state_dir: Path, watches: list[str], *extra: str, config: Path = CONFIG, env: dict[str, str] | None = None
+) -> Iterator[DaemonProcess]:
+    """Start `irwatchd run` on the given watches, wait until it is ready, and stop it afterwards."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = state_dir.parent / f"{state_dir.name}.stderr.log"
+    arguments = ["run", "-c", str(config), "--state-dir", str(state_dir)]
+    for watch in watches:
+        arguments += ["--watch", watch]
+    arguments += list(extra)
+    with stderr_path.open("ab") as stderr:
+        process = subprocess.Popen(
+            irwatchd_command(*arguments), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    daemon = DaemonProcess(process, state_dir, stderr_path)
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def corpus_lines(name: str, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Return the corpus objects of one file that match `predicate`."""
+    path = CORPUS / name
+    return [item for item in map(json.loads, path.open()) if predicate(item)]
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append lines to a log file the way a logger does: one write per line, flushed."""
+    with path.open("a", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line + "\n")
+            handle.flush()

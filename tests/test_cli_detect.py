@@ -1,0 +1,90 @@
+"""`irwatchd detect` and `irwatchd check`: the contract other tools rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import run_cli
+
+FAILED = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for invalid user webmaster from 192.0.2.1 port 38926 ssh2"
+ACCEPTED = "Dec 10 06:55:49 LabSZ sshd[24200]: Accepted password for fztu from 192.0.2.1 port 38926 ssh2"
+
+
+def test_detect_prints_one_object_per_finding(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text(f"{ACCEPTED}\n{FAILED}\n")
+    result = run_cli("detect", str(log))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == {"line", "rule", "category", "severity", "source_ip", "user", "time"}
+    assert row["line"] == 2
+    assert row["category"] == "failed_login"
+    assert row["severity"] == "low"
+    assert row["source_ip"] == "192.0.2.1"
+    assert row["user"] == "webmaster"
+    assert row["time"].endswith("-12-10T06:55:48Z")
+
+
+def test_detect_reads_standard_input() -> None:
+    result = run_cli("detect", "--source-type", "syslog", "-", input_text=FAILED + "\n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["line"] == 1
+
+
+def test_detect_unreadable_input_exits_65(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.log"
+    result = run_cli("detect", str(missing))
+    assert result.returncode == 65
+    assert str(missing) in result.stderr
+    result = run_cli("detect", str(tmp_path))
+    assert result.returncode == 65
+    assert "directory" in result.stderr
+
+
+def test_detect_survives_hostile_bytes(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_bytes(b"\xff\xfe\x00garbage\x00\n" + b"A" * 200_000 + b"\n" + FAILED.encode() + b"\r\n")
+    result = run_cli("detect", "--source-type", "syslog", str(log))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["line"] for row in rows] == [3]
+    assert rows[0]["source_ip"] == "192.0.2.1"
+
+
+def test_check_accepts_default_config() -> None:
+    result = run_cli("check")
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_names_file_line_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("state_dir: /tmp/x\nblocking:\n  backend: iptables\n  duration_seconds: -5\n")
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode == 78
+    assert f"{config}:3: blocking.backend:" in result.stderr
+    assert "'simulate'" in result.stderr
+    assert f"{config}:4: blocking.duration_seconds:" in result.stderr
+
+
+def test_check_rejects_unknown_key_and_bad_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("state_dir: /tmp/x\nstart_at: end\npolcy: {}\n")
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode == 78
+    assert f"{config}:3: polcy: unknown key" in result.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("state_dir: [unclosed\n")
+    result = run_cli("check", "-c", str(broken))
+    assert result.returncode == 78
+    assert "invalid YAML" in result.stderr
+    assert str(broken) in result.stderr
+
+
+def test_check_rejects_missing_config(tmp_path: Path) -> None:
+    result = run_cli("check", "-c", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 78
+    assert "file not found" in result.stderr
