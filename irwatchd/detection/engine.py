@@ -204,9 +204,11 @@ class Detector:
             source_ip = clean_source(record.client_ip)
         else:
             source_ip = clean_source(groups.get("source_ip"))
-        count = 1
+        # `count` is how many failed attempts the line stands for: 0 for a line that repeats
+        # what another line of the same attempt already counted, N for "repeated N times".
+        count = rule.count
         if rule.count_field and groups.get(rule.count_field, "").isdigit():
-            count = max(1, min(int(groups[rule.count_field]), MAX_COUNT))
+            count = min(int(groups[rule.count_field]), MAX_COUNT)
         return Finding(
             rule_id=rule.id,
             category=rule.category,

@@ -61,6 +61,7 @@ class RuleSpec(BaseModel):
     pattern: str | list[str]
     ignore: list[str] = Field(default_factory=list)
     count_field: str | None = None
+    count: int = Field(default=1, ge=0, le=1000)
     references: list[str] = Field(default_factory=list)
     examples: Examples = Field(default_factory=Examples)
     override: bool = False
@@ -95,6 +96,7 @@ class Rule:
     patterns: tuple[str, ...]
     ignore: tuple[str, ...]
     count_field: str | None
+    count: int
     references: tuple[str, ...]
     match_examples: tuple[MatchExample, ...]
     no_match_examples: tuple[str, ...]
@@ -152,6 +154,7 @@ def _load_file(path: Path) -> list[Rule]:
                 patterns=patterns,
                 ignore=tuple(spec.ignore),
                 count_field=spec.count_field,
+                count=spec.count,
                 references=tuple(spec.references),
                 match_examples=tuple(
                     example if isinstance(example, MatchExample) else MatchExample(line=example)
