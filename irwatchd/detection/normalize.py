@@ -19,6 +19,22 @@ MAX_DECODE_ROUNDS = 3
 
 _APACHE_ESCAPE = re2.compile(r"\\(x[0-9a-fA-F]{2}|.)", _OPTIONS)
 _IIS_UNICODE = re2.compile(r"%u([0-9a-fA-F]{4})", _OPTIONS)
+# Overlong UTF-8 spellings of ASCII (%c0%ae for ".", %e0%80%af for "/", up to six bytes).
+# Strict decoders reject them, but old IIS, Tomcat and PHP builds decoded them, so traversal
+# and filter-evasion payloads use them. The last byte is often not a valid continuation byte
+# (%c0%2e); those decoders kept only its low six bits, and so does this view.
+_OVERLONG = re2.compile(
+    r"%([cC][01]|[eE]0%[89aAbB][0-9a-fA-F]|[fF]0%8[0-9a-fA-F]%[89aAbB][0-9a-fA-F]"
+    r"|[fF]8%80%80%[89aAbB][0-9a-fA-F]|[fF][cC]%80%80%80%[89aAbB][0-9a-fA-F])%([0-9a-fA-F]{2})",
+    _OPTIONS,
+)
+_OVERLONG_RAW = re2.compile(r"[\xc0\xc1][\x80-\xff]", _OPTIONS)
+# Look-alike characters that some back ends fold to ASCII: fullwidth forms, the division
+# slash and the set minus used as path separators.
+_LOOKALIKES = str.maketrans(
+    {"\uff0e": ".", "\uff0f": "/", "\uff3c": "\\", "\u2215": "/", "\u2216": "\\", "\u2044": "/",
+     "\uff1c": "<", "\uff1e": ">", "\u2024": ".", "\ufe52": "."}
+)
 _SQL_COMMENT = re2.compile(r"/\*.*?\*/", _OPTIONS)
 _CONTROL = re2.compile(r"[\x00-\x08\x0a-\x1f\x7f]", _OPTIONS)
 _WHITESPACE = re2.compile(r"[\s\x0b]+", _OPTIONS)
@@ -45,12 +61,30 @@ def url_decode(text: str, *, plus_as_space: bool) -> str:
             break
         if "%u" in text or "%U" in text:
             text = _IIS_UNICODE.sub(lambda match: chr(int(match.group(1), 16)), text)
+        text = _OVERLONG.sub(_overlong_escape, text)
         decoded = unquote_plus(text) if plus_as_space else unquote(text)
         if decoded == text:
             break
         text = decoded
         plus_as_space = False  # a literal '+' decoded from %2B is a plus, not a space
     return text
+
+
+def _overlong_escape(match: re2._Match) -> str:
+    lead = match.group(1)
+    escapes = [lead[:2]] + [part for part in lead[2:].split("%") if part] + [match.group(2)]
+    values = [int(escape, 16) for escape in escapes]
+    code = values[0] & (0x1F if len(values) == 2 else 0x0F if len(values) == 3 else 0x07)
+    for value in values[1:]:
+        code = (code << 6) | (value & 0x3F)
+    if code >= 0x80:
+        return match.group(0)
+    return f"%{code:02x}"
+
+
+def _overlong_raw(match: re2._Match) -> str:
+    text = match.group(0)
+    return chr(((ord(text[0]) & 0x1F) << 6 | (ord(text[1]) & 0x3F)) & 0x7F)
 
 
 def _visible_control(match: re2._Match) -> str:
@@ -63,6 +97,7 @@ def canonical(text: str) -> str:
         text = html.unescape(text)
     if "/*" in text:
         text = _SQL_COMMENT.sub(" ", text)
+    text = _OVERLONG_RAW.sub(_overlong_raw, text).translate(_LOOKALIKES)
     text = _CONTROL.sub(_visible_control, text)
     return _WHITESPACE.sub(" ", text.lower()).strip()
 
