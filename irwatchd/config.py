@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from irwatchd.detection.rules import Category, Severity, validation_problems
 from irwatchd.errors import ConfigError, Problem
@@ -101,14 +109,21 @@ class Policy(_Model):
 
 
 class Blocking(_Model):
-    """How blocks are applied and how long they last."""
+    """How blocks are applied, how long they last, and how fast new ones may be added."""
 
     backend: Literal["simulate", "nftables", "command"] = "simulate"
     duration_seconds: float = Field(default=3600, gt=0)
     allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    max_blocks_per_minute: int = Field(default=60, ge=1)
+    increment_factor: float = Field(default=2.0, ge=1)
+    max_duration_seconds: float = Field(default=7 * 86400, gt=0)
+    offence_memory_seconds: float = Field(default=7 * 86400, gt=0)
     nft_path: str = "/usr/sbin/nft"
     nft_table: str = Field(default="irwatchd", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+    nft_priority: int = -10
     command: list[str] = Field(default_factory=list)
+    unblock_command: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=10, gt=0)
 
     @field_validator("allowlist")
     @classmethod
@@ -123,26 +138,160 @@ class Blocking(_Model):
                 ) from None
         return value
 
+    @field_validator("nft_path")
+    @classmethod
+    def _absolute_program(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path, such as /usr/sbin/nft")
+        return value
+
+    @field_validator("command", "unblock_command")
+    @classmethod
+    def _absolute_command(cls, value: list[str]) -> list[str]:
+        if value and not value[0].startswith("/"):
+            raise ValueError(
+                f"the program {value[0]!r} must be an absolute path, such as "
+                "[/usr/local/bin/ban, '{address}', '{seconds}']"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _command_given(self) -> Blocking:
+        if self.backend == "command" and not self.command:
+            raise ValueError(
+                "backend: command needs `command`, an argument list such as "
+                "[/usr/local/bin/ban, '{address}', '{seconds}']"
+            )
+        return self
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} must start with http:// or https://")
+    return value
+
+
+class _Channel(_Model):
+    name: str = Field(default="", pattern=r"^[a-z0-9._-]{0,64}$")
+
+
+class WebhookChannel(_Channel):
+    """A generic webhook: the alert as a JSON POST, optionally HMAC-SHA256 signed."""
+
+    type: Literal["webhook"]
+    url: str
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    timeout_seconds: float = Field(default=5, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class SlackChannel(_Channel):
+    """A Slack-compatible incoming webhook: a JSON POST of `{"text": ...}`."""
+
+    type: Literal["slack"]
+    url: str
+    timeout_seconds: float = Field(default=5, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class SyslogChannel(_Channel):
+    """RFC 5424 messages to a local socket path, or to `udp://HOST:PORT` / `tcp://HOST:PORT`."""
+
+    type: Literal["syslog"]
+    address: str = "/dev/log"
+    facility: Literal["auth", "authpriv", "daemon", "local0", "local1", "local2", "local3",
+                      "local4", "local5", "local6", "local7", "security", "user"] = "authpriv"
+    timeout_seconds: float = Field(default=5, gt=0)
+
+
+class EmailChannel(_Channel):
+    """E-mail over SMTP, with STARTTLS and log-in when configured."""
+
+    type: Literal["email"]
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    sender: str = Field(min_length=3)
+    recipients: list[str] = Field(min_length=1)
+    timeout_seconds: float = Field(default=10, gt=0)
+
+
+Channel = Annotated[
+    WebhookChannel | SlackChannel | SyslogChannel | EmailChannel, Field(discriminator="type")
+]
+
 
 class Alerts(_Model):
-    """Where alerts go besides the alert files in the state directory."""
+    """Where alerts go besides the alert files in the state directory, and how often."""
 
+    channels: list[Channel] = Field(default_factory=list)
     webhook_url: str | None = None
     webhook_timeout_seconds: float = Field(default=5, gt=0)
-    webhook_max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int = Field(default=10, ge=1)
+    retry_base_seconds: float = Field(default=1, gt=0)
+    retry_max_seconds: float = Field(default=300, gt=0)
+    reminder_minutes: float = Field(default=60, gt=0)
 
     @field_validator("webhook_url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"{value!r} must start with http:// or https://")
-        return value
+        return None if value is None else _http_url(value)
+
+    def all_channels(self) -> list[WebhookChannel | SlackChannel | SyslogChannel | EmailChannel]:
+        """Return the channels with `webhook_url` as one more webhook and every name filled in."""
+        channels = list(self.channels)
+        if self.webhook_url is not None:
+            channels.append(
+                WebhookChannel(type="webhook", name="webhook", url=self.webhook_url,
+                               timeout_seconds=self.webhook_timeout_seconds)
+            )  # fmt: skip
+        named = []
+        for index, channel in enumerate(channels):
+            if not channel.name:
+                channel = channel.model_copy(update={"name": f"{channel.type}-{index + 1}"})
+            named.append(channel)
+        return named
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Alerts:
+        names = [channel.name for channel in self.all_channels()]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(duplicates)}")
+        return self
 
 
 class Tickets(_Model):
     """Ticket settings."""
 
     max_evidence_lines: int = Field(default=50, ge=1)
+
+
+class Forensics(_Model):
+    """What a forensic copy takes from each source file: the evidence's byte range or all."""
+
+    scope: Literal["segment", "file"] = "segment"
+    context_bytes: int = Field(default=4096, ge=0)
+    max_copy_bytes: int = Field(default=256 << 20, ge=1)
+
+
+class AuditSettings(_Model):
+    """Audit log rotation: past `max_bytes` the log moves to `audit.jsonl.1` and so on."""
+
+    max_bytes: int = Field(default=64 << 20, ge=4096)
+    keep_files: int = Field(default=10, ge=1)
 
 
 class Config(_Model):
@@ -159,6 +308,8 @@ class Config(_Model):
     blocking: Blocking = Field(default_factory=Blocking)
     alerts: Alerts = Field(default_factory=Alerts)
     tickets: Tickets = Field(default_factory=Tickets)
+    forensics: Forensics = Field(default_factory=Forensics)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
 class LoadedConfig:

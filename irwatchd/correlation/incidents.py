@@ -2,7 +2,9 @@
 
 An incident stays open while findings keep arriving; one that has been quiet for
 `idle_seconds` is closed, and a later finding with the same key opens a new incident that
-refers to the closed one.
+refers to the closed one. `acknowledged` is an open incident that a person has seen: it
+keeps collecting findings. The tracker only keeps memory state; the responder saves tickets
+and brings incidents back from them at start (`restore`).
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from irwatchd.detection.finding import Finding, severity_rank
-from irwatchd.parsing.timestamps import format_rfc3339
+from irwatchd.parsing.timestamps import format_rfc3339, parse_iso8601
 
 DEFAULT_MAX_OPEN = 50_000
+STATUSES = ("open", "acknowledged", "closed")
+
+IncidentKey = tuple[str, str | None, str | None]
 
 
 @dataclass(slots=True)
@@ -36,6 +42,34 @@ class Incident:
     status: str = "open"
     previous_id: str | None = None
     actions_done: set[str] = field(default_factory=set)
+    last_alert_at: datetime | None = None
+
+    @property
+    def key(self) -> IncidentKey:
+        """The grouping key: category, source address and host."""
+        return (self.category, self.source_ip, self.host)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Incident:
+        """Rebuild an incident from its ticket (the inverse of `to_json`)."""
+        last_alert = document.get("last_alert_at")
+        return cls(
+            id=str(document["id"]),
+            category=str(document["category"]),
+            source_ip=document.get("source_ip"),
+            host=document.get("host"),
+            first_seen=_parse_time(document["first_seen"]),
+            last_seen=_parse_time(document["last_seen"]),
+            severity=str(document["severity"]),
+            count=int(document.get("count", 0)),
+            rules=list(document.get("rules", [])),
+            users=list(document.get("users", [])),
+            evidence=list(document.get("evidence", [])),
+            status=str(document.get("status", "open")),
+            previous_id=document.get("previous_id"),
+            actions_done=set(document.get("actions_done", [])),
+            last_alert_at=_parse_time(last_alert) if last_alert else None,
+        )
 
     def to_json(self) -> dict[str, object]:
         """Return the incident as a JSON-ready object."""
@@ -53,7 +87,16 @@ class Incident:
             "users": self.users,
             "evidence": self.evidence,
             "previous_id": self.previous_id,
+            "actions_done": sorted(self.actions_done),
+            "last_alert_at": format_rfc3339(self.last_alert_at) if self.last_alert_at else None,
         }
+
+
+def _parse_time(value: object) -> datetime:
+    parsed = parse_iso8601(str(value))
+    if parsed is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 time")
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +126,31 @@ class IncidentTracker:
         self.idle_seconds = idle_seconds
         self.max_evidence = max_evidence
         self.max_open = max_open
-        self._open: OrderedDict[tuple[str, str | None, str | None], Incident] = OrderedDict()
-        self._closed_ids: dict[tuple[str, str | None, str | None], str] = {}
+        self._open: OrderedDict[IncidentKey, Incident] = OrderedDict()
+        self._closed_ids: dict[IncidentKey, str] = {}
+        self.just_closed: list[Incident] = []
+        """Incidents closed by idleness or the memory bound since the caller last cleared it."""
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def get(self, key: IncidentKey) -> Incident | None:
+        """Return the open incident for a key, if any."""
+        return self._open.get(key)
+
+    def close(self, key: IncidentKey) -> None:
+        """Close the open incident for a key (a person closed its ticket)."""
+        incident = self._open.get(key)
+        if incident is not None:
+            self._close(key, incident)
+
+    def restore(self, incidents: list[Incident]) -> None:
+        """Take back incidents saved as tickets: open ones stay open, closed ones are remembered."""
+        for incident in sorted(incidents, key=lambda item: item.last_seen):
+            if incident.status == "closed":
+                self._closed_ids[incident.key] = incident.id
+            else:
+                self._open[incident.key] = incident
 
     def open_incidents(self) -> list[Incident]:
         """Return the incidents currently open."""
@@ -97,8 +160,12 @@ class IncidentTracker:
         """File a finding under its incident, opening one when none is open for its key."""
         key = (finding.category, finding.source_ip, finding.record.host)
         incident = self._open.get(key)
-        if incident is not None and (moment - incident.last_seen).total_seconds() > self.idle_seconds:
+        if (
+            incident is not None
+            and (moment - incident.last_seen).total_seconds() > self.idle_seconds
+        ):
             self._close(key, incident)
+            self.just_closed.append(incident)
             incident = None
         is_new = incident is None
         escalated = False
@@ -117,6 +184,7 @@ class IncidentTracker:
             if len(self._open) > self.max_open:
                 old_key, old = next(iter(self._open.items()))
                 self._close(old_key, old)
+                self.just_closed.append(old)
         else:
             self._open.move_to_end(key)
             if severity_rank(finding.severity) > severity_rank(incident.severity):
@@ -135,7 +203,7 @@ class IncidentTracker:
             )
         return IncidentUpdate(incident, is_new, escalated)
 
-    def _close(self, key: tuple[str, str | None, str | None], incident: Incident) -> None:
+    def _close(self, key: IncidentKey, incident: Incident) -> None:
         incident.status = "closed"
         self._open.pop(key, None)
         self._closed_ids[key] = incident.id

@@ -1,28 +1,47 @@
-"""Alerts: one JSON file per alert in the state directory, and an optional webhook POST.
+"""Alerts: when an incident deserves one, what it contains, and its file in the state directory.
 
-The webhook is sent from its own thread with retries and exponential back-off, so a slow or
-dead receiver never delays detection. A full queue drops the newest alert with a warning
-rather than grow without bound; every alert is still on disk as a file.
+An incident alerts when it opens, when its severity rises, and otherwise at most once per
+`reminder_minutes` while findings keep arriving. Every alert is written as its own JSON file
+under `alerts/` and then queued for each channel (see `irwatchd.response.delivery`).
 """
 
 from __future__ import annotations
 
-import json
-import queue
-import threading
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from irwatchd.correlation.incidents import Incident, IncidentUpdate
+from irwatchd.detection.finding import Finding
 from irwatchd.jsonfiles import write_json_atomic
+from irwatchd.parsing.timestamps import format_rfc3339
 
-log = structlog.get_logger(__name__)
+EVIDENCE_IN_ALERT = 5
 
-QUEUE_LIMIT = 10_000
+
+def alert_reason(update: IncidentUpdate, now: datetime, reminder: timedelta) -> str | None:
+    """Return why this finding should alert (`new_incident`, `severity_raised`, `reminder`) or None."""
+    incident = update.incident
+    if update.is_new:
+        return "new_incident"
+    if update.escalated:
+        return "severity_raised"
+    if incident.last_alert_at is not None and now - incident.last_alert_at >= reminder:
+        return "reminder"
+    return None
+
+
+def alert_document(finding: Finding, incident: Incident, reason: str) -> dict[str, Any]:
+    """Build the alert JSON: its id, the reason, the incident and the last few evidence lines."""
+    return {
+        "alert_id": uuid.uuid4().hex,
+        "created": format_rfc3339(datetime.now(UTC)),
+        "reason": reason,
+        "rule": finding.rule_id,
+        "user": finding.user,
+        "incident": incident.to_json() | {"evidence": incident.evidence[-EVIDENCE_IN_ALERT:]},
+    }
 
 
 def write_alert_file(directory: Path, alert: dict[str, Any]) -> Path:
@@ -31,65 +50,3 @@ def write_alert_file(directory: Path, alert: dict[str, Any]) -> Path:
     path = directory / f"{stamp}-{alert['alert_id']}.json"
     write_json_atomic(path, alert)
     return path
-
-
-class WebhookSender:
-    """POSTs alerts as JSON to one URL from a background thread, retrying with back-off."""
-
-    def __init__(self, url: str, timeout: float, max_attempts: int, base_delay: float = 1.0) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.base_delay = base_delay
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_LIMIT)
-        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
-        self._stopping = threading.Event()
-        self.sent = 0
-        self.failed = 0
-        self._thread.start()
-
-    def submit(self, alert: dict[str, Any]) -> None:
-        """Queue an alert without waiting."""
-        try:
-            self._queue.put_nowait(alert)
-        except queue.Full:
-            log.warning("webhook_queue_full", alert_id=alert.get("alert_id"), limit=QUEUE_LIMIT)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop after the queued alerts are tried, waiting at most `timeout` seconds."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-        self._stopping.set()
-
-    def _run(self) -> None:
-        while True:
-            alert = self._queue.get()
-            if alert is None:
-                return
-            self._deliver(alert)
-
-    def _deliver(self, alert: dict[str, Any]) -> None:
-        body = json.dumps(alert).encode()
-        for attempt in range(1, self.max_attempts + 1):
-            request = urllib.request.Request(  # noqa: S310 - the scheme is checked in config
-                self.url, data=body, method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "irwatchd"},
-            )  # fmt: skip
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                    response.read()
-                self.sent += 1
-                log.info("webhook_sent", alert_id=alert["alert_id"], attempt=attempt)
-                return
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                delay = self.base_delay * 2 ** (attempt - 1)
-                log.warning(
-                    "webhook_retry" if attempt < self.max_attempts else "webhook_failed",
-                    alert_id=alert["alert_id"], attempt=attempt, error=str(error),
-                    retry_in_seconds=delay if attempt < self.max_attempts else None,
-                )  # fmt: skip
-                if attempt < self.max_attempts and self._stopping.wait(delay):
-                    break
-        self.failed += 1
-        log.error("webhook_gave_up", alert_id=alert["alert_id"], url_host=self.url.split("/")[2])
-        # TODO: keep undelivered alerts in a disk-backed queue so a restart still sends them.

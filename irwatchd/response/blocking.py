@@ -1,121 +1,261 @@
-"""Blocks: which addresses are blocked until when, persisted in the state directory.
+"""Blocks: which addresses are blocked until when, persisted in `blocks.json`.
 
-The store is the source of truth; a back-end applies its changes to a firewall. `simulate`
-applies nothing, so a block is only a record (the default, safe for a first run).
+`blocks.json` maps each blocked address to its block; `blocks.history.json` keeps how often
+each address was blocked, which outlives the blocks themselves.
+
+The store is the source of truth and a back-end applies its changes to a firewall. The
+daemon and `irwatchd blocks` share the file under an `flock` on `blocks.json.lock`, and the
+daemon reads the file again before every change and on every tick, so a block the CLI added
+or removed while the daemon runs reaches the back-end within one poll interval.
+
+Repeat offenders get longer blocks, as fail2ban's `bantime.increment` does: the n-th block of
+an address within `offence_memory_seconds` lasts `duration * increment_factor ** (n - 1)`,
+capped at `max_duration_seconds`. At most `max_blocks_per_minute` new blocks are added in any
+60 seconds, so a flood of distinct (possibly forged) addresses cannot fill the firewall.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import structlog
 
-from irwatchd.detection.addresses import parse_address
+from irwatchd.config import Blocking
 from irwatchd.jsonfiles import read_json, write_json_atomic
 from irwatchd.response.allowlist import Allowlist
+from irwatchd.response.backends import BackendError, BlockBackend, canonical_address
 
 log = structlog.get_logger(__name__)
 
-
-class BlockBackend(Protocol):
-    """Something that enforces blocks: a firewall, a command, or nothing at all."""
-
-    name: str
-
-    def add(self, address: str, seconds: float) -> None:
-        """Block an address for `seconds`."""
-
-    def remove(self, address: str) -> None:
-        """Lift a block; lifting one that is absent is not an error."""
-
-
-class SimulatedBackend:
-    """A back-end that only records: nothing reaches a firewall."""
-
-    name = "simulate"
-
-    def add(self, address: str, seconds: float) -> None:
-        """Do nothing: the block store already holds the record."""
-
-    def remove(self, address: str) -> None:
-        """Do nothing: the block store already dropped the record."""
+RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class BlockResult:
-    """What a block request did: `blocked`, `already_blocked`, `allowlisted` or `invalid`."""
+    """What a block request did.
+
+    `outcome` is one of `blocked`, `already_blocked`, `allowlisted`, `invalid`,
+    `rate_limited` or `failed` (the back-end raised; `error` says why).
+    """
 
     outcome: str
     address: str
     expires_at: float | None = None
+    seconds: float | None = None
+    offences: int = 0
+    error: str | None = None
 
 
 class BlockStore:
-    """Active blocks with expiry, saved to `blocks.json` on every change."""
+    """Active blocks with expiry and the offence history, shared through `blocks.json`."""
 
-    def __init__(self, path: Path, backend: BlockBackend, allowlist: Allowlist) -> None:
+    def __init__(
+        self,
+        path: Path,
+        backend: BlockBackend,
+        allowlist: Allowlist,
+        settings: Blocking | None = None,
+        *,
+        apply: bool = True,
+    ) -> None:
         self.path = path
         self.backend = backend
         self.allowlist = allowlist
-        self._blocks: dict[str, dict[str, object]] = read_json(path, {})
+        self.settings = settings or Blocking()
+        self.apply = apply
+        self.history_path = path.with_name(path.stem + ".history.json")
+        self._blocks: dict[str, dict[str, Any]] = {}
+        self._offences: dict[str, dict[str, Any]] = {}
+        self._applied: set[str] = set()
+        self._recent: deque[float] = deque()
+        self._load()
 
-    def active(self, now: float | None = None) -> dict[str, dict[str, object]]:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(
+            self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o640
+        )
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _load(self) -> None:
+        self._blocks = read_json(self.path, {})
+        self._offences = read_json(self.history_path, {})
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, self._blocks)
+        write_json_atomic(self.history_path, self._offences)
+
+    def active(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Return the blocks that have not expired."""
         moment = time.time() if now is None else now
         return {
             address: entry
             for address, entry in self._blocks.items()
-            if float(entry["expires_at"]) > moment  # type: ignore[arg-type]
+            if float(entry["expires_at"]) > moment
         }
 
-    def block(self, address: str, seconds: float, reason: str, incident_id: str | None) -> BlockResult:
-        """Block an address unless it is invalid, allowlisted or already blocked."""
-        parsed = parse_address(address)
-        if parsed is None:
+    def duration_for(self, address: str, now: float) -> tuple[float, int]:
+        """Return how long the next block of `address` lasts and which offence it is (from 1)."""
+        history = self._offences.get(address)
+        previous = 0
+        if (
+            history is not None
+            and now - float(history["last_at"]) <= self.settings.offence_memory_seconds
+        ):
+            previous = int(history["count"])
+        seconds = self.settings.duration_seconds * self.settings.increment_factor**previous
+        return min(seconds, self.settings.max_duration_seconds), previous + 1
+
+    def _rate_limited(self) -> bool:
+        moment = time.monotonic()
+        while self._recent and moment - self._recent[0] >= RATE_WINDOW_SECONDS:
+            self._recent.popleft()
+        return len(self._recent) >= self.settings.max_blocks_per_minute
+
+    def block(
+        self,
+        address: str,
+        reason: str,
+        incident_id: str | None,
+        seconds: float | None = None,
+        *,
+        source: str = "daemon",
+    ) -> BlockResult:
+        """Block an address unless it is invalid, allowlisted, already blocked or over the rate cap.
+
+        `seconds` overrides the computed duration (the CLI's `--seconds`).
+        """
+        try:
+            canonical = canonical_address(address.split("%", 1)[0])
+        except ValueError:
             return BlockResult("invalid", address)
-        canonical = str(parsed)
         if self.allowlist.contains(canonical):
             return BlockResult("allowlisted", canonical)
-        now = time.time()
-        current = self._blocks.get(canonical)
-        if current is not None and float(current["expires_at"]) > now:  # type: ignore[arg-type]
-            return BlockResult("already_blocked", canonical, float(current["expires_at"]))  # type: ignore[arg-type]
-        self.backend.add(canonical, seconds)
-        expires_at = now + seconds
-        self._blocks[canonical] = {
-            "address": canonical,
-            "blocked_at": now,
-            "expires_at": expires_at,
-            "reason": reason,
-            "incident_id": incident_id,
-            "backend": self.backend.name,
-        }
-        write_json_atomic(self.path, self._blocks)
-        return BlockResult("blocked", canonical, expires_at)
+        with self._locked():
+            self._load()
+            now = time.time()
+            current = self._blocks.get(canonical)
+            if current is not None and float(current["expires_at"]) > now:
+                return BlockResult("already_blocked", canonical, float(current["expires_at"]))
+            if source == "daemon" and self._rate_limited():
+                return BlockResult("rate_limited", canonical)
+            duration, offence = self.duration_for(canonical, now)
+            if seconds is not None:
+                duration = seconds
+            if self.apply:
+                try:
+                    self.backend.add(canonical, duration)
+                except BackendError as error:
+                    log.error("block_failed", address=canonical, backend=self.backend.name,
+                              incident_id=incident_id, error=str(error))  # fmt: skip
+                    return BlockResult("failed", canonical, error=str(error))
+                self._applied.add(canonical)
+            self._recent.append(time.monotonic())
+            expires_at = now + duration
+            self._blocks[canonical] = {
+                "address": canonical,
+                "blocked_at": now,
+                "expires_at": expires_at,
+                "seconds": duration,
+                "offence": offence,
+                "reason": reason,
+                "incident_id": incident_id,
+                "backend": self.backend.name,
+                "source": source,
+            }
+            self._offences[canonical] = {"count": offence, "last_at": now}
+            self._save()
+        return BlockResult("blocked", canonical, expires_at, duration, offence)
 
     def unblock(self, address: str) -> bool:
-        """Lift a block; return whether one was active. Absent blocks are not an error."""
-        parsed = parse_address(address)
-        canonical = str(parsed) if parsed is not None else address
-        entry = self._blocks.pop(canonical, None)
-        self.backend.remove(canonical)
-        write_json_atomic(self.path, self._blocks)
+        """Lift a block and return whether one was recorded; an absent block is not an error."""
+        try:
+            canonical = canonical_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        with self._locked():
+            self._load()
+            entry = self._blocks.pop(canonical, None)
+            if self.apply:
+                self.backend.remove(canonical)
+                self._applied.discard(canonical)
+            self._save()
         return entry is not None
 
     def expire(self, now: float | None = None) -> list[str]:
-        """Drop expired blocks and return their addresses."""
+        """Drop expired blocks, lift them in the back-end, and return their addresses."""
         moment = time.time() if now is None else now
-        expired = [
-            address
-            for address, entry in self._blocks.items()
-            if float(entry["expires_at"]) <= moment  # type: ignore[arg-type]
-        ]
-        for address in expired:
-            self._blocks.pop(address)
-            self.backend.remove(address)
-        if expired:
-            write_json_atomic(self.path, self._blocks)
+        with self._locked():
+            self._load()
+            expired = [
+                address
+                for address, entry in self._blocks.items()
+                if float(entry["expires_at"]) <= moment
+            ]
+            for address in expired:
+                self._blocks.pop(address)
+                if self.apply:
+                    self._remove_quietly(address)
+            if expired:
+                self._save()
         return expired
+
+    def _remove_quietly(self, address: str) -> None:
+        try:
+            self.backend.remove(address)
+        except BackendError as error:
+            log.error(
+                "unblock_failed", address=address, backend=self.backend.name, error=str(error)
+            )
+        self._applied.discard(address)
+
+    def restore(self) -> list[str]:
+        """Add every active block to the back-end again with its remaining time (at start)."""
+        now = time.time()
+        restored = []
+        with self._locked():
+            self._load()
+            for address, entry in self.active(now).items():
+                try:
+                    self.backend.add(address, float(entry["expires_at"]) - now)
+                except BackendError as error:
+                    log.error("block_restore_failed", address=address, error=str(error))
+                    continue
+                self._applied.add(address)
+                restored.append(address)
+        return restored
+
+    def sync(self) -> tuple[list[str], list[str]]:
+        """Apply blocks that another process added to or removed from the file.
+
+        Returns the addresses added to and removed from the back-end.
+        """
+        now = time.time()
+        with self._locked():
+            self._load()
+            active = self.active(now)
+            added = sorted(set(active) - self._applied)
+            removed = sorted(self._applied - set(self._blocks))
+            for address in added:
+                try:
+                    self.backend.add(address, float(active[address]["expires_at"]) - now)
+                except BackendError as error:
+                    log.error("block_failed", address=address, error=str(error))
+                    continue
+                self._applied.add(address)
+            for address in removed:
+                self._remove_quietly(address)
+        return added, removed

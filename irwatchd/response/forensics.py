@@ -1,4 +1,11 @@
-"""Forensic copies: the evidence of an incident copied read-only, with a SHA-256 manifest."""
+"""Forensic copies: an incident's log evidence copied read-only, with a SHA-256 manifest.
+
+Each copy is a folder `forensics/<incident id>-<UTC time>/` holding `evidence.log` (the
+evidence lines as the daemon read them), one `source-N.log` per source file (the byte range
+that spans the evidence lines plus `context_bytes` on each side, or the whole file when
+`forensics.scope` is `file`), and `manifest.json`. `irwatchd evidence verify` hashes every
+listed file again.
+"""
 
 from __future__ import annotations
 
@@ -6,58 +13,142 @@ import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import structlog
+
+from irwatchd.config import Forensics
 from irwatchd.correlation.incidents import Incident
-from irwatchd.jsonfiles import write_json_atomic
+from irwatchd.errors import DataError, InputError
+from irwatchd.jsonfiles import read_json, write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 
+log = structlog.get_logger(__name__)
 
-def _sha256(path: Path) -> str:
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes as hex."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def save_evidence(directory: Path, incident: Incident) -> Path:
-    """Copy the incident's evidence lines into a new folder and write its manifest.
+def _line_end(handle: Any, offset: int) -> int:
+    """Return the offset just past the newline of the line that starts at `offset`."""
+    handle.seek(offset)
+    handle.readline()
+    return int(handle.tell())
 
-    The folder holds `evidence.log` (the raw lines, in the order seen) and `manifest.json`
-    with the SHA-256 of each copied file, the source paths and offsets, and the copy time.
-    Both files are made read-only. Returns the manifest path.
-    """
+
+def _copy_source(
+    source: str, offsets: list[int], target: Path, settings: Forensics
+) -> dict[str, Any]:
+    """Copy the configured part of one source file to `target` and describe the copy."""
+    with open(source, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        if settings.scope == "file":
+            start, end = 0, stat.st_size
+        else:
+            start = max(0, min(offsets) - settings.context_bytes)
+            end = min(stat.st_size, _line_end(handle, max(offsets)) + settings.context_bytes)
+        end = min(end, start + settings.max_copy_bytes)
+        handle.seek(start)
+        remaining = end - start
+        with target.open("wb") as out:
+            while remaining > 0:
+                block = handle.read(min(CHUNK, remaining))
+                if not block:
+                    break
+                out.write(block)
+                remaining -= len(block)
+            out.flush()
+            os.fsync(out.fileno())
+    # NOTE: a source rotated away since the evidence was read has another inode at this path;
+    # the manifest records the inode that was copied, and `evidence.log` keeps the lines.
+    return {"source_path": source, "start_offset": start, "end_offset": end - remaining,
+            "inode": stat.st_ino, "device": stat.st_dev, "source_size": stat.st_size,
+            "truncated_at_max": end - start >= settings.max_copy_bytes}  # fmt: skip
+
+
+def save_evidence(directory: Path, incident: Incident, settings: Forensics | None = None) -> Path:
+    """Copy the incident's evidence into a new read-only folder and return its manifest path."""
+    settings = settings or Forensics()
     moment = datetime.now(UTC)
     folder = directory / f"{incident.id}-{moment.strftime('%Y%m%dT%H%M%S%fZ')}"
     folder.mkdir(parents=True, exist_ok=False)
-    evidence_path = folder / "evidence.log"
-    with evidence_path.open("w", encoding="utf-8", errors="replace") as handle:
+    files: list[dict[str, Any]] = []
+
+    lines_path = folder / "evidence.log"
+    with lines_path.open("w", encoding="utf-8", errors="replace") as handle:
         for item in incident.evidence:
             handle.write(f"{item['line']}\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(evidence_path, 0o444)
-    sources = []
+    files.append({"name": lines_path.name, "kind": "evidence_lines"})
+
+    offsets_by_source: dict[str, list[int]] = {}
     for item in incident.evidence:
-        path = str(item["path"])
+        offsets_by_source.setdefault(str(item["path"]), []).append(int(item["offset"]))  # type: ignore[call-overload]
+    for number, (source, offsets) in enumerate(sorted(offsets_by_source.items()), start=1):
+        target = folder / f"source-{number}.log"
         try:
-            inode: int | None = os.stat(path).st_ino
-        except OSError:
-            inode = None
-        sources.append({"path": path, "offset": item["offset"], "inode": inode})
+            description = _copy_source(source, offsets, target, settings)
+        except OSError as error:
+            log.error(
+                "forensic_copy_failed", incident_id=incident.id, source=source, error=str(error)
+            )
+            target.unlink(missing_ok=True)
+            continue
+        files.append({"name": target.name, "kind": f"source_{settings.scope}"} | description)
+
+    for entry in files:
+        path = folder / entry["name"]
+        entry["sha256"] = sha256_file(path)
+        entry["size"] = path.stat().st_size
+        entry["copied_at"] = format_rfc3339(datetime.now(UTC))
+        os.chmod(path, 0o444)
     manifest = {
         "incident_id": incident.id,
         "copied_at": format_rfc3339(moment),
-        "files": [
-            {
-                "name": evidence_path.name,
-                "sha256": _sha256(evidence_path),
-                "size": evidence_path.stat().st_size,
-                "sources": sources,
-            }
-        ],
+        "scope": settings.scope,
+        "files": files,
     }
     manifest_path = folder / "manifest.json"
     write_json_atomic(manifest_path, manifest, mode=0o444)
     os.chmod(folder, 0o555)
     return manifest_path
+
+
+def verify_manifest(manifest_path: Path) -> int:
+    """Hash every file a manifest lists again; return how many matched or raise `DataError`."""
+    manifest = read_json(manifest_path, None)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise DataError(f"{manifest_path} is not a forensic manifest (no `files` list)")
+    for entry in manifest["files"]:
+        path = manifest_path.parent / str(entry["name"])
+        if not path.is_file():
+            raise DataError(f"{path} is missing; it is listed in {manifest_path}")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise DataError(
+                f"{path} was modified: SHA-256 {actual} does not match {entry['sha256']} "
+                f"in {manifest_path}"
+            )
+    return len(manifest["files"])
+
+
+def verify_all(directory: Path) -> tuple[int, int]:
+    """Verify every manifest under a forensics folder; return (manifests, files) checked."""
+    if not directory.is_dir():
+        raise InputError(f"{directory} does not exist; pass --state-dir or a forensics folder")
+    manifests = sorted(directory.glob("*/manifest.json"))
+    if (directory / "manifest.json").is_file():
+        manifests.insert(0, directory / "manifest.json")
+    files = 0
+    for manifest in manifests:
+        files += verify_manifest(manifest)
+    return len(manifests), files

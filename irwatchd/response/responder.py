@@ -9,26 +9,26 @@ one ticket and a handful of alerts, not a thousand of each.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record, finding_record
-from irwatchd.config import LoadedConfig
+from irwatchd.config import Blocking, LoadedConfig
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.timestamps import format_rfc3339
-from irwatchd.response.alerts import WebhookSender, write_alert_file
+from irwatchd.response.alerts import alert_document, alert_reason, write_alert_file
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.blocking import BlockStore, SimulatedBackend
+from irwatchd.response.backends import build_backend
+from irwatchd.response.blocking import BlockStore
+from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
-from irwatchd.response.tickets import write_ticket
+from irwatchd.response.tickets import TicketStore
 
 log = structlog.get_logger(__name__)
 
@@ -73,17 +73,41 @@ def dedup_key(finding: Finding) -> str:
 
 
 class Responder:
-    """Owns correlation state and runs the policy; one instance lives as long as the daemon."""
+    """Owns correlation, incident and block state and runs the policy for the daemon's lifetime.
 
-    def __init__(self, loaded: LoadedConfig, paths: StatePaths, audit: AuditLog, *, live: bool = True) -> None:
+    With `live=False` (the offline `scan`) no alert channel thread starts, blocks are only
+    recorded, and log times are trusted as they are.
+    """
+
+    def __init__(
+        self, loaded: LoadedConfig, paths: StatePaths, audit: AuditLog, *, live: bool = True
+    ) -> None:
         self.paths = paths
         self.audit = audit
         self.live = live
-        self.blocks = BlockStore(paths.blocks, SimulatedBackend(), Allowlist(loaded.config.blocking.allowlist))
-        self.incidents = IncidentTracker(max_evidence=loaded.config.tickets.max_evidence_lines)
-        self.webhook: WebhookSender | None = None
+        config = loaded.config
+        self._blocking: Blocking = config.blocking
+        self.blocks = BlockStore(
+            paths.blocks, build_backend(config.blocking), Allowlist(config.blocking.allowlist),
+            config.blocking,
+        )  # fmt: skip
+        self.tickets = TicketStore(paths.tickets)
+        self.incidents = IncidentTracker(max_evidence=config.tickets.max_evidence_lines)
+        self.incidents.restore(self.tickets.load_all())
+        self.dispatcher = AlertDispatcher(paths.alerts)
         self.counts: dict[str, int] = {}
         self.apply_config(loaded)
+        if live:
+            self._restore_blocks()
+
+    def _restore_blocks(self) -> None:
+        if self.blocks.backend.name == "simulate":
+            return
+        restored = self.blocks.restore()
+        self.audit.append(action_record("block_restore", "success", details={
+            "backend": self.blocks.backend.name, "addresses": restored,
+        }))  # fmt: skip
+        log.info("blocks_restored", backend=self.blocks.backend.name, count=len(restored))
 
     def apply_config(self, loaded: LoadedConfig) -> None:
         """Take the policy, windows and action settings of a (re)loaded config."""
@@ -91,20 +115,41 @@ class Responder:
         self.config = config
         self.windows = SlidingWindows(config.correlation)
         self.blocks.allowlist = Allowlist(config.blocking.allowlist)
+        self.blocks.settings = config.blocking
+        if config.blocking.model_dump(exclude={"allowlist"}) != self._blocking.model_dump(
+            exclude={"allowlist"}
+        ):
+            # NOTE: blocks applied through the old back-end stay there until they expire.
+            self.blocks.backend = build_backend(config.blocking)
+            self._blocking = config.blocking
+            if self.live:
+                self._restore_blocks()
         self.incidents.max_evidence = config.tickets.max_evidence_lines
-        url = config.alerts.webhook_url
-        if self.webhook is not None and (url is None or url != self.webhook.url):
-            self.webhook.close(timeout=1.0)
-            self.webhook = None
-        if url is not None and self.webhook is None:
-            self.webhook = WebhookSender(
-                url, config.alerts.webhook_timeout_seconds, config.alerts.webhook_max_attempts
-            )
+        if self.live:
+            self.dispatcher.apply(config.alerts)
+
+    def tick(self) -> None:
+        """Lift expired blocks and apply block changes made by `irwatchd blocks`; call it every poll."""
+        for address in self.blocks.expire():
+            self.audit.append(action_record("unblock", "success", source_ip=address,
+                                            details={"reason": "expired", "backend": self.blocks.backend.name}))  # fmt: skip
+            log.info("block_expired", address=address)
+        if self.live:
+            self._apply_cli_block_changes()
+        self.audit.sync()
+
+    def _apply_cli_block_changes(self) -> None:
+        added, removed = self.blocks.sync()
+        for address in added:
+            self.audit.append(action_record("block", "success", source_ip=address,
+                                            details={"reason": "added by irwatchd blocks", "applied_by": "daemon"}))  # fmt: skip
+        for address in removed:
+            self.audit.append(action_record("unblock", "success", source_ip=address,
+                                            details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"}))  # fmt: skip
 
     def close(self) -> None:
-        """Stop the webhook thread after it tried what is queued."""
-        if self.webhook is not None:
-            self.webhook.close()
+        """Stop the alert channel threads; undelivered alerts stay queued on disk."""
+        self.dispatcher.close()
 
     def _moment(self, finding: Finding) -> datetime:
         now = datetime.now(UTC)
@@ -122,76 +167,109 @@ class Responder:
         for correlated in self.windows.observe(finding, moment):
             self._respond(correlated, moment)
 
+    def _adopt_ticket_status(self, finding: Finding) -> None:
+        """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket."""
+        incident = self.incidents.get((finding.category, finding.source_ip, finding.record.host))
+        if incident is None:
+            return
+        status = self.tickets.status_changed_on_disk(incident)
+        if status == "closed":
+            self.incidents.close(incident.key)
+            log.info("incident_closed_by_ticket", incident_id=incident.id)
+        elif status is not None:
+            incident.status = status
+
     def _respond(self, finding: Finding, moment: datetime) -> None:
+        self._adopt_ticket_status(finding)
         update = self.incidents.add(finding, moment)
         incident = update.incident
         self.audit.append(finding_record(finding, dedup_key(finding), incident.id))
         self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
+        self._close_idle_tickets()
         actions = self.config.policy.actions_for(incident.severity)
-        if "ticket" in actions:
-            self._ticket(finding, incident)
-        if "alert" in actions and (update.is_new or update.escalated):
-            self._alert(finding, update)
+        if "alert" in actions:
+            self._alert(finding, update, moment)
         if "block" in actions and incident.source_ip is not None:
             self._block(finding, incident)
         if "forensics" in actions and (update.is_new or update.escalated):
             self._forensics(finding, incident)
+        if "ticket" in actions:
+            self._ticket(finding, incident, update)
 
-    def _ticket(self, finding: Finding, incident: Incident) -> None:
-        path = write_ticket(self.paths.tickets, incident)
+    def _close_idle_tickets(self) -> None:
+        while self.incidents.just_closed:
+            incident = self.incidents.just_closed.pop()
+            if self.tickets.path_for(incident.id).exists():
+                self.tickets.write(incident)
+            self.audit.append(action_record("incident_close", "success", incident_id=incident.id,
+                                            source_ip=incident.source_ip, details={"reason": "idle"}))  # fmt: skip
+
+    def _ticket(self, finding: Finding, incident: Incident, update: IncidentUpdate) -> None:
+        path = self.tickets.write(incident)
         self.audit.append(
             action_record("ticket", "success", finding=finding, incident_id=incident.id,
-                          details={"ticket_path": str(path), "count": incident.count})
+                          details={"ticket_path": str(path), "count": incident.count,
+                                   "status": incident.status, "is_new": update.is_new,
+                                   "previous_id": incident.previous_id})
         )  # fmt: skip
 
-    def _alert(self, finding: Finding, update: IncidentUpdate) -> None:
+    def _alert(self, finding: Finding, update: IncidentUpdate, moment: datetime) -> None:
         incident = update.incident
-        alert: dict[str, Any] = {
-            "alert_id": uuid.uuid4().hex[:16],
-            "created": format_rfc3339(datetime.now(UTC)),
-            "reason": "new_incident" if update.is_new else "severity_raised",
-            "incident": incident.to_json() | {"evidence": incident.evidence[-5:]},
-            "rule": finding.rule_id,
-        }
+        now = datetime.now(UTC)
+        reason = alert_reason(update, now, timedelta(minutes=self.config.alerts.reminder_minutes))
+        if reason is None:
+            return
+        incident.last_alert_at = now
+        alert = alert_document(finding, incident, reason)
         path = write_alert_file(self.paths.alerts, alert)
-        if self.webhook is not None:
-            self.webhook.submit(alert)
+        channels = self.dispatcher.submit(alert) if self.live else []
         self.audit.append(
             action_record("alert", "success", finding=finding, incident_id=incident.id,
                           details={"alert_id": alert["alert_id"], "alert_path": str(path),
-                                   "webhook": self.webhook is not None})
+                                   "reason": reason, "channels": channels})
         )  # fmt: skip
 
     def _block(self, finding: Finding, incident: Incident) -> None:
         assert incident.source_ip is not None
         result = self.blocks.block(
             incident.source_ip,
-            self.config.blocking.duration_seconds,
             reason=f"{incident.category} ({finding.rule_id})",
             incident_id=incident.id,
         )
         if result.outcome == "already_blocked":
             return
-        if result.outcome in ("allowlisted", "invalid"):
-            if "block" in incident.actions_done:
-                return  # the skip was audited when the incident first asked for a block
-            outcome = "skipped"
-        else:
-            outcome = "success"
-        incident.actions_done.add("block")
+        outcome = {"blocked": "success", "failed": "failure", "rate_limited": "rate_limited"}.get(
+            result.outcome, "skipped"
+        )
+        marker = "block" if outcome in ("success", "skipped") else f"block_{outcome}"
+        if marker in incident.actions_done:
+            return  # this incident's skip, failure or rate limit is already audited
+        incident.actions_done.add(marker)
+        expires = datetime.fromtimestamp(result.expires_at, UTC) if result.expires_at else None
         self.audit.append(
             action_record(
                 "block", outcome, finding=finding, incident_id=incident.id, source_ip=result.address,
                 details={"block_result": result.outcome, "backend": self.blocks.backend.name,
-                         "expires_at": format_rfc3339(datetime.fromtimestamp(result.expires_at, UTC))
-                         if result.expires_at else None},
+                         "expires_at": format_rfc3339(expires), "seconds": result.seconds,
+                         "offence": result.offences or None, "error": result.error},
             )
         )  # fmt: skip
         if outcome == "success":
-            log.info("address_blocked", address=result.address, incident_id=incident.id)
+            log.info("address_blocked", address=result.address, incident_id=incident.id,
+                     seconds=result.seconds, offence=result.offences)  # fmt: skip
+        elif outcome == "rate_limited":
+            log.warning("block_rate_limited", address=result.address, incident_id=incident.id,
+                        max_per_minute=self.config.blocking.max_blocks_per_minute)  # fmt: skip
 
     def _forensics(self, finding: Finding, incident: Incident) -> None:
-        manifest = save_evidence(self.paths.forensics, incident)
+        try:
+            manifest = save_evidence(self.paths.forensics, incident, self.config.forensics)
+        except OSError as error:
+            log.error("forensics_failed", incident_id=incident.id, error=str(error))
+            self.audit.append(action_record("forensics", "failure", finding=finding, incident_id=incident.id,
+                                            details={"error": str(error)}))  # fmt: skip
+            return
+        incident.actions_done.add("forensics")
         self.audit.append(
             action_record("forensics", "success", finding=finding, incident_id=incident.id,
                           details={"manifest_path": str(manifest)})

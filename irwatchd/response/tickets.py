@@ -1,36 +1,165 @@
-"""Tickets: one JSON file per incident, rewritten in place as the incident grows."""
+"""Tickets: one JSON file per incident under `alerts/tickets/`, rewritten in place as it grows.
+
+The daemon and `irwatchd incidents ack|close` both write tickets, under an `flock` on
+`alerts/tickets/.lock`. The daemon reads a ticket's status again before each rewrite and keeps
+an `acknowledged` or `closed` status that a person set, so the CLI's change is never lost.
+
+Each ticket carries `thehive`, a TheHive alert body (POST /api/alert of TheHive 4 and the
+`alert` fields of TheHive 5) built from the incident: title, description, severity 1-4,
+date in epoch milliseconds, tags, type, source, sourceRef and observables of dataType `ip`
+and `other` (TheHive has no `user` dataType, so users are `other` with a `user` tag).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from irwatchd.correlation.incidents import Incident
-from irwatchd.jsonfiles import write_json_atomic
+import structlog
 
-# TheHive's alert fields, so a ticket maps onto a TheHive alert without renaming.
-_THEHIVE_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+from irwatchd.correlation.incidents import STATUSES, Incident
+from irwatchd.errors import DataError, InputError
+from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.parsing.timestamps import format_rfc3339
+
+log = structlog.get_logger(__name__)
+
+THEHIVE_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
-def ticket_document(incident: Incident) -> dict[str, object]:
-    """Build the ticket JSON for an incident."""
-    source = incident.source_ip or "unknown source"
-    return incident.to_json() | {
-        "title": f"{incident.category} from {source}",
-        "description": (
-            f"{incident.count} finding(s) of {incident.category} from {source} between "
-            f"{incident.to_json()['first_seen']} and {incident.to_json()['last_seen']}; "
-            f"rules: {', '.join(incident.rules)}"
-        ),
+def thehive_alert(incident: Incident, title: str, description: str) -> dict[str, Any]:
+    """Build the TheHive alert body for an incident."""
+    observables: list[dict[str, Any]] = []
+    if incident.source_ip is not None:
+        observables.append({"dataType": "ip", "data": incident.source_ip, "tags": ["source"]})
+    for user in incident.users:
+        observables.append({"dataType": "other", "data": user, "tags": ["user"]})
+    return {
+        "title": title,
+        "description": description,
+        "severity": THEHIVE_SEVERITY[incident.severity],
+        "date": int(incident.first_seen.timestamp() * 1000),
+        "tags": tags_for(incident),
         "type": "irwatchd",
         "source": "irwatchd",
         "sourceRef": incident.id,
-        "thehive_severity": _THEHIVE_SEVERITY[incident.severity],
-        "tags": [f"category:{incident.category}", *[f"rule:{rule}" for rule in incident.rules]],
+        "observables": observables,
     }
 
 
-def write_ticket(directory: Path, incident: Incident) -> Path:
-    """Write or update the incident's ticket and return its path."""
-    path = directory / f"{incident.id}.json"
-    write_json_atomic(path, ticket_document(incident))
-    return path
+def tags_for(incident: Incident) -> list[str]:
+    """Return the incident's tags: its category, host and every rule that fired."""
+    tags = [f"category:{incident.category}"]
+    if incident.host:
+        tags.append(f"host:{incident.host}")
+    return tags + [f"rule:{rule}" for rule in incident.rules]
+
+
+def ticket_document(incident: Incident) -> dict[str, Any]:
+    """Build the ticket JSON for an incident."""
+    source = incident.source_ip or "unknown source"
+    first_seen = format_rfc3339(incident.first_seen)
+    last_seen = format_rfc3339(incident.last_seen)
+    title = f"{incident.category} from {source}"
+    description = (
+        f"{incident.count} finding(s) of {incident.category} from {source} between "
+        f"{first_seen} and {last_seen}; rules: {', '.join(incident.rules)}"
+    )
+    if incident.previous_id:
+        description += f"; follows closed incident {incident.previous_id}"
+    return incident.to_json() | {
+        "title": title,
+        "description": description,
+        "tags": tags_for(incident),
+        "thehive": thehive_alert(incident, title, description),
+    }
+
+
+class TicketStore:
+    """Reads and writes the ticket files of one state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._written_mtime: dict[str, int] = {}
+
+    def path_for(self, incident_id: str) -> Path:
+        """Return the ticket file of an incident id."""
+        if not incident_id.replace("-", "").isalnum():
+            raise InputError(f"{incident_id!r} is not an incident id, such as inc-0123456789abcdef")
+        return self.directory / f"{incident_id}.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the tickets lock, shared by the daemon and the CLI."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def status_changed_on_disk(self, incident: Incident) -> str | None:
+        """Return the ticket's status if someone else rewrote the ticket since we last did."""
+        path = self.path_for(incident.id)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if self._written_mtime.get(incident.id) == mtime:
+            return None
+        document = read_json(path, {})
+        status = document.get("status")
+        return status if status in STATUSES and status != incident.status else None
+
+    def write(self, incident: Incident) -> Path:
+        """Write or update the incident's ticket, keeping an ack or close made by someone else."""
+        path = self.path_for(incident.id)
+        with self.locked():
+            existing = read_json(path, {})
+            on_disk = existing.get("status")
+            if on_disk in ("acknowledged", "closed") and on_disk != incident.status:
+                incident.status = on_disk
+            document = ticket_document(incident)
+            if "status_history" in existing:
+                document["status_history"] = existing["status_history"]
+            write_json_atomic(path, document)
+            self._written_mtime[incident.id] = path.stat().st_mtime_ns
+        return path
+
+    def load_all(self) -> list[Incident]:
+        """Read every ticket back into incidents; an unreadable ticket is logged and skipped."""
+        incidents = []
+        for path in sorted(self.directory.glob("inc-*.json")):
+            try:
+                incidents.append(Incident.from_json(read_json(path, {})))
+            except (ValueError, KeyError, TypeError) as error:
+                log.error("ticket_unreadable", path=str(path), error=str(error))
+        return incidents
+
+    def read(self, incident_id: str) -> dict[str, Any]:
+        """Return one ticket or raise `InputError` naming the id."""
+        document = read_json(self.path_for(incident_id), None)
+        if document is None:
+            raise InputError(f"no ticket for incident {incident_id} in {self.directory}")
+        if not isinstance(document, dict):
+            raise DataError(f"ticket {incident_id} is not a JSON object")
+        return document
+
+    def set_status(
+        self, incident_id: str, status: str, note: str | None, actor: str
+    ) -> dict[str, Any]:
+        """Change a ticket's status (the CLI's ack and close) and return the new ticket."""
+        with self.locked():
+            document = self.read(incident_id)
+            document["status"] = status
+            history = document.setdefault("status_history", [])
+            history.append({"status": status, "at": format_rfc3339(datetime.now(UTC)),
+                            "by": actor, "note": note})  # fmt: skip
+            write_json_atomic(self.path_for(incident_id), document)
+        return document
