@@ -4,14 +4,21 @@ Field names follow the Elastic Common Schema where one exists (`@timestamp`, `ev
 `source.ip`, `user.name`, `rule.id`, `log.file.path`), so Filebeat or Vector can ship the file
 as it is. The chain fields live under `irwatchd.audit`: `seq` counts from 1 and `prev_sha256`
 is the SHA-256 of the previous line's bytes without its newline (64 zeros for the first line).
+
+Past `max_bytes` the log rotates: `audit.jsonl.N` becomes `.N+1` (the oldest beyond
+`keep_files` is deleted), `audit.jsonl` becomes `audit.jsonl.1`, and a new `audit.jsonl`
+starts whose first record carries on the sequence and chains to the last record of `.1`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,33 +56,49 @@ def _last_line(path: Path) -> bytes | None:
         return None
 
 
+def _chain_head(path: Path) -> tuple[int, str]:
+    """Return the last sequence number and the hash the next record must carry as prev_sha256."""
+    last = _last_line(path)
+    if last is None:
+        # Rotated just before a stop: the chain goes on from the newest rotated file.
+        last = _last_line(rotated_path(path, 1))
+    if last is None:
+        return 0, GENESIS
+    try:
+        seq = int(json.loads(last)["irwatchd"]["audit"]["seq"])
+    except (ValueError, KeyError, TypeError):
+        log.warning(
+            "audit_tail_unreadable",
+            path=str(path),
+            hint="run `irwatchd audit verify` to find the damaged record",
+        )
+        seq = 0
+    return seq, hashlib.sha256(last).hexdigest()
+
+
 class AuditLog:
-    """The single writer of the audit log; thread-safe, one `write` per record.
+    """A writer of the audit log; thread-safe, one `write` per record.
+
+    Processes that append to the same log (the daemon, `irwatchd incidents ack`) take an
+    `flock` on `audit.jsonl.lock` for each record and continue the chain from the file's
+    last line when another process wrote since, so the chain stays one chain.
 
     Each record is written and flushed before `append` returns, and fsynced by `sync`, which
     the pipeline calls once per batch before it moves its file checkpoints forward.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None, keep_files: int = 10) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep_files = keep_files
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        last = _last_line(path)
-        self._seq = 0
-        self._prev = GENESIS
-        if last is not None:
-            self._prev = hashlib.sha256(last).hexdigest()
-            try:
-                self._seq = int(json.loads(last)["irwatchd"]["audit"]["seq"])
-            except (ValueError, KeyError, TypeError):
-                log.warning(
-                    "audit_tail_unreadable",
-                    path=str(path),
-                    hint="run `irwatchd audit verify` to find the damaged record",
-                )
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._seq, self._prev = _chain_head(path)
         self._handle = path.open("ab")
-        if self._handle.tell() > 0 and last is not None:
+        if self._handle.tell() > 0:
             self._repair_partial_tail()
+        self._size = self._handle.tell()
         self._dirty = False
 
     def _repair_partial_tail(self) -> None:
@@ -89,16 +112,80 @@ class AuditLog:
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the chain fields and timestamp to `record`, write it as one line, and return it."""
-        with self._lock:
+        with self._lock, self._file_lock():
+            self._catch_up()
             self._seq += 1
             record.setdefault("@timestamp", format_rfc3339(datetime.now(UTC)))
-            record.setdefault("irwatchd", {})["audit"] = {"seq": self._seq, "prev_sha256": self._prev}
+            record.setdefault("irwatchd", {})["audit"] = {
+                "seq": self._seq,
+                "prev_sha256": self._prev,
+            }
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
             self._handle.write(line + b"\n")
             self._handle.flush()
             self._prev = hashlib.sha256(line).hexdigest()
+            self._size = self._handle.tell()
             self._dirty = True
+            if self.max_bytes is not None and self._size >= self.max_bytes:
+                self._rotate()
             return record
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold `audit.jsonl.lock`, which every process that appends to this log takes."""
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _catch_up(self) -> None:
+        """Continue the chain from records another process (the CLI) appended or rotated in."""
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            on_disk = None
+        current = os.fstat(self._handle.fileno())
+        if (
+            on_disk is not None
+            and on_disk.st_ino == current.st_ino
+            and on_disk.st_size == self._size
+        ):
+            return
+        if on_disk is None or on_disk.st_ino != current.st_ino:
+            self._handle.close()
+            self._handle = self.path.open("ab")
+        self._size = self._handle.seek(0, os.SEEK_END)
+        self._seq, self._prev = _chain_head(self.path)
+
+    def configure_rotation(self, max_bytes: int, keep_files: int) -> None:
+        """Set the size past which the log rotates and how many old files are kept."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self.keep_files = keep_files
+
+    def _rotate(self) -> None:
+        """Move the full log aside and start a new file; the caller holds the lock."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self._dirty = False
+        oldest = rotated_path(self.path, self.keep_files)
+        oldest.unlink(missing_ok=True)
+        for number in range(self.keep_files - 1, 0, -1):
+            source = rotated_path(self.path, number)
+            if source.exists():
+                os.replace(source, rotated_path(self.path, number + 1))
+        os.replace(self.path, rotated_path(self.path, 1))
+        self._handle = self.path.open("ab")
+        self._size = 0
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        log.info("audit_rotated", path=str(self.path), seq=self._seq, keep_files=self.keep_files)
 
     def sync(self) -> None:
         """fsync what was written since the last call."""
@@ -112,6 +199,24 @@ class AuditLog:
         self.sync()
         with self._lock:
             self._handle.close()
+
+
+def rotated_path(path: Path, number: int) -> Path:
+    """Return the name of the `number`-th rotated file: `audit.jsonl.1` is the newest."""
+    return path.with_name(f"{path.name}.{number}")
+
+
+def chain_files(path: Path) -> list[Path]:
+    """Return the rotated files and the live log, oldest first, as one chain."""
+    numbered = []
+    for candidate in path.parent.glob(f"{path.name}.*"):
+        suffix = candidate.name[len(path.name) + 1 :]
+        if suffix.isdigit():
+            numbered.append((int(suffix), candidate))
+    files = [candidate for _, candidate in sorted(numbered, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
 
 
 def recent_dedup_keys(path: Path, max_bytes: int = 32 << 20) -> set[str]:

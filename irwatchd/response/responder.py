@@ -8,6 +8,7 @@ one ticket and a handful of alerts, not a thousand of each.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import structlog
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record, finding_record
-from irwatchd.config import Blocking, LoadedConfig
+from irwatchd.config import Blocking, LoadedConfig, default_config_path, load_config
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
@@ -125,6 +126,7 @@ class Responder:
             if self.live:
                 self._restore_blocks()
         self.incidents.max_evidence = config.tickets.max_evidence_lines
+        self.audit.configure_rotation(config.audit.max_bytes, config.audit.keep_files)
         if self.live:
             self.dispatcher.apply(config.alerts)
 
@@ -146,6 +148,12 @@ class Responder:
         for address in removed:
             self.audit.append(action_record("unblock", "success", source_ip=address,
                                             details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"}))  # fmt: skip
+
+    def queue_depths(self) -> dict[str, int]:
+        """Return the number of alerts waiting on disk per channel, as `alerts_<channel>`."""
+        return {
+            f"alerts_{name}": counts["pending"] for name, counts in self.dispatcher.status().items()
+        }
 
     def close(self) -> None:
         """Stop the alert channel threads; undelivered alerts stay queued on disk."""
@@ -274,3 +282,19 @@ class Responder:
             action_record("forensics", "success", finding=finding, incident_id=incident.id,
                           details={"manifest_path": str(manifest)})
         )  # fmt: skip
+
+
+def state_paths_for(config: str | None, state_dir: str | None) -> StatePaths:
+    """Return the state layout a CLI command works on: `--state-dir`, else the config's."""
+    if state_dir:
+        return StatePaths(Path(state_dir).absolute())
+    config_path = Path(config) if config else default_config_path()
+    return StatePaths(load_config(config_path).state_dir)
+
+
+def add_state_options(parser: argparse.ArgumentParser) -> None:
+    """Add `-c/--config` and `--state-dir`, which every state-reading subcommand takes."""
+    parser.add_argument(
+        "-c", "--config", help="config file whose state_dir to use (default: etc/irwatchd.yaml)"
+    )
+    parser.add_argument("--state-dir", help="state directory of the daemon (overrides the config)")

@@ -1,0 +1,155 @@
+"""`irwatchd audit verify|tail`: check the hash chain, and read the audit log as it grows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+from irwatchd.audit.verify import verify_files, verify_log
+from irwatchd.errors import EX_OK, InputError
+from irwatchd.response.responder import add_state_options, state_paths_for
+
+FOLLOW_INTERVAL_SECONDS = 0.5
+_COLOURS = {"success": "\033[32m", "failure": "\033[31m", "rate_limited": "\033[33m",
+            "skipped": "\033[33m", "alert": "\033[1;31m"}  # fmt: skip
+_RESET = "\033[0m"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `audit verify` and `audit tail`."""
+    parser = subparsers.add_parser("audit", help="verify or read the tamper-evident audit log")
+    actions = parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    verify = actions.add_parser(
+        "verify", help="check the hash chain; exit 0 when intact, 65 naming the first broken record"
+    )
+    verify.add_argument("file", nargs="?", help="audit log to check alone (default: the state "
+                        "directory's audit.jsonl with its rotated files)")  # fmt: skip
+    add_state_options(verify)
+    verify.set_defaults(handler=run_verify)
+
+    tail = actions.add_parser("tail", help="print the last records, optionally following new ones")
+    tail.add_argument("file", nargs="?", help="audit log to read (default: the state directory's)")
+    tail.add_argument(
+        "-n", "--lines", type=int, default=10, help="records to print first (default: 10)"
+    )
+    tail.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new records, across rotation"
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="print the records as JSON lines, unchanged"
+    )
+    add_state_options(tail)
+    tail.set_defaults(handler=run_tail)
+
+
+def _log_path(args: argparse.Namespace) -> Path:
+    if args.file:
+        return Path(args.file)
+    return state_paths_for(args.config, args.state_dir).audit_log
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify the chain and print a one-line summary."""
+    if args.file:
+        report = verify_files([Path(args.file)])
+    else:
+        report = verify_log(_log_path(args))
+    start = (
+        "seq 1"
+        if report.starts_at_genesis
+        else f"seq {report.first_seq} (earlier files rotated away)"
+    )
+    print(
+        f"audit log intact: {report.records} records in {len(report.files)} file(s), "
+        f"from {start} to seq {report.last_seq}"
+    )
+    return EX_OK
+
+
+def format_record(record: dict[str, Any], colour: bool) -> str:
+    """Return one readable line for an audit record."""
+    event = record.get("event", {})
+    chain = record.get("irwatchd", {}).get("audit", {})
+    action = str(event.get("action", "?"))
+    outcome = str(event.get("outcome") or ("alert" if event.get("kind") == "alert" else "-"))
+    details = record.get("irwatchd", {})
+    parts = [
+        str(record.get("@timestamp", "-")),
+        f"#{chain.get('seq', '?')}",
+        f"{action:<14}",
+        f"{outcome:<12}",
+        f"src={(record.get('source') or {}).get('ip') or '-'}",
+    ]
+    if record.get("rule"):
+        parts.append(f"rule={record['rule'].get('id')}")
+    if details.get("incident_id"):
+        parts.append(f"incident={details['incident_id']}")
+    if (record.get("user") or {}).get("name"):
+        # json.dumps keeps control characters and quotes in a user name visible and inert.
+        parts.append(f"user={json.dumps(record['user']['name'], ensure_ascii=False)}")
+    line = "  ".join(parts)
+    if colour and outcome in _COLOURS:
+        return f"{_COLOURS[outcome]}{line}{_RESET}"
+    return line
+
+
+def _emit(raw: bytes, args: argparse.Namespace, out: TextIO, colour: bool) -> None:
+    text = raw.decode("utf-8", errors="replace").rstrip("\n")
+    if not text:
+        return
+    if args.json:
+        out.write(text + "\n")
+        return
+    try:
+        record = json.loads(text)
+    except ValueError:
+        out.write(f"(unreadable record) {text}\n")
+        return
+    out.write(format_record(record, colour) + "\n")
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    """Print the last N records, then follow the file when asked, reopening it after rotation."""
+    path = _log_path(args)
+    if not path.exists():
+        raise InputError(f"{path} not found; pass the daemon's --state-dir or an audit log file")
+    out = sys.stdout
+    colour = out.isatty() and not args.json and "NO_COLOR" not in os.environ
+    with path.open("rb") as handle:
+        last: deque[bytes] = deque(handle, maxlen=max(0, args.lines))
+        for raw in last:
+            _emit(raw, args, out, colour)
+        out.flush()
+        if not args.follow:
+            return EX_OK
+        inode = os.fstat(handle.fileno()).st_ino
+        pending = b""
+        while True:
+            chunk = handle.readline()
+            if chunk:
+                pending += chunk
+                if pending.endswith(b"\n"):
+                    _emit(pending, args, out, colour)
+                    pending = b""
+                    out.flush()
+                continue
+            time.sleep(FOLLOW_INTERVAL_SECONDS)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                continue
+            if current != inode:
+                # Rotated: read what is left of the old file, then switch to the new one.
+                for raw in handle:
+                    _emit(pending + raw, args, out, colour)
+                    pending = b""
+                handle.close()
+                handle = path.open("rb")
+                inode = current

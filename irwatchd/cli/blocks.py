@@ -1,0 +1,133 @@
+"""`irwatchd blocks list|add|remove`: the state directory's blocks, and the firewall when idle.
+
+Every change goes to `blocks.json` and the audit log. When no daemon holds the state
+directory, the CLI also applies the change to the configured back-end itself; when one
+runs, the daemon applies it within one poll interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from irwatchd.audit.log import AuditLog
+from irwatchd.audit.records import action_record
+from irwatchd.config import default_config_path, load_config
+from irwatchd.daemon.lock import read_pid
+from irwatchd.detection.addresses import parse_address
+from irwatchd.errors import EX_OK, DataError, IrwatchdError
+from irwatchd.parsing.timestamps import format_rfc3339
+from irwatchd.response.allowlist import Allowlist
+from irwatchd.response.backends import build_backend
+from irwatchd.response.blocking import BlockStore
+from irwatchd.response.responder import StatePaths, add_state_options
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the `blocks` subcommand and its actions."""
+    parser = subparsers.add_parser("blocks", help="list, add or remove blocked addresses")
+    actions = parser.add_subparsers(dest="blocks_command", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="list active blocks")
+    listing.add_argument("--json", action="store_true", help="print one JSON object per block")
+    add_state_options(listing)
+    listing.set_defaults(handler=run_list)
+
+    add = actions.add_parser("add", help="block an address")
+    add.add_argument("address", help="IPv4 or IPv6 address")
+    add.add_argument(
+        "--seconds", type=float, help="block duration in seconds (default: from the config)"
+    )
+    add.add_argument("--reason", default="added by hand", help="reason stored with the block")
+    add_state_options(add)
+    add.set_defaults(handler=run_add)
+
+    remove = actions.add_parser(
+        "remove", help="lift a block; an address that is not blocked is not an error"
+    )
+    remove.add_argument("address", help="IPv4 or IPv6 address")
+    add_state_options(remove)
+    remove.set_defaults(handler=run_remove)
+
+
+def _store(args: argparse.Namespace) -> tuple[BlockStore, StatePaths, bool]:
+    """Return the block store, the state layout, and whether a daemon is running on it."""
+    config_path = args.config_path if args.config else default_config_path()
+    loaded = load_config(config_path)
+    paths = StatePaths(Path(args.state_dir).absolute() if args.state_dir else loaded.state_dir)
+    settings = loaded.config.blocking
+    daemon_running = read_pid(paths.root) is not None
+    store = BlockStore(
+        paths.blocks, build_backend(settings), Allowlist(settings.allowlist), settings,
+        apply=not daemon_running,
+    )  # fmt: skip
+    return store, paths, daemon_running
+
+
+def _audit(
+    paths: StatePaths, action: str, outcome: str, address: str | None, details: dict[str, object]
+) -> None:
+    audit = AuditLog(paths.audit_log)
+    try:
+        audit.append(action_record(action, outcome, source_ip=address, details=details))
+    finally:
+        audit.close()
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the active blocks."""
+    store, _, _ = _store(args)
+    now = time.time()
+    for address, entry in sorted(store.active(now).items()):
+        if args.json:
+            print(json.dumps(entry, ensure_ascii=False))
+            continue
+        expires = format_rfc3339(datetime.fromtimestamp(float(entry["expires_at"]), UTC))
+        print(
+            f"{address:<40} expires {expires} (in {int(float(entry['expires_at']) - now)} s)  "
+            f"offence {entry.get('offence', 1)}  {entry.get('backend')}  {entry.get('reason')}"
+        )
+    return EX_OK
+
+
+def run_add(args: argparse.Namespace) -> int:
+    """Block one address and audit it."""
+    store, paths, running = _store(args)
+    actor = getpass.getuser()
+    result = store.block(
+        args.address, reason=args.reason, incident_id=None, seconds=args.seconds, source="cli"
+    )
+    details: dict[str, object] = {"block_result": result.outcome, "backend": store.backend.name,
+                                  "by": actor, "applied_by": "daemon" if running else "cli",
+                                  "seconds": result.seconds, "error": result.error,
+                                  "requested_address": args.address}  # fmt: skip
+    outcome = {"blocked": "success", "already_blocked": "success", "failed": "failure"}.get(
+        result.outcome, "skipped"
+    )
+    _audit(
+        paths, "block", outcome, None if result.outcome == "invalid" else result.address, details
+    )
+    if result.outcome == "invalid":
+        raise DataError(f"{args.address!r} is not an IP address, such as 192.0.2.7 or 2001:db8::7")
+    if result.outcome == "allowlisted":
+        raise DataError(f"{result.address} is in blocking.allowlist; remove it there to block it")
+    if result.outcome == "failed":
+        raise IrwatchdError(f"blocking {result.address} failed: {result.error}")
+    print(f"{result.address}: {result.outcome}" + ("" if running else f" ({store.backend.name})"))
+    return EX_OK
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    """Lift one block and audit it."""
+    store, paths, running = _store(args)
+    actor = getpass.getuser()
+    was_blocked = store.unblock(args.address)
+    address = args.address if parse_address(args.address) is not None else None
+    _audit(paths, "unblock", "success", address,
+           {"requested_address": args.address, "was_blocked": was_blocked, "by": actor, "applied_by": "daemon" if running else "cli"})  # fmt: skip
+    print(f"{args.address}: {'unblocked' if was_blocked else 'was not blocked'}")
+    return EX_OK
