@@ -13,6 +13,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import re2
 import structlog
@@ -21,6 +22,7 @@ from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
+from irwatchd.parsing.re2match import Re2Pattern
 from irwatchd.parsing.record import SOURCE_TYPES, LogRecord
 
 try:
@@ -37,6 +39,9 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 64 << 20
 
+_clean_source = lru_cache(maxsize=65536)(clean_source)
+"""`clean_source`, memoised: one attacking address appears on thousands of lines."""
+
 _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
 
@@ -44,13 +49,13 @@ _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     rule: Rule
-    patterns: tuple[re2._Regexp, ...]
-    ignore: tuple[re2._Regexp, ...]
+    patterns: tuple[Re2Pattern, ...]
+    ignore: tuple[Re2Pattern, ...]
 
 
-def _compile_re2(rule: Rule, pattern: str) -> re2._Regexp:
+def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return Re2Pattern(pattern, _RE2_OPTIONS)
     except re2.error as error:
         detail = error.args[0].decode() if isinstance(error.args[0], bytes) else str(error)
         raise ConfigError(
@@ -116,6 +121,9 @@ class Detector:
             for source_type in rule.source_types:
                 self._by_type[source_type].append(compiled)
         if self.use_prefilter:
+            # Most rules name both syslog and json, so types with the same rule list share one
+            # database: a Hyperscan compile can take a second for a large rule set.
+            compiled_for: dict[tuple[tuple[int, int], ...], object] = {}
             for source_type in SOURCE_TYPES:
                 entries = [
                     (compiled, index)
@@ -124,9 +132,13 @@ class Detector:
                 ]
                 if entries:
                     self._entries[source_type] = entries
-                    self._databases[source_type] = _compile_hyperscan(
-                        [(compiled, compiled.rule.patterns[index]) for compiled, index in entries]
-                    )
+                    key = tuple((id(compiled), index) for compiled, index in entries)
+                    if key not in compiled_for:
+                        patterns = [
+                            (compiled, compiled.rule.patterns[index]) for compiled, index in entries
+                        ]
+                        compiled_for[key] = _compile_hyperscan(patterns)
+                    self._databases[source_type] = compiled_for[key]
 
     def detect(self, records: Sequence[LogRecord]) -> list[Finding]:
         """Return the findings in `records`, in line order; at most one per line and category."""
@@ -189,21 +201,20 @@ class Detector:
 
     def _match(self, compiled: _CompiledRule, record: LogRecord) -> Finding | None:
         view = record.view
-        match = None
+        groups = None
         for pattern in compiled.patterns:
-            match = pattern.search(view)
-            if match is not None:
+            groups = pattern.search_named(view)
+            if groups is not None:
                 break
-        if match is None:
+        if groups is None:
             return None
-        if any(ignore.search(view) is not None for ignore in compiled.ignore):
+        if any(ignore.matches(view) for ignore in compiled.ignore):
             return None
-        groups = {key: value for key, value in match.groupdict().items() if value is not None}
         rule = compiled.rule
         if record.source_type in _ATTRIBUTED_BY_SERVER:
-            source_ip = clean_source(record.client_ip)
+            source_ip = _clean_source(record.client_ip)
         else:
-            source_ip = clean_source(groups.get("source_ip"))
+            source_ip = _clean_source(groups.get("source_ip"))
         # `count` is how many failed attempts the line stands for: 0 for a line that repeats
         # what another line of the same attempt already counted, N for "repeated N times".
         count = rule.count

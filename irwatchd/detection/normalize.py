@@ -28,6 +28,8 @@ _OVERLONG = re2.compile(
     r"|[fF]8%80%80%[89aAbB][0-9a-fA-F]|[fF][cC]%80%80%80%[89aAbB][0-9a-fA-F])%([0-9a-fA-F]{2})",
     _OPTIONS,
 )
+_OVERLONG_LEADS = ("%c", "%C", "%e", "%E", "%f", "%F")
+"""How every `_OVERLONG` match starts; text without one of them skips the substitution."""
 _OVERLONG_RAW = re2.compile(r"[\xc0\xc1][\x80-\xff]", _OPTIONS)
 # Look-alike characters that some back ends fold to ASCII: fullwidth forms, the division
 # slash and the set minus used as path separators.
@@ -61,7 +63,8 @@ def url_decode(text: str, *, plus_as_space: bool) -> str:
             break
         if "%u" in text or "%U" in text:
             text = _IIS_UNICODE.sub(lambda match: chr(int(match.group(1), 16)), text)
-        text = _OVERLONG.sub(_overlong_escape, text)
+        if any(lead in text for lead in _OVERLONG_LEADS):
+            text = _OVERLONG.sub(_overlong_escape, text)
         decoded = unquote_plus(text) if plus_as_space else unquote(text)
         if decoded == text:
             break
@@ -97,9 +100,17 @@ def canonical(text: str) -> str:
         text = html.unescape(text)
     if "/*" in text:
         text = _SQL_COMMENT.sub(" ", text)
-    text = _OVERLONG_RAW.sub(_overlong_raw, text).translate(_LOOKALIKES)
-    text = _CONTROL.sub(_visible_control, text)
-    return _WHITESPACE.sub(" ", text.lower()).strip()
+    # Each substitution below is skipped when a cheap check shows it cannot change the text:
+    # both of the first two only touch non-ASCII characters, and isprintable() is False for
+    # every control character and for each whitespace character but the space.
+    if not text.isascii():
+        text = _OVERLONG_RAW.sub(_overlong_raw, text).translate(_LOOKALIKES)
+    if not text.isprintable():
+        text = _CONTROL.sub(_visible_control, text)
+    text = text.lower()
+    if "  " in text or not text.isprintable():
+        text = _WHITESPACE.sub(" ", text)
+    return text.strip()
 
 
 def normalise_target(target: str) -> str:

@@ -7,13 +7,14 @@ from datetime import datetime
 
 import re2
 
+from irwatchd.parsing.re2match import Re2Pattern
 from irwatchd.parsing.timestamps import parse_clf
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
 
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
-_COMBINED = re2.compile(
+_COMBINED = Re2Pattern(
     r"^(?P<client>\S+) \S+ (?P<user>\S+) \[(?P<time>[^\]]+)\] "
     + _QUOTED.replace("(", "(?P<request>", 1)
     + r" (?P<status>\d{3}|-) (?P<size>\d+|-)"
@@ -24,6 +25,14 @@ _COMBINED = re2.compile(
     + ")?",
     _OPTIONS,
 )
+
+_CLIENT = _COMBINED.index["client"]
+_USER = _COMBINED.index["user"]
+_TIME = _COMBINED.index["time"]
+_REQUEST = _COMBINED.index["request"]
+_STATUS = _COMBINED.index["status"]
+_REFERER = _COMBINED.index["referer"]
+_AGENT = _COMBINED.index["agent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +55,22 @@ def parse_access(line: str) -> AccessEntry | None:
     match = _COMBINED.search(line)
     if match is None:
         return None
-    request = match.group("request")
+    request: str = match[_REQUEST]  # type: ignore[assignment]
     method, _, rest = request.partition(" ")
     target, _, protocol = rest.rpartition(" ")
     if not protocol.startswith("HTTP/"):
         # A request line without a protocol (HTTP/0.9 or garbage) is all target.
         target, protocol = rest, ""
-    user = match.group("user")
-    status = match.group("status")
+    user = match[_USER]
+    status = match[_STATUS]
     return AccessEntry(
-        client=match.group("client"),
+        client=match[_CLIENT],  # type: ignore[arg-type]
         user=None if user == "-" else user,
-        time=parse_clf(match.group("time")),
+        time=parse_clf(match[_TIME]),  # type: ignore[arg-type]
         method=method,
         target=target,
         protocol=protocol,
-        status=None if status == "-" else int(status),
-        referer=match.group("referer") or "",
-        agent=match.group("agent") or "",
+        status=None if status == "-" else int(status),  # type: ignore[arg-type]
+        referer=match[_REFERER] or "",
+        agent=match[_AGENT] or "",
     )

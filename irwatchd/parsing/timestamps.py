@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 _MONTHS = {
     name: number
@@ -13,6 +14,9 @@ _MONTHS = {
 }
 
 
+# Log times repeat for every line written in the same second, so these parsers are
+# memoised. The datetimes they return are immutable and safe to share.
+@lru_cache(maxsize=4096)
 def parse_iso8601(text: str) -> datetime | None:
     """Parse an RFC 3339 / ISO 8601 time; a time without an offset is taken as UTC."""
     candidate = text.strip()
@@ -33,6 +37,7 @@ def parse_iso8601(text: str) -> datetime | None:
     return parsed
 
 
+@lru_cache(maxsize=4096)
 def parse_bsd(month: str, day: str, clock: str, year: str | None, now: datetime) -> datetime | None:
     """Parse a traditional syslog time ("Mar  8 15:14:19[.123456]"), with or without a year.
 
@@ -62,6 +67,7 @@ def parse_bsd(month: str, day: str, clock: str, year: str | None, now: datetime)
     return parsed
 
 
+@lru_cache(maxsize=4096)
 def parse_clf(text: str) -> datetime | None:
     """Parse Apache's `%t` time, for example `05/Mar/2024:09:20:03 +0000`."""
     try:
