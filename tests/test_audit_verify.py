@@ -1,0 +1,161 @@
+"""`irwatchd audit verify|tail` on real audit logs: intact, edited, deleted, swapped, truncated, rotated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irwatchd.audit.log import AuditLog
+from irwatchd.audit.records import action_record
+from irwatchd.audit.verify import verify_log
+from tests.helpers import run_cli
+
+RECORDS = 6
+
+
+def _write_log(path: Path, count: int = RECORDS) -> list[bytes]:
+    audit = AuditLog(path)
+    for number in range(count):
+        audit.append(action_record("block", "success", source_ip=f"192.0.2.{number + 1}"))
+    audit.close()
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _verify(path: Path) -> tuple[int, str]:
+    result = run_cli("audit", "verify", str(path))
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_verify_intact_log(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    _write_log(log)
+    code, output = _verify(log)
+    assert code == 0, output
+    assert f"{RECORDS} records" in output
+
+
+def test_verify_edited_line(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    lines[2] = lines[2].replace(b"192.0.2.3", b"192.0.2.9")
+    log.write_bytes(b"".join(lines))
+    code, output = _verify(log)
+    assert code == 65
+    assert f"{log}:3:" in output
+    assert "changed" in output
+
+
+def test_verify_edited_line_breaking_json(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    lines[1] = lines[1][:20] + b"\n"
+    log.write_bytes(b"".join(lines))
+    code, output = _verify(log)
+    assert code == 65
+    assert f"{log}:2:" in output
+
+
+def test_verify_deleted_line(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    del lines[3]
+    log.write_bytes(b"".join(lines))
+    code, output = _verify(log)
+    assert code == 65
+    assert f"{log}:4:" in output
+    assert "seq is 5 but 4 was expected" in output
+
+
+def test_verify_swapped_lines(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    lines[1], lines[2] = lines[2], lines[1]
+    log.write_bytes(b"".join(lines))
+    code, output = _verify(log)
+    assert code == 65
+    assert f"{log}:2:" in output
+    assert "reordered" in output
+
+
+def test_verify_truncated_tail(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    log.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])
+    code, output = _verify(log)
+    assert code == 65
+    assert f"{log}:{RECORDS}:" in output
+    assert "truncated" in output
+
+
+def test_verify_missing_log(tmp_path: Path) -> None:
+    code, output = _verify(tmp_path / "absent.jsonl")
+    assert code == 66
+    assert "absent.jsonl" in output
+
+
+def test_rotation_carries_chain(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(log, max_bytes=4096, keep_files=20)
+    for number in range(60):
+        audit.append(action_record("block", "success", source_ip=f"198.51.100.{number}"))
+    audit.close()
+    rotated = sorted(tmp_path.glob("audit.jsonl.*[0-9]"))
+    assert len(rotated) >= 2, "the log rotated at least twice"
+
+    report = verify_log(log)
+    assert report.records == 60
+    assert report.first_seq == 1
+    assert report.last_seq == 60
+    newest_rotated = tmp_path / "audit.jsonl.1"
+    first_of_live = json.loads(log.read_bytes().splitlines()[0])
+    assert first_of_live["irwatchd"]["audit"]["seq"] == int(
+        json.loads(newest_rotated.read_bytes().splitlines()[-1])["irwatchd"]["audit"]["seq"]
+    ) + 1
+
+    result = run_cli("audit", "verify", "--state-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{len(rotated) + 1} file(s)" in result.stdout
+
+    # Reopening after a rotation continues from the rotated file's last record.
+    again = AuditLog(log, max_bytes=4096, keep_files=20)
+    again.append(action_record("stop", "success"))
+    again.close()
+    assert verify_log(log).last_seq == 61
+
+    older = tmp_path / "audit.jsonl.2"
+    lines = older.read_bytes().splitlines(keepends=True)
+    lines[0] = lines[0].replace(b"198.51.100", b"203.0.113")
+    older.write_bytes(b"".join(lines))
+    broken = run_cli("audit", "verify", "--state-dir", str(tmp_path))
+    assert broken.returncode == 65
+    assert f"{older}:1:" in broken.stderr
+
+
+def test_two_writers_keep_one_chain(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    daemon_side = AuditLog(log)
+    daemon_side.append(action_record("start", "success"))
+    cli_side = AuditLog(log)
+    cli_side.append(action_record("incident_ack", "success"))
+    cli_side.close()
+    daemon_side.append(action_record("stop", "success"))
+    daemon_side.close()
+    assert verify_log(log).records == 3
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_tail_prints_last_records(tmp_path: Path, as_json: bool) -> None:
+    log = tmp_path / "audit.jsonl"
+    _write_log(log)
+    result = run_cli("audit", "tail", "-n", "2", *(["--json"] if as_json else []), str(log))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    if as_json:
+        assert json.loads(lines[-1])["source"]["ip"] == f"192.0.2.{RECORDS}"
+    else:
+        assert f"#{RECORDS}" in lines[-1]
+        assert f"src=192.0.2.{RECORDS}" in lines[-1]
+        assert "\033[" not in lines[-1], "no colour when stdout is not a terminal"
