@@ -244,7 +244,7 @@ class EmailSender:
             ) from None
         except (smtplib.SMTPException, OSError) as error:
             raise DeliveryError(
-                f"SMTP {settings.host}:{settings.port} failed: {type(error).__name__}"
+                f"SMTP {settings.host}:{settings.port} failed: {type(error).__name__}: {error}"
             ) from None
 
 
