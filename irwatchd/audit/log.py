@@ -12,6 +12,7 @@ starts whose first record carries on the sequence and chains to the last record 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -95,7 +96,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self.lock_path = path.with_name(path.name + ".lock")
         self._seq, self._prev = _chain_head(path)
-        self._handle = path.open("ab")
+        self._handle = path.open("ab", buffering=0)
         if self._handle.tell() > 0:
             self._repair_partial_tail()
         self._size = self._handle.tell()
@@ -121,14 +122,32 @@ class AuditLog:
                 "prev_sha256": self._prev,
             }
             line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-            self._handle.write(line + b"\n")
-            self._handle.flush()
+            try:
+                self._write_whole(line + b"\n")
+            except OSError:
+                self._seq -= 1
+                raise
             self._prev = hashlib.sha256(line).hexdigest()
             self._size = self._handle.tell()
             self._dirty = True
             if self.max_bytes is not None and self._size >= self.max_bytes:
                 self._rotate()
             return record
+
+    def _write_whole(self, data: bytes) -> None:
+        """Write all of `data` or, when a write fails (a full disk), none of it, and raise."""
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._handle.write(view) or 0
+                if written == 0:
+                    raise OSError(errno.EIO, "write returned 0 bytes", str(self.path))
+                view = view[written:]
+        except OSError:
+            # Cut off the part of the record that made it, so the file still ends with a
+            # whole line and the next record continues the chain from the last one.
+            os.ftruncate(self._handle.fileno(), self._size)
+            raise
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -155,7 +174,7 @@ class AuditLog:
             return
         if on_disk is None or on_disk.st_ino != current.st_ino:
             self._handle.close()
-            self._handle = self.path.open("ab")
+            self._handle = self.path.open("ab", buffering=0)
         self._size = self._handle.seek(0, os.SEEK_END)
         self._seq, self._prev = _chain_head(self.path)
 
@@ -178,7 +197,7 @@ class AuditLog:
             if source.exists():
                 os.replace(source, rotated_path(self.path, number + 1))
         os.replace(self.path, rotated_path(self.path, 1))
-        self._handle = self.path.open("ab")
+        self._handle = self.path.open("ab", buffering=0)
         self._size = 0
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
