@@ -1,0 +1,127 @@
+"""Incidents and tickets with the daemon running: updates in place, ack/close from the CLI, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ROOT, append_lines, audit_actions, run_cli, running_daemon, wait_until
+
+SOURCE = "203.0.113.50"
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "irwatchd.yaml"
+    path.write_text(
+        f"""
+rules:
+  files: ["{ROOT}/etc/rules.d/*.yaml"]
+policy:
+  low: [audit, ticket]
+correlation: []
+"""
+    )
+    return path
+
+
+def _failed(user: str) -> str:
+    return f"Dec 10 06:55:48 bastion sshd[24200]: Failed password for {user} from {SOURCE} port 22 ssh2"
+
+
+def _tickets(state: Path) -> dict[str, dict[str, Any]]:
+    tickets = {}
+    for path in (state / "alerts" / "tickets").glob("inc-*.json"):
+        document = json.loads(path.read_text())
+        tickets[document["id"]] = document
+    return tickets
+
+
+def _one_ticket_with(state: Path, count: int) -> dict[str, Any] | None:
+    tickets = [t for t in _tickets(state).values() if t["count"] == count]
+    return tickets[0] if len(tickets) == 1 else None
+
+
+def test_ticket_lifecycle_with_cli(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    cli_state = ["--state-dir", str(state)]
+    with running_daemon(state, [f"{log}:syslog"], config=config):
+        append_lines(log, [_failed("root"), _failed("admin")])
+        ticket = wait_until(lambda: _one_ticket_with(state, 2))
+        incident_id = ticket["id"]
+        assert len(_tickets(state)) == 1, "one ticket per incident key, updated in place"
+        assert ticket["users"] == ["root", "admin"]
+        assert ticket["host"] == "bastion"
+
+        listing = run_cli("incidents", "list", *cli_state)
+        assert listing.returncode == 0, listing.stderr
+        assert incident_id in listing.stdout
+        assert "open" in listing.stdout
+
+        acked = run_cli("incidents", "ack", incident_id, "--note", "looking", *cli_state)
+        assert acked.returncode == 0, acked.stderr
+        append_lines(log, [_failed("root")])
+        ticket = wait_until(lambda: _one_ticket_with(state, 3))
+        assert ticket["status"] == "acknowledged", "the daemon kept the ack made by the CLI"
+        assert ticket["status_history"][0]["note"] == "looking"
+
+        closed = run_cli("incidents", "close", incident_id, *cli_state)
+        assert closed.returncode == 0, closed.stderr
+        append_lines(log, [_failed("oracle")])
+        wait_until(lambda: len(_tickets(state)) == 2)
+        tickets = _tickets(state)
+        assert tickets[incident_id]["status"] == "closed"
+        assert tickets[incident_id]["count"] == 3
+        follow_up = next(t for t in tickets.values() if t["id"] != incident_id)
+        assert follow_up["previous_id"] == incident_id
+        assert follow_up["status"] == "open"
+        assert incident_id in follow_up["description"]
+
+    # After a restart the daemon takes its incidents back from the tickets.
+    with running_daemon(state, [f"{log}:syslog"], config=config):
+        append_lines(log, [_failed("oracle")])
+        wait_until(lambda: _tickets(state)[follow_up["id"]]["count"] == 2)
+        assert len(_tickets(state)) == 2
+        assert _tickets(state)[incident_id]["status"] == "closed"
+
+    statuses = [r["irwatchd"]["status"] for r in audit_actions(state, "incident_ack")]
+    assert statuses == ["acknowledged"]
+    assert len(audit_actions(state, "incident_close")) == 1
+    verify = run_cli("audit", "verify", *cli_state)
+    assert verify.returncode == 0, "CLI and daemon records form one chain: " + verify.stderr
+
+
+def test_ticket_maps_to_thehive(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    with running_daemon(state, [f"{log}:syslog"], config=config):
+        append_lines(log, [_failed("root"), _failed("deploy")])
+        ticket = wait_until(lambda: _one_ticket_with(state, 2))
+
+    shown = run_cli("incidents", "show", ticket["id"], "--state-dir", str(state))
+    assert shown.returncode == 0, shown.stderr
+    hive = json.loads(shown.stdout)["thehive"]
+    assert hive["title"] == ticket["title"]
+    assert hive["description"] == ticket["description"]
+    assert hive["severity"] == 1, "low maps to TheHive severity 1"
+    assert hive["type"] == "irwatchd"
+    assert hive["source"] == "irwatchd"
+    assert hive["sourceRef"] == ticket["id"]
+    assert isinstance(hive["date"], int)
+    assert hive["date"] > 1_000_000_000_000, "TheHive dates are epoch milliseconds"
+    assert "category:failed_login" in hive["tags"]
+    assert any(tag.startswith("rule:") for tag in hive["tags"])
+    observables = {(item["dataType"], item["data"]) for item in hive["observables"]}
+    assert observables == {("ip", SOURCE), ("other", "root"), ("other", "deploy")}
+
+
+def test_incidents_cli_unknown_id(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "alerts" / "tickets").mkdir(parents=True)
+    missing = run_cli("incidents", "ack", "inc-0000000000000000", "--state-dir", str(state))
+    assert missing.returncode == 66
+    assert "inc-0000000000000000" in missing.stderr
+    invalid = run_cli("incidents", "show", "../../etc/passwd", "--state-dir", str(state))
+    assert invalid.returncode == 66
+    assert "not an incident id" in invalid.stderr
