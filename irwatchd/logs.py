@@ -1,15 +1,133 @@
-"""structlog set-up for the daemon's own logs: JSON when stderr is not a terminal."""
+"""structlog set-up for the daemon's own logs: JSON when stderr is not a terminal.
+
+Under systemd, stderr goes to journald, so each event is one JSON line. Warnings and errors
+that repeat with identical fields are rate-limited by `RepeatLimiter`, so a failing disk or a
+dead webhook cannot flood the journal.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import structlog
 
+REPEAT_WINDOW_SECONDS = 60.0
+MAX_TRACKED_REPEATS = 1024
+_LIMITED_LEVELS = frozenset({"warning", "error", "critical"})
+# Fields that differ between repeats of one problem, such as the offset of each cut line.
+_IGNORED_FIELDS = frozenset(
+    {"timestamp", "level", "event", "offset", "line_number", "attempt", "retry_in_seconds",
+     "size", "kept_bytes", "skipped_bytes", "bytes"}
+)  # fmt: skip
 
-def configure_logging(level: str = "info", *, json_output: bool | None = None) -> None:
+
+class RepeatLimiter:
+    """A structlog processor that drops identical warnings and errors within a window.
+
+    Two events are identical when their level, event name and every other field are equal,
+    leaving out the timestamp and the per-repeat fields in `_IGNORED_FIELDS`. The first one
+    passes, repeats within `window_seconds` are dropped and counted, and the count is logged
+    as `log_repeats_suppressed` when the window ends: on the next event of any kind, or by
+    `flush()` at shutdown.
+    """
+
+    def __init__(
+        self,
+        window_seconds: float = REPEAT_WINDOW_SECONDS,
+        max_tracked: int = MAX_TRACKED_REPEATS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_seconds = window_seconds
+        self.max_tracked = max_tracked
+        self.clock = clock
+        self._lock = threading.Lock()
+        # key -> [first time in this window, dropped count, event name, level]
+        self._seen: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+        self._reporting = threading.local()
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Pass the event on, or raise `structlog.DropEvent` for a repeat inside the window."""
+        if getattr(self._reporting, "active", False):
+            return event_dict
+        level = str(event_dict.get("level", method_name))
+        due = self._expired(self.clock())
+        is_repeat = False
+        if level in _LIMITED_LEVELS:
+            key = self._key(level, event_dict)
+            with self._lock:
+                entry = self._seen.get(key)
+                if entry is not None:
+                    entry[1] += 1
+                    is_repeat = True
+                else:
+                    self._seen[key] = [self.clock(), 0, event_dict.get("event"), level]
+                    while len(self._seen) > self.max_tracked:
+                        self._seen.popitem(last=False)
+        self._report(due)
+        if is_repeat:
+            raise structlog.DropEvent
+        return event_dict
+
+    def flush(self) -> None:
+        """Log the counts of every window that dropped repeats, and forget all windows."""
+        with self._lock:
+            due = [(entry[2], entry[3], entry[1]) for entry in self._seen.values() if entry[1]]
+            self._seen.clear()
+        self._report(due)
+
+    @staticmethod
+    def _key(level: str, event_dict: MutableMapping[str, Any]) -> tuple[Any, ...]:
+        fields = tuple(
+            sorted((name, repr(value)) for name, value in event_dict.items()
+                   if name not in _IGNORED_FIELDS)
+        )  # fmt: skip
+        return (level, event_dict.get("event"), fields)
+
+    def _expired(self, now: float) -> list[tuple[Any, str, int]]:
+        due = []
+        with self._lock:
+            for key, entry in list(self._seen.items()):
+                if now - entry[0] < self.window_seconds:
+                    continue
+                del self._seen[key]
+                if entry[1]:
+                    due.append((entry[2], entry[3], entry[1]))
+        return due
+
+    def _report(self, due: list[tuple[Any, str, int]]) -> None:
+        if not due:
+            return
+        self._reporting.active = True
+        try:
+            logger = structlog.get_logger(__name__)
+            for event, level, count in due:
+                logger.warning(
+                    "log_repeats_suppressed", repeated_event=event, repeated_level=level,
+                    suppressed=count, window_seconds=self.window_seconds,
+                )  # fmt: skip
+        finally:
+            self._reporting.active = False
+
+
+_limiter: RepeatLimiter | None = None
+
+
+def configure_logging(
+    level: str = "info",
+    *,
+    json_output: bool | None = None,
+    repeat_window_seconds: float = REPEAT_WINDOW_SECONDS,
+) -> None:
     """Send structlog events to stderr, as JSON lines for journald or coloured for a terminal."""
+    global _limiter
     if json_output is None:
         json_output = not sys.stderr.isatty()
     renderer: structlog.typing.Processor
@@ -17,10 +135,12 @@ def configure_logging(level: str = "info", *, json_output: bool | None = None) -
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=True)
+    _limiter = RepeatLimiter(repeat_window_seconds)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _limiter,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
@@ -31,3 +151,9 @@ def configure_logging(level: str = "info", *, json_output: bool | None = None) -
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def flush_suppressed() -> None:
+    """Log the counts of repeats dropped so far; the daemon calls this before it exits."""
+    if _limiter is not None:
+        _limiter.flush()

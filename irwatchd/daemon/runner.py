@@ -5,6 +5,10 @@ complete lines, parse and detect them in one batch per file, hand each finding t
 responder (which writes the audit log before it acts), fsync the audit log, and only then
 move the file checkpoints past those lines. A crash at any point therefore re-reads lines
 whose findings may already be audited, never skips one; the dedup keys drop the repeats.
+
+Signals only set flags and wake the loop. A reload validates the new configuration on a
+worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
+swaps it in between two polls, so files, offsets, windows, incidents and blocks carry over.
 """
 
 from __future__ import annotations
@@ -20,16 +24,30 @@ from types import FrameType
 import structlog
 
 from irwatchd import __version__
-from irwatchd.audit.log import AuditLog, recent_dedup_keys
+from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import Config
 from irwatchd.daemon.lock import StateLock
 from irwatchd.daemon.notify import Notifier
-from irwatchd.daemon.settings import DaemonSettings, resolve_settings
+from irwatchd.daemon.recovery import recover, write_failure_hint
+from irwatchd.daemon.reloading import ReloadJob
+from irwatchd.daemon.settings import DaemonSettings, ValidatedConfiguration, resolve_settings
+from irwatchd.daemon.statusfile import (
+    STATUS_FILE,
+    STATUS_INTERVAL_SECONDS,
+    LastReload,
+    RateMeter,
+    file_rows,
+    queue_depths,
+    status_line,
+    utc_now,
+)
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
-from irwatchd.errors import IrwatchdError
+from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
+from irwatchd.logs import flush_suppressed
+from irwatchd.metrics import CountingAuditLog, DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.response.responder import Responder, StatePaths, dedup_key
 from irwatchd.sources.checkpoints import CheckpointStore
@@ -37,8 +55,6 @@ from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
 
 log = structlog.get_logger(__name__)
-
-STATUS_INTERVAL_SECONDS = 2.0
 
 
 class Daemon:
@@ -63,10 +79,30 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.notifier = Notifier()
+        self.metrics = DaemonMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self.metrics_error: str | None = None
         self.lines_read = 0
         self.findings = 0
-        self.last_reload: dict[str, object] | None = None
+        self.started_at = utc_now()
+        self.reloads = 0
+        self.last_reload: LastReload | None = None
+        self._reload_job: ReloadJob | None = None
+        self._rate = RateMeter()
+        self._last_status = 0.0
         self._seen_keys: set[str] = set()
+        # Dedup keys of findings recorded since the last checkpoint, for lines read again
+        # after a failed write.
+        self._recorded_keys: set[str] = set()
+        # Set by `run` once the pipeline exists; `_tick` reports on them.
+        self._tailer: Tailer | None = None
+        self._responder: Responder | None = None
+        self._watcher: DirectoryWatcher | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration in use now."""
+        return self.settings.loaded.config
 
     def _on_signal(self, number: int, frame: FrameType | None) -> None:
         if number == signal.SIGHUP:
@@ -77,22 +113,25 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code."""
-        self.paths.create()
-        lock = StateLock(self.paths.root)
-        lock.acquire()
+        # Handlers go first: systemd or `irwatchd reload` may signal as soon as the PID file
+        # exists, and an unhandled SIGHUP would end the process.
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(number, self._on_signal)
-        audit = AuditLog(self.paths.audit_log)
-        self._seen_keys = recent_dedup_keys(self.paths.audit_log)
+        lock = _lock_state_dir(self.paths)
+        audit = CountingAuditLog(self.paths.audit_log, metrics=self.metrics)
         responder = Responder(self.settings.loaded, self.paths, audit)
         checkpoints = CheckpointStore(self.paths.checkpoints)
-        config = self.settings.loaded.config
+        self._seen_keys = recover(
+            self.paths.audit_log, checkpoints.audit_position, responder.windows, datetime.now(UTC)
+        ).seen_keys
+        config = self.config
         tailer = Tailer(
             self.settings.watch_specs, checkpoints,
             start_at=config.start_at, max_line_bytes=config.max_line_bytes,
         )  # fmt: skip
         watcher = DirectoryWatcher(self.wake, force_polling=self.force_polling,
                                    poll_seconds=min(1.0, config.poll_interval_seconds))  # fmt: skip
+        self._tailer, self._responder, self._watcher = tailer, responder, watcher
         try:
             watcher.update(tailer.directories())
             audit.append(action_record("start", "success", details={
@@ -101,47 +140,94 @@ class Daemon:
                 "watch": [spec.path for spec in self.settings.watch_specs],
             }))  # fmt: skip
             self._poll(tailer, responder, audit, checkpoints)
+            self._configure_metrics()
             log.info("daemon_started", pid=os.getpid(), state_dir=str(self.paths.root),
-                     files=len(tailer.files), rules=len(self.detector.rules), mode=watcher.mode)  # fmt: skip
-            self.notifier.ready(self._status_line(tailer, responder))
-            last_status = 0.0
+                     files=len(tailer.files), rules=len(self.detector.rules),
+                     mode=watcher.mode)  # fmt: skip
+            self._write_status()
+            self.notifier.ready(self._status_line())
             while not self.stop_requested:
-                self.wake.wait(config.poll_interval_seconds)
+                self.wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))
                 self.wake.clear()
-                if self.reload_requested:
-                    self.reload_requested = False
-                    config = self._reload(tailer, responder, audit, watcher) or config
+                self._handle_reload(audit)
                 watcher.restart_if_dead(tailer.directories())
                 watcher.update(tailer.directories())
                 self._poll(tailer, responder, audit, checkpoints)
-                if time.monotonic() - last_status >= STATUS_INTERVAL_SECONDS:
-                    last_status = time.monotonic()
-                    self._write_status(tailer, responder, watcher)
+                responder.tick()
+                self._tick()
             self.notifier.stopping()
             log.info("daemon_stopping", pid=os.getpid())
             self._poll(tailer, responder, audit, checkpoints)
             audit.append(action_record("stop", "success", details={"pid": os.getpid()}))
         finally:
-            watcher.stop()
-            responder.close()
-            audit.close()
-            tailer.close()
-            self._write_status(tailer, responder, watcher, running=False)
-            lock.release()
-        log.info("daemon_stopped", lines_read=self.lines_read, findings=self.findings)
+            self._shutdown(lock, audit)
+        log.info("daemon_stopped", pid=os.getpid(), lines_read=self.lines_read,
+                 findings=self.findings)  # fmt: skip
+        flush_suppressed()
         return 0
 
-    def _poll(self, tailer: Tailer, responder: Responder, audit: AuditLog, checkpoints: CheckpointStore) -> None:
+    def _shutdown(self, lock: StateLock, audit: AuditLog) -> None:
+        if self._reload_job is not None and not self._reload_job.done():
+            log.warning("reload_abandoned", config_path=str(self.config_path),
+                        reason="the daemon is stopping")  # fmt: skip
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        assert self._watcher is not None and self._responder is not None
+        assert self._tailer is not None
+        self._watcher.stop()
+        self._responder.close()
+        audit.close()
+        self._write_status(running=False)
+        self._tailer.close()
+        lock.release()
+
+    def _tick(self) -> None:
+        """Ping the watchdog and refresh the status when due; called on every loop pass."""
+        self.notifier.watchdog_tick()
+        if time.monotonic() - self._last_status >= STATUS_INTERVAL_SECONDS:
+            self._write_status()
+            self.notifier.status(self._status_line())
+
+    def _poll(
+        self, tailer: Tailer, responder: Responder, audit: AuditLog, checkpoints: CheckpointStore
+    ) -> None:
+        # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed and
+        # checkpointed piece by piece and memory stays bounded.
         while True:
             batches = tailer.poll()
             if not batches:
                 return
-            for batch in batches:
-                self._process(batch, responder)
-            audit.sync()
-            checkpoints.save(tailer.checkpoints_now())
+            try:
+                for batch in batches:
+                    self._process(batch, responder)
+                audit.sync()
+            except OSError as error:
+                # The lines after the last checkpoint are read again on the next poll; the
+                # findings recorded before the failure are skipped by their keys.
+                tailer.rewind()
+                log.error(
+                    "findings_not_recorded", path=error.filename or str(audit.path),
+                    error=str(error), hint=write_failure_hint(error, self.paths.root),
+                )  # fmt: skip
+                return
+            self._recorded_keys.clear()
+            self._save_checkpoints(tailer, audit, checkpoints)
+            self._tick()
             if self.stop_requested or self.reload_requested:
                 return
+
+    def _save_checkpoints(
+        self, tailer: Tailer, audit: AuditLog, checkpoints: CheckpointStore
+    ) -> None:
+        saved = tailer.checkpoints_now()
+        try:
+            audit_file = os.stat(audit.path)
+            checkpoints.save(saved, audit_position=(audit_file.st_ino, audit_file.st_size))
+        except OSError as error:
+            # Safe to go on: the findings are recorded, and a crash before the next save
+            # only reads more lines again.
+            log.error("checkpoint_write_failed", path=str(checkpoints.path), error=str(error),
+                      hint=write_failure_hint(error, self.paths.root))  # fmt: skip
 
     def _process(self, batch: LineBatch, responder: Responder) -> None:
         followed = batch.file
@@ -157,76 +243,173 @@ class Daemon:
             ))  # fmt: skip
         self.lines_read += len(records)
         for finding in self.detector.detect(records):
-            self.findings += 1
             key = dedup_key(finding)
-            if key in self._seen_keys:
-                responder.windows.observe(finding, now)
+            if key in self._seen_keys or key in self._recorded_keys:
+                # Recorded before a crash or a failed write; its windows were counted then
+                # (or again by `recover` at start).
                 continue
+            self.findings += 1
             responder.handle(finding)
+            self._recorded_keys.add(key)
 
-    def _reload(
-        self, tailer: Tailer, responder: Responder, audit: AuditLog, watcher: DirectoryWatcher
-    ) -> Config | None:
-        self.notifier.reloading()
-        log.info("reload_started", config_path=str(self.config_path))
-        try:
-            settings = resolve_settings(self.config_path, self.state_dir_option, self.watch_option)
-            detector = build_detector(settings.loaded)
-        except IrwatchdError as error:
-            log.error("reload_failed", config_path=str(self.config_path), error=str(error),
-                      hint="fix the config and send SIGHUP again; the old config keeps running")  # fmt: skip
-            audit.append(action_record("reload", "failure", details={"error": str(error)}))
-            self.last_reload = {"time": time.time(), "result": "failure", "error": str(error)}
-            self.notifier.ready(self._status_line(tailer, responder))
-            return None
+    def _handle_reload(self, audit: AuditLog) -> None:
+        """Start a reload on SIGHUP, and swap the configuration in once it is validated.
+
+        A SIGHUP that arrives while a reload is validating waits for it and then starts
+        another, so the last signal always reads the last edit.
+        """
+        job = self._reload_job
+        if job is not None and job.done():
+            self._reload_job = None
+            if job.result is not None:
+                self._apply_reload(job.result, audit, job.elapsed())
+            else:
+                self._reject_reload(job.error or "unknown error", audit)
+        if self.reload_requested and self._reload_job is None:
+            self.reload_requested = False
+            self.notifier.reloading()
+            log.info("reload_started", config_path=str(self.config_path), pid=os.getpid())
+            self._reload_job = ReloadJob(
+                self.config_path, self.state_dir_option, self.watch_option, self.wake
+            )
+
+    def _reject_reload(self, error: str, audit: AuditLog) -> None:
+        log.error(
+            "reload_failed", config_path=str(self.config_path), error=error,
+            hint="fix the config and reload again; the running config stays in use",
+        )  # fmt: skip
+        audit.append(action_record("reload", "failure", details={
+            "config_path": str(self.config_path), "error": error,
+        }))  # fmt: skip
+        self._finish_reload(LastReload(utc_now(), "failure", str(self.config_path), error=error))
+
+    def _apply_reload(
+        self, validated: ValidatedConfiguration, audit: AuditLog, elapsed: float
+    ) -> None:
+        assert self._tailer is not None and self._responder is not None
+        assert self._watcher is not None
+        settings = validated.settings
+        tailer, responder = self._tailer, self._responder
+        restart_required = []
+        if settings.state_dir != self.paths.root:
+            # The lock, the audit log and every state file are open in the old directory.
+            restart_required.append("state_dir")
+            log.warning(
+                "reload_setting_needs_restart", setting="state_dir",
+                running=str(self.paths.root), configured=str(settings.state_dir),
+            )  # fmt: skip
+        windows = responder.windows
         self.settings = settings
-        self.detector = detector
+        self.detector = validated.detector
         responder.apply_config(settings.loaded)
+        if windows.specs == responder.windows.specs:
+            # NOTE: windows only survive a reload that leaves `correlation` unchanged; a
+            # changed list starts counting from zero.
+            responder.windows = windows
         tailer.specs = settings.watch_specs
-        config = settings.loaded.config
-        tailer.max_line_bytes = config.max_line_bytes
-        watcher.update(tailer.directories())
-        audit.append(action_record("reload", "success", details={"rules": len(detector.rules)}))
-        self.last_reload = {"time": time.time(), "result": "success"}
-        log.info("reload_finished", rules=len(detector.rules))
-        self.notifier.ready(self._status_line(tailer, responder))
-        return config
+        tailer.max_line_bytes = self.config.max_line_bytes
+        # TODO: close files whose watch spec a reload removed; they stay open but unread.
+        self._watcher.update(tailer.directories())
+        self._configure_metrics()
+        rules = len(validated.detector.rules)
+        audit.append(action_record("reload", "success", details={
+            "config_path": str(settings.loaded.path), "rules": rules,
+            "restart_required": restart_required,
+        }))  # fmt: skip
+        log.info("reload_finished", config_path=str(settings.loaded.path), rules=rules,
+                 seconds=round(elapsed, 3), restart_required=restart_required)  # fmt: skip
+        self._finish_reload(
+            LastReload(utc_now(), "success", str(settings.loaded.path), rules=rules,
+                       restart_required=tuple(restart_required))
+        )  # fmt: skip
 
-    def _status_line(self, tailer: Tailer, responder: Responder) -> str:
-        return (
-            f"{len(tailer.files)} files, {self.lines_read} lines, {len(responder.incidents)} open "
-            f"incidents, {len(responder.blocks.active())} blocks"
-        )
+    def _finish_reload(self, outcome: LastReload) -> None:
+        self.reloads += 1
+        self.last_reload = outcome
+        # Written at once, so `irwatchd reload` sees the outcome without waiting for a tick.
+        self._write_status()
+        self.notifier.ready(self._status_line())
 
-    def _write_status(self, tailer: Tailer, responder: Responder, watcher: DirectoryWatcher, *, running: bool = True) -> None:
+    def _configure_metrics(self) -> None:
+        """Start, stop or move the metrics endpoint to match the configuration."""
+        wanted = self.config.metrics
+        server = self.metrics_server
+        if server is not None and (not wanted.enabled or server.listen != wanted.listen):
+            server.stop()
+            self.metrics_server = None
+        self.metrics_error = None
+        if wanted.enabled and self.metrics_server is None:
+            try:
+                self.metrics_server = MetricsServer(self.metrics, wanted.listen)
+            except OSError as error:
+                # Detection matters more than metrics: report the failure and go on.
+                self.metrics_error = str(error)
+                log.error("metrics_listen_failed", listen=wanted.listen, error=str(error),
+                          hint="free the port or change metrics.listen, then reload")  # fmt: skip
+
+    def _status_line(self) -> str:
+        assert self._tailer is not None and self._responder is not None
+        responder = self._responder
+        return status_line(
+            len(self._tailer.files), self._rate.rate,
+            len(responder.incidents), len(responder.blocks.active()),
+        )  # fmt: skip
+
+    def _write_status(self, *, running: bool = True) -> None:
+        """Write `status.json` and publish the same numbers to the metrics."""
+        assert self._tailer is not None and self._responder is not None
+        assert self._watcher is not None
+        self._last_status = time.monotonic()
+        tailer, responder = self._tailer, self._responder
+        metrics = self.config.metrics
         document = {
             "running": running,
             "pid": os.getpid(),
             "version": __version__,
-            "updated_at": time.time(),
+            "started_at": self.started_at,
+            "updated_at": utc_now(),
             "config_path": str(self.settings.loaded.path),
             "state_dir": str(self.paths.root),
-            "watch_mode": watcher.mode,
+            "watch_override": self.watch_option,
+            "watch_mode": self._watcher.mode,
             "lines_read": self.lines_read,
+            "lines_per_second": round(self._rate.sample(self.lines_read), 3),
             "findings": self.findings,
             "open_incidents": len(responder.incidents),
             "active_blocks": len(responder.blocks.active()),
-            "last_reload": self.last_reload,
-            "files": [
-                {"path": item.path, "offset": item.offset,
-                 "size": _size(item.handle.fileno()), "lag_bytes": _size(item.handle.fileno()) - item.offset}
-                for item in tailer.files.values()
-            ],  # fmt: skip
+            "queues": queue_depths(tailer, responder),
+            "files": file_rows(tailer),
+            "reloads": self.reloads,
+            "reloading": self._reload_job is not None,
+            "last_reload": self.last_reload.to_json() if self.last_reload else None,
+            "metrics": {
+                "enabled": metrics.enabled,
+                "listen": self.metrics_server.listen if self.metrics_server else None,
+                "error": self.metrics_error,
+            },
         }
+        self.metrics.publish(document)
         try:
-            write_json_atomic(self.paths.root / "status.json", document)
+            write_json_atomic(self.paths.root / STATUS_FILE, document)
         except OSError as error:
-            log.warning("status_write_failed", error=str(error))
-        self.notifier.status(self._status_line(tailer, responder))
+            log.warning("status_write_failed", path=str(self.paths.root / STATUS_FILE),
+                        error=str(error))  # fmt: skip
 
 
-def _size(descriptor: int) -> int:
+def _lock_state_dir(paths: StatePaths) -> StateLock:
+    """Create the state directory's layout and take its lock, mapping errors to exit codes."""
     try:
-        return os.fstat(descriptor).st_size
-    except OSError:
-        return 0
+        paths.create()
+        lock = StateLock(paths.root)
+        lock.acquire()
+    except PermissionError as error:
+        raise NoPermissionError(
+            f"cannot create or lock the state directory {str(paths.root)!r}: {error.strerror} "
+            f"({error.filename}); run as a user that may write there, or pass --state-dir"
+        ) from None
+    except OSError as error:
+        raise CantCreateError(
+            f"cannot create the state directory {str(paths.root)!r}: {error.strerror} "
+            f"({error.filename}); fix the path or pass --state-dir"
+        ) from None
+    return lock

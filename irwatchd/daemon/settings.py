@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irwatchd.config import LoadedConfig, load_config
+from irwatchd.detection.engine import Detector
+from irwatchd.detection.examples import check_examples
+from irwatchd.detection.loader import build_detector
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.sources.tailer import WatchSpec, specs_from_paths
 
@@ -49,3 +52,27 @@ def resolve_settings(
                      "sources.system, sources.security or sources.application, or pass --watch")]
         )  # fmt: skip
     return DaemonSettings(loaded, root, specs_from_paths(triples))
+
+
+@dataclass(frozen=True)
+class ValidatedConfiguration:
+    """Settings and a compiled detector that passed every check `irwatchd check` runs."""
+
+    settings: DaemonSettings
+    detector: Detector
+
+
+def validate_configuration(
+    config_path: Path | None, state_dir: str | None, watch: list[str] | None
+) -> ValidatedConfiguration:
+    """Load the config and rules, compile them and run every rule example.
+
+    Raises `ConfigError` listing every problem. A reload swaps nothing until this returns,
+    so a broken edit leaves the running configuration in place.
+    """
+    settings = resolve_settings(config_path, state_dir, watch)
+    detector = build_detector(settings.loaded)
+    problems = check_examples(detector)
+    if problems:
+        raise ConfigError(problems)
+    return ValidatedConfiguration(settings, detector)
