@@ -178,8 +178,12 @@ class CommandBackend:
     @staticmethod
     def render(template: Sequence[str], address: str, seconds: float) -> list[str]:
         """Return the argument list for one address, after checking that it is an IP address."""
-        if canonical_address(address) != address:
-            raise BackendError(f"{address!r} is not a canonical IP address; refusing to run")
+        try:
+            canonical = canonical_address(address)
+        except ValueError:
+            canonical = None
+        if canonical != address:
+            raise BackendError(f"{address!r} is not a canonical IP address; the command was not run")
         values = {"{address}": address, "{seconds}": str(max(1, math.ceil(seconds)))}
         argv = []
         for item in template:
