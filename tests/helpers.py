@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +133,107 @@ def append_lines(path: Path, lines: list[str]) -> None:
         for line in lines:
             handle.write(line + "\n")
             handle.flush()
+
+
+# Reliability tests: numbered sshd lines, and counting the findings the daemon recorded.
+
+SSHD_FAILURE_RULE = "sshd-failed-auth"
+SSHD_RULES = ROOT / "etc" / "rules.d" / "10-sshd.yaml"
+_SEQUENCE = re.compile(r"Failed password for user(\d+) from ")
+
+
+def sshd_failure_line(seq: int, addresses: int = 250) -> str:
+    """Return an sshd failed-password line carrying `seq` as its user name and port.
+
+    The number sits within the first 64 bytes, so files that start with different
+    numbers have different heads, as real logs with timestamps do.
+    """
+    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S")
+    address = f"203.0.113.{seq % addresses + 1}"
+    return (
+        f"{stamp} web1 sshd[{1000 + seq % 5000}]: "
+        f"Failed password for user{seq} from {address} port {seq} ssh2"
+    )
+
+
+def sshd_failure_lines(seqs: Iterable[int], addresses: int = 250) -> list[str]:
+    """Return `sshd_failure_line` for each number."""
+    return [sshd_failure_line(seq, addresses) for seq in seqs]
+
+
+def write_daemon_config(folder: Path, *, start_at: str = "beginning", **settings: Any) -> Path:
+    """Write a config for daemon tests: the sshd rules only, a 0.2 s poll, and `settings`."""
+    document = {
+        "start_at": start_at,
+        "poll_interval_seconds": 0.2,
+        "rules": {"files": [str(SSHD_RULES)]},
+        **settings,
+    }
+    path = folder / "irwatchd-test.yaml"
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path
+
+
+def finding_originals(state_dir: Path, rule_id: str = SSHD_FAILURE_RULE) -> list[str]:
+    """Return the raw line of every finding record of one rule, across rotated audit files."""
+    from irwatchd.audit.log import chain_files
+
+    marker = f'"id":"{rule_id}"'.encode()
+    originals = []
+    for path in chain_files(state_dir / "audit.jsonl"):
+        for raw in path.read_bytes().split(b"\n"):
+            if b'"action":"finding"' in raw and marker in raw:
+                originals.append(json.loads(raw)["event"]["original"])
+    return originals
+
+
+def sequence_counts(originals: Iterable[str]) -> Counter[int]:
+    """Count how often each sequence number of `sshd_failure_line` occurs."""
+    counts: Counter[int] = Counter()
+    for original in originals:
+        match = _SEQUENCE.search(original)
+        if match is not None:
+            counts[int(match.group(1))] += 1
+    return counts
+
+
+def start_daemon(
+    state_dir: Path, watches: list[str], *extra: str, config: Path,
+    prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+) -> DaemonProcess:
+    """Start `irwatchd run` (after the `prefix` command, such as setpriv) and wait until ready.
+
+    The caller stops it, with `DaemonProcess.stop` or a signal.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = state_dir.parent / f"{state_dir.name}.stderr.log"
+    arguments = ["run", "-c", str(config), "--state-dir", str(state_dir)]
+    for watch in watches:
+        arguments += ["--watch", watch]
+    with stderr_path.open("ab") as stderr:
+        process = subprocess.Popen(
+            [*prefix, *irwatchd_command(*arguments, *extra)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    daemon = DaemonProcess(process, state_dir, stderr_path)
+    try:
+        daemon.wait_ready(timeout=60)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return daemon
+
+
+def log_events(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:
+    """Return the daemon's JSON log entries of one event."""
+    entries = []
+    for raw in daemon.log_text().splitlines():
+        if f'"{event}"' in raw:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("event") == event:
+                entries.append(entry)
+    return entries

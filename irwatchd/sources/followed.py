@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from irwatchd.sources.checkpoints import Checkpoint, Identity
 from irwatchd.sources.lines import RawLine, decode_line
 
 HEAD_BYTES = 64
 """Bytes hashed to tell a new file from an old one that got the same inode back."""
 
 READ_CHUNK = 1 << 20
+"""Bytes read from one file per poll, which bounds the memory a burst of lines can take."""
 
 
 def head_sha256(handle: BinaryIO, size: int = HEAD_BYTES) -> tuple[str, int]:
@@ -28,12 +31,18 @@ def head_sha256(handle: BinaryIO, size: int = HEAD_BYTES) -> tuple[str, int]:
 class FollowedFile:
     """A log file being read: complete lines come out, a partial last line waits.
 
-    `offset` is the byte just after the last complete line handed out, which is where a
-    checkpoint points. A line longer than `max_line_bytes` is cut there; its remaining bytes
-    are skipped up to the next newline and counted in `truncated_bytes`.
+    `offset` is the byte just after the last complete line handed out. `committed_offset`
+    is the part of that whose findings are durably in the audit log; checkpoints point
+    there, and `rewind` goes back there when recording failed. A line longer than
+    `max_line_bytes` is cut there; its remaining bytes are skipped up to the next newline
+    and counted in the line's `truncated_bytes`.
+
+    `path` is the name findings report and `location` is where the file is on disk; they
+    differ once a rotated file is followed under its new name.
     """
 
     path: str
+    location: str
     group: str
     source_type: str
     handle: BinaryIO
@@ -48,10 +57,28 @@ class FollowedFile:
     skipping: int = 0
     read_position: int = 0
     lines_read: int = 0
+    committed_offset: int = 0
+    committed_line_number: int | None = None
+    last_growth: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.read_position = self.offset
+        self.committed_offset = self.offset
+        self.committed_line_number = self.line_number
         self.handle.seek(self.offset)
+
+    @property
+    def identity(self) -> Identity:
+        """The (device, inode) pair."""
+        return (self.device, self.inode)
+
+    def size(self) -> int:
+        """Return the file's current size through the open handle."""
+        return os.fstat(self.handle.fileno()).st_size
+
+    def at_end(self) -> bool:
+        """Whether every byte written so far has been read."""
+        return self.read_position >= self.size()
 
     def refresh_head(self) -> None:
         """Rehash the head while it covers fewer than `HEAD_BYTES`, as the file grows."""
@@ -68,6 +95,7 @@ class FollowedFile:
         data = self.handle.read(limit)
         if not data:
             return []
+        self.last_growth = time.monotonic()
         lines: list[RawLine] = []
         start = 0
         base = self.read_position
@@ -82,17 +110,63 @@ class FollowedFile:
             self.skipping += max(0, len(piece) - max(room, 0))
             if newline < 0:
                 break
-            end = base + newline + 1
-            text, digest = decode_line(bytes(self.pending))
-            number = None if self.line_number is None else self.line_number + 1
-            self.line_number = number
-            lines.append(RawLine(text, number or 0, self.offset, end - self.offset, digest, self.skipping))
-            self.offset = end
-            self.pending.clear()
-            self.skipping = 0
+            lines.append(self._take_line(base + newline + 1))
             start = newline + 1
-        self.lines_read += len(lines)
+        self.refresh_head()
         return lines
+
+    def flush_partial(self) -> RawLine | None:
+        """Hand out a partial last line as it is; used when the file will not grow any more."""
+        if not self.pending and not self.skipping:
+            return None
+        return self._take_line(self.read_position)
+
+    def _take_line(self, end: int) -> RawLine:
+        text, digest = decode_line(bytes(self.pending))
+        if self.line_number is not None:
+            self.line_number += 1
+        line = RawLine(
+            text, self.line_number or 0, self.offset, end - self.offset, digest, self.skipping
+        )
+        self.offset = end
+        self.pending.clear()
+        self.skipping = 0
+        self.lines_read += 1
+        return line
+
+    def restart(self) -> None:
+        """Read again from byte 0, for a file truncated or rewritten in place."""
+        self.offset = 0
+        self.line_number = 0
+        self.committed_offset = 0
+        self.committed_line_number = 0
+        self._seek(0)
+        self.head, self.head_size = head_sha256(self.handle)
+
+    def commit(self) -> None:
+        """Mark every line handed out so far as recorded."""
+        self.committed_offset = self.offset
+        self.committed_line_number = self.line_number
+
+    def rewind(self) -> None:
+        """Go back to the last recorded line, so the lines after it are handed out again."""
+        self.offset = self.committed_offset
+        self.line_number = self.committed_line_number
+        self._seek(self.committed_offset)
+
+    def _seek(self, position: int) -> None:
+        self.pending.clear()
+        self.skipping = 0
+        self.read_position = position
+        self.handle.seek(position)
+
+    def checkpoint(self) -> Checkpoint:
+        """Return the checkpoint at the last recorded line."""
+        return Checkpoint(
+            path=self.path, device=self.device, inode=self.inode, head_sha256=self.head,
+            head_size=self.head_size, offset=self.committed_offset,
+            line_number=self.committed_line_number, location=self.location,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Close the handle."""

@@ -33,7 +33,9 @@ def decode_line(data: bytes) -> tuple[str, str | None]:
         return data.decode("utf-8", "replace"), hashlib.sha256(data).hexdigest()
 
 
-def iter_lines(stream: BinaryIO, max_line_bytes: int, chunk_size: int = 1 << 20) -> Iterator[RawLine]:
+def iter_lines(
+    stream: BinaryIO, max_line_bytes: int, chunk_size: int = 1 << 20
+) -> Iterator[RawLine]:
     """Yield every line of a stream, cutting each at `max_line_bytes` and skipping the rest.
 
     A final line without a newline is yielded too, since a one-shot reader sees the whole file.

@@ -1,48 +1,55 @@
-"""Follow every file the sources name, through rotation, truncation and restarts.
+"""Follow every file the sources name, through rotation, truncation, restarts and crashes.
 
 `poll` is the only place that reads. It is called when watchdog reports a change and on a
 timer, because events are hints: they can be coalesced, dropped, or never come at all. Each
 call stats every known path, so a missed event delays a line by at most one poll interval and
-never loses it.
+never loses it. Each call reads at most `READ_CHUNK` bytes per file, so a burst is handed to
+the pipeline piece by piece and reading waits while the pipeline works.
+
+Order of reading within a log's life: a rotated-away or copied file is read to its end
+before the file that replaced it is read from byte 0, and late writes to it still count
+until it has been quiet for `RETIRED_GRACE_SECONDS`.
 """
 
 from __future__ import annotations
 
-import errno
-import fnmatch
-import glob
 import os
 import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from fnmatch import fnmatch
 from typing import BinaryIO
 
 import structlog
 
-from irwatchd.sources.checkpoints import Checkpoint, CheckpointStore
-from irwatchd.sources.followed import FollowedFile, head_sha256
+from irwatchd.sources.checkpoints import Checkpoint, CheckpointStore, Identity
+from irwatchd.sources.discovery import (
+    UNREADABLE_HINT,
+    WarnOnce,
+    WatchSpec,
+    discover,
+    is_binary,
+    specs_from_paths,
+    watched_directories,
+)
+from irwatchd.sources.followed import HEAD_BYTES, FollowedFile, head_sha256
 from irwatchd.sources.lines import RawLine
+from irwatchd.sources.siblings import (
+    COMPRESSED_SUFFIXES,
+    find_copy,
+    find_renamed,
+    sibling_folders,
+)
 
 log = structlog.get_logger(__name__)
 
-SKIPPED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".7z")
-"""Compressed rotated files are left alone: their lines were read before compression."""
+__all__ = ["SKIPPED_SUFFIXES", "LineBatch", "Tailer", "WatchSpec", "is_binary", "specs_from_paths"]
+
+SKIPPED_SUFFIXES = COMPRESSED_SUFFIXES
 
 RETIRED_GRACE_SECONDS = 5.0
-"""How long a rotated-away file is still read, for lines its writer adds after the rename."""
-
-_BINARY_MAGIC = (b"\x1f\x8b", b"\x7fELF", b"PK\x03\x04", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSpec:
-    """A configured path (file, directory or glob) with its group and source type."""
-
-    path: str
-    group: str
-    source_type: str
+"""How long a rotated-away file must stay quiet before it is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +58,6 @@ class LineBatch:
 
     file: FollowedFile
     lines: list[RawLine]
-
-
-def is_binary(path: str) -> bool:
-    """Guess whether a file is binary from its first 4 KiB: known magic, or mostly non-text."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return False
-    if head.startswith(_BINARY_MAGIC):
-        return True
-    if not head:
-        return False
-    control = sum(1 for byte in head if byte < 9 or 13 < byte < 32)
-    return control / len(head) > 0.3
 
 
 class Tailer:
@@ -84,257 +76,315 @@ class Tailer:
         self.start_at = start_at
         self.max_line_bytes = max_line_bytes
         self.files: dict[str, FollowedFile] = {}
-        self.retired: list[tuple[float, FollowedFile]] = []
-        self._warned: set[tuple[str, str]] = set()
+        """Followed files by location."""
+        self.retired: list[FollowedFile] = []
+        """Rotated-away files and copies being read to their end."""
+        self._waiting: dict[str, FollowedFile] = {}
+        """Locations whose file waits until the retired file it replaced is read to its end."""
+        self._start_sizes: dict[str, tuple[Identity, int]] = {}
+        """Sizes at start of files that could not be opened then; `start_at: end` starts there."""
+        self._warnings = WarnOnce()
         self._started = False
 
     def directories(self) -> list[str]:
         """Return the existing directories that must be watched for the specs."""
-        folders = set()
-        for spec in self.specs:
-            if os.path.isdir(spec.path):
-                folders.add(spec.path)
-            else:
-                parent = os.path.dirname(spec.path) or "."
-                if glob.has_magic(parent):
-                    folders.update(found for found in glob.glob(parent) if os.path.isdir(found))
-                elif os.path.isdir(parent):
-                    folders.add(parent)
-        return sorted(os.path.realpath(folder) for folder in folders)
+        return watched_directories(self.specs)
 
-    def _warn_once(self, kind: str, path: str, **details: object) -> None:
-        if (kind, path) not in self._warned:
-            self._warned.add((kind, path))
-            log.warning(kind, path=path, **details)
+    # Polling
 
-    def _discover(self) -> list[tuple[str, WatchSpec]]:
-        found: list[tuple[str, WatchSpec]] = []
-        for spec in self.specs:
-            if os.path.isdir(spec.path):
-                candidates = [os.path.join(spec.path, name) for name in sorted(os.listdir(spec.path))]
-            elif glob.has_magic(spec.path):
-                candidates = sorted(glob.glob(spec.path))
-            else:
-                candidates = [spec.path]
-                if not os.path.lexists(spec.path):
-                    parent = os.path.dirname(spec.path) or "."
-                    if not os.path.isdir(parent):
-                        self._warn_once(
-                            "source_directory_missing", parent,
-                            hint="create it or fix the source path; it is checked again each poll",
-                        )  # fmt: skip
-            for candidate in candidates:
-                if candidate.endswith(SKIPPED_SUFFIXES):
-                    continue
-                found.append((candidate, spec))
-        return found
+    def poll(self) -> list[LineBatch]:
+        """Check every file for rotation, truncation and new lines; return what was read.
 
-    def _open(self, path: str, spec: WatchSpec, offset_rule: str) -> FollowedFile | None:
+        At most `READ_CHUNK` bytes are read per file, so call again while it returns lines.
+        """
+        discovered = discover(self.specs, self._warnings)
+        if not self._started:
+            self._resume_moved_while_stopped(discovered)
+        batches: list[LineBatch] = []
+        self._read_retired(batches)
+        # Files no spec lists any more (deleted from a glob's folder) are still checked.
+        locations: list[tuple[str, WatchSpec | None]] = list(discovered.items())
+        locations += [(location, None) for location in self.files if location not in discovered]
+        for location, spec in locations:
+            if location in self._waiting:
+                continue
+            followed = self.files.get(location)
+            if followed is not None and not self._check_identity(followed):
+                continue  # rotated away: the new file waits until the old one is read
+            if followed is None and spec is not None:
+                followed = self._open(location, spec)
+                if followed is not None:
+                    self.files[location] = followed
+            if followed is not None and location not in self._waiting:
+                self._read(followed, batches)
+        self._started = True
+        return batches
+
+    def _read(self, followed: FollowedFile, batches: list[LineBatch]) -> list[RawLine]:
+        lines = followed.read_lines()
+        if lines:
+            batches.append(LineBatch(followed, lines))
+        return lines
+
+    def _read_retired(self, batches: list[LineBatch]) -> None:
+        for followed in list(self.retired):
+            lines = self._read(followed, batches)
+            if followed.at_end():
+                self._release(followed)
+            if lines or time.monotonic() - followed.last_growth < RETIRED_GRACE_SECONDS:
+                continue
+            partial = followed.flush_partial()
+            if partial is not None:
+                # The writer moved on, so this line will not be completed; it is closed on a
+                # later poll, once the line is recorded.
+                batches.append(LineBatch(followed, [partial]))
+                continue
+            self._finish(followed)
+
+    def _finish(self, followed: FollowedFile) -> None:
+        log.info("file_finished", path=followed.path, location=followed.location,
+                 inode=followed.inode, offset=followed.offset)  # fmt: skip
+        self.retired.remove(followed)
+        self._release(followed)
+        followed.close()
+
+    def _release(self, followed: FollowedFile) -> None:
+        """Let the file that waits for `followed` be read."""
+        for location, predecessor in list(self._waiting.items()):
+            if predecessor is followed:
+                del self._waiting[location]
+
+    def _retire(self, followed: FollowedFile, location: str) -> None:
+        followed.last_growth = time.monotonic()
+        self.retired.append(followed)
+        self._waiting[location] = followed
+
+    def _check_identity(self, followed: FollowedFile) -> bool:
+        """Return whether `followed` is still the file at its location, handling truncation."""
+        location = followed.location
         try:
-            info = os.stat(path)
-        except FileNotFoundError:
+            info = os.stat(location)
+        except OSError:
+            info = None
+        if info is None or (info.st_dev, info.st_ino) != followed.identity:
+            # Renamed or deleted: read the old file to its end, then the new one from 0.
+            log.info("file_rotated", path=followed.path, location=location, inode=followed.inode,
+                     offset=followed.offset, new_file=info is not None)  # fmt: skip
+            del self.files[location]
+            self._retire(followed, location)
+            return False
+        if info.st_size < followed.read_position:
+            log.info("file_truncated", path=followed.path, location=location,
+                     size=info.st_size, offset=followed.offset)  # fmt: skip
+            self._restart_after_copy(followed)
+        elif followed.is_replaced():
+            log.info("file_replaced", path=followed.path, location=location,
+                     inode=followed.inode, offset=followed.offset)  # fmt: skip
+            self._restart_after_copy(followed)
+        return True
+
+    def _restart_after_copy(self, followed: FollowedFile) -> None:
+        """Read the lines a copytruncate moved into the copy, then the file again from 0."""
+        copy = self._open_copy(
+            followed.checkpoint(), followed.group, followed.source_type, followed.identity
+        )
+        followed.restart()
+        if copy is not None:
+            self._waiting[followed.location] = copy
+
+    def _open_copy(
+        self, saved: Checkpoint, group: str, source_type: str, original: Identity
+    ) -> FollowedFile | None:
+        if saved.head_size < HEAD_BYTES:
+            # NOTE: a file shorter than 64 bytes has too short a head to tell its copy apart.
             return None
-        except PermissionError:
-            self._warn_once("source_unreadable", path, hint="irwatchd needs read permission on it "
-                            "(the adm group on Debian); it is retried each poll")  # fmt: skip
+        folders = sibling_folders(saved.where)
+        path = find_copy(folders, saved.head_sha256, saved.head_size, saved.offset,
+                         self._followed_identities() | {original})  # fmt: skip
+        if path is None:
             return None
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        if is_binary(path):
-            self._warn_once("source_binary_skipped", path, hint="binary files are not read")
-            return None
+        copy = self._follow(path, saved, group, source_type)
+        if copy is not None:
+            log.info("file_copy_found", path=saved.path, copy=path, offset=saved.offset)
+            self.retired.append(copy)
+        return copy
+
+    # Opening
+
+    def _followed_identities(self) -> set[Identity]:
+        return {item.identity for item in [*self.files.values(), *self.retired]}
+
+    def _follow(
+        self, location: str, saved: Checkpoint, group: str, source_type: str
+    ) -> FollowedFile | None:
+        """Open a file and follow it from a checkpoint, under the checkpoint's path."""
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - kept open while the file is followed
-        except PermissionError:
-            self._warn_once("source_unreadable", path, hint="irwatchd needs read permission on it "
-                            "(the adm group on Debian); it is retried each poll")  # fmt: skip
-            return None
+            handle = open(location, "rb")  # noqa: SIM115 - kept open while the file is followed
         except OSError as error:
-            if error.errno != errno.ENOENT:
-                self._warn_once("source_open_failed", path, error=str(error))
+            self._warnings.warn("source_open_failed", location, error=str(error),
+                                hint=UNREADABLE_HINT)  # fmt: skip
             return None
         info = os.fstat(handle.fileno())
         head, head_size = head_sha256(handle)
-        offset, line_number = self._start_offset(path, info, handle, offset_rule)
-        self._warned.discard(("source_unreadable", path))
-        followed = FollowedFile(
-            path=path, group=spec.group, source_type=spec.source_type, handle=handle,
-            device=info.st_dev, inode=info.st_ino, head=head, head_size=head_size, offset=offset,
-            line_number=line_number, max_line_bytes=self.max_line_bytes,
+        return FollowedFile(
+            path=saved.path, location=location, group=group, source_type=source_type,
+            handle=handle, device=info.st_dev, inode=info.st_ino, head=head, head_size=head_size,
+            offset=min(saved.offset, info.st_size), line_number=saved.line_number,
+            max_line_bytes=self.max_line_bytes,
         )  # fmt: skip
-        log.info("file_followed", path=path, offset=offset, inode=info.st_ino, group=spec.group)
+
+    def _unreadable(self, location: str, error: OSError) -> None:
+        details: dict[str, object] = {"error": str(error), "daemon_uid": os.geteuid()}
+        try:
+            info = os.stat(location)
+        except OSError:
+            info = None
+        if info is not None:
+            details |= {"mode": oct(stat.S_IMODE(info.st_mode)), "owner_uid": info.st_uid,
+                        "owner_gid": info.st_gid}  # fmt: skip
+            if not self._started and self.start_at == "end":
+                self._start_sizes[location] = ((info.st_dev, info.st_ino), info.st_size)
+        self._warnings.warn("source_unreadable", location, hint=UNREADABLE_HINT, **details)
+
+    def _open(self, location: str, spec: WatchSpec) -> FollowedFile | None:
+        try:
+            info = os.stat(location)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            self._unreadable(location, error)
+            return None
+        identity = (info.st_dev, info.st_ino)
+        if not stat.S_ISREG(info.st_mode) or identity in self._followed_identities():
+            return None  # not a log file, or another name of a file already followed
+        try:
+            handle = open(location, "rb")  # noqa: SIM115 - kept open while the file is followed
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            self._unreadable(location, error)
+            return None
+        try:
+            followed = self._start(location, spec, handle, info)
+        except BaseException:
+            handle.close()
+            raise
+        if followed is None:
+            handle.close()
+            return None
+        self._warnings.clear("source_unreadable", location)
+        self._warnings.clear("source_binary_skipped", location)
+        log.info("file_followed", path=followed.path, location=location, offset=followed.offset,
+                 inode=followed.inode, group=spec.group)  # fmt: skip
         return followed
 
-    def _start_offset(
-        self, path: str, info: os.stat_result, handle: BinaryIO, offset_rule: str
-    ) -> tuple[int, int | None]:
-        saved = self.checkpoints.get(path)
-        if saved is not None and (saved.device, saved.inode) == (info.st_dev, info.st_ino):
-            head, _ = head_sha256(handle, saved.head_size)
-            if head == saved.head_sha256 and saved.offset <= info.st_size:
-                return saved.offset, saved.line_number
-        if offset_rule == "end" and saved is None:
-            return info.st_size, None
-        return 0, 0
-
-    def _is_followed_identity(self, info: os.stat_result) -> bool:
+    def _start(
+        self, location: str, spec: WatchSpec, handle: BinaryIO, info: os.stat_result
+    ) -> FollowedFile | None:
+        """Decide where to start reading a newly opened file; None skips it for now."""
         identity = (info.st_dev, info.st_ino)
-        followed = [*self.files.values(), *(item for _, item in self.retired)]
-        return any((item.device, item.inode) == identity for item in followed)
-
-    def poll(self) -> list[LineBatch]:
-        """Check every file for rotation, truncation and new lines; return what was read."""
-        offset_rule = self.start_at if not self._started else "beginning"
-        if not self._started:
-            self._resume_rotated_while_down()
-        batches: list[LineBatch] = []
-        for path, spec in self._discover():
-            followed = self.files.get(path)
-            if followed is None:
-                try:
-                    info = os.stat(path)
-                except OSError:
-                    info = None
-                if info is not None and self._is_followed_identity(info):
-                    continue  # a rotated name of a file already followed
-                followed = self._open(path, spec, offset_rule)
-                if followed is None:
-                    continue
-                self.files[path] = followed
-            else:
-                self._check_identity(followed)
-                if path not in self.files:
-                    # Rotated away: the file now at this path is new, so read it from byte 0.
-                    followed = self._open(path, spec, "beginning")
-                    if followed is None:
-                        continue
-                    self.files[path] = followed
-            batches.extend(self._read_all(followed))
-        self._started = True
-        self._drain_retired(batches)
-        return batches
-
-    def _check_identity(self, followed: FollowedFile) -> None:
-        try:
-            info = os.stat(followed.path)
-        except FileNotFoundError:
-            info = None
-        if info is None or (info.st_dev, info.st_ino) != (followed.device, followed.inode):
-            # Renamed or deleted: read the old file to its end for a while, then the new one from 0.
-            log.info("file_rotated", path=followed.path, inode=followed.inode)
-            self.retired.append((time.monotonic(), followed))
-            del self.files[followed.path]
-            return
-        if info.st_size < followed.offset:
-            log.info("file_truncated", path=followed.path, size=info.st_size, offset=followed.offset)
-            self._restart(followed)
-            return
-        if followed.is_replaced():
-            # Same inode, different first bytes: the file was replaced in place.
-            log.info("file_replaced", path=followed.path, inode=followed.inode)
-            self._restart(followed)
-
-    def _restart(self, followed: FollowedFile) -> None:
-        followed.offset = 0
-        followed.read_position = 0
-        followed.line_number = 0
-        followed.pending.clear()
-        followed.skipping = 0
-        followed.handle.seek(0)
-        followed.head, followed.head_size = head_sha256(followed.handle)
-
-    def _read_all(self, followed: FollowedFile) -> list[LineBatch]:
-        batches = []
-        while True:
-            lines = followed.read_lines()
-            followed.refresh_head()
-            if lines:
-                batches.append(LineBatch(followed, lines))
-            if followed.read_position >= os.fstat(followed.handle.fileno()).st_size:
-                return batches
-            if not lines and len(followed.pending) == 0 and followed.skipping == 0:
-                return batches
-
-    def _drain_retired(self, batches: list[LineBatch]) -> None:
-        now = time.monotonic()
-        keep = []
-        for since, followed in self.retired:
-            batches.extend(self._read_all(followed))
-            if now - since < RETIRED_GRACE_SECONDS:
-                keep.append((since, followed))
-                continue
-            if followed.pending:
-                log.warning("partial_line_dropped", path=followed.path, inode=followed.inode,
-                            bytes=len(followed.pending))  # fmt: skip
-            followed.close()
-        self.retired = keep
-
-    def _resume_rotated_while_down(self) -> None:
-        """Find files rotated while the daemon was down, by identity, and queue their unread tail."""
-        for saved in self.checkpoints.all():
-            try:
-                info = os.stat(saved.path)
-            except OSError:
-                info = None
-            if info is not None and (info.st_dev, info.st_ino) == (saved.device, saved.inode):
-                continue
-            renamed = self._find_renamed(saved)
-            if renamed is None:
-                continue
-            spec = WatchSpec(renamed, "rotated", "auto")
-            for candidate in self.specs:
-                if candidate.path in (saved.path, os.path.dirname(saved.path)) or fnmatch.fnmatch(
-                    saved.path, candidate.path
-                ):
-                    spec = WatchSpec(renamed, candidate.group, candidate.source_type)
-            handle = open(renamed, "rb")  # noqa: SIM115
-            followed = FollowedFile(
-                path=renamed, group=spec.group, source_type=spec.source_type, handle=handle,
-                device=saved.device, inode=saved.inode, head=saved.head_sha256,
-                head_size=saved.head_size, offset=saved.offset, line_number=saved.line_number,
-                max_line_bytes=self.max_line_bytes,
-            )  # fmt: skip
-            log.info("file_rotated_while_stopped", path=saved.path, renamed_to=renamed,
-                     offset=saved.offset)  # fmt: skip
-            self.retired.append((time.monotonic(), followed))
+        head, head_size = head_sha256(handle)
+        saved = self.checkpoints.find(identity)
+        path, offset = location, 0
+        line_number: int | None = 0
+        if saved is not None and saved.offset <= info.st_size and self._same_head(handle, saved):
+            path, offset, line_number = saved.path, saved.offset, saved.line_number
+        elif saved is not None:
+            # Truncated or rewritten since the checkpoint (or a new file got its inode number
+            # back): a copy, if there is one, holds the lines after the checkpoint.
+            log.info("file_changed_since_checkpoint", path=saved.path, location=location,
+                     offset=saved.offset, size=info.st_size)  # fmt: skip
+            copy = self._open_copy(saved, spec.group, spec.source_type, identity)
+            if copy is not None:
+                self._waiting[location] = copy
+        elif head_size == HEAD_BYTES and any(
+            item.head == head and item.head_size == HEAD_BYTES
+            for item in [*self.files.values(), *self.retired]
+        ):
+            # Same first bytes as a followed file: a copy being made (copytruncate). Its
+            # lines are read from the original, or from here once the original is truncated.
+            log.debug("file_copy_skipped", location=location)
+            return None
+        elif is_binary(location):
+            self._warnings.warn("source_binary_skipped", location,
+                            hint="binary files are not read; watch a narrower glob")  # fmt: skip
+            return None
+        elif location in self._start_sizes:
+            start_identity, start_size = self._start_sizes.pop(location)
+            if start_identity == identity and start_size <= info.st_size:
+                offset, line_number = start_size, None
+        elif (
+            not self._started
+            and self.start_at == "end"
+            and not self.checkpoints.has_location(location)
+        ):
+            offset, line_number = info.st_size, None
+        return FollowedFile(
+            path=path, location=location, group=spec.group, source_type=spec.source_type,
+            handle=handle, device=info.st_dev, inode=info.st_ino, head=head, head_size=head_size,
+            offset=offset, line_number=line_number, max_line_bytes=self.max_line_bytes,
+        )  # fmt: skip
 
     @staticmethod
-    def _find_renamed(saved: Checkpoint) -> str | None:
-        folder = os.path.dirname(saved.path) or "."
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            return None
-        for name in names:
-            candidate = os.path.join(folder, name)
-            try:
-                info = os.stat(candidate)
-            except OSError:
+    def _same_head(handle: BinaryIO, saved: Checkpoint) -> bool:
+        head, size = head_sha256(handle, saved.head_size)
+        return size == saved.head_size and head == saved.head_sha256
+
+    def _resume_moved_while_stopped(self, discovered: dict[str, WatchSpec]) -> None:
+        """Find files rotated away while irwatchd was stopped and queue their unread lines."""
+        followed = self._followed_identities()
+        for saved in self.checkpoints.all():
+            if saved.identity in followed:
                 continue
-            if (info.st_dev, info.st_ino) == (saved.device, saved.inode) and info.st_size >= saved.offset:
-                return candidate
+            try:
+                info = os.stat(saved.where)
+            except OSError:
+                info = None
+            if info is not None and (info.st_dev, info.st_ino) == saved.identity:
+                continue  # still where it was; discovery opens it from its checkpoint
+            found = find_renamed(sibling_folders(saved.where, saved.path), saved.identity,
+                                 saved.head_sha256, saved.head_size)  # fmt: skip
+            if found is None or found[0] in discovered or found[1] <= saved.offset:
+                continue  # gone, followed under its new name, or nothing left to read
+            spec = self._spec_for(saved.path) or discovered.get(saved.where)
+            group, source_type = (spec.group, spec.source_type) if spec else ("rotated", "auto")
+            resumed = self._follow(found[0], saved, group, source_type)
+            if resumed is None:
+                continue
+            log.info("file_rotated_while_stopped", path=saved.path, location=found[0],
+                     offset=saved.offset, size=found[1])  # fmt: skip
+            self.retired.append(resumed)
+            self._waiting.setdefault(saved.where, resumed)
+            followed.add(resumed.identity)
+
+    def _spec_for(self, path: str) -> WatchSpec | None:
+        for spec in self.specs:
+            in_folder = os.path.dirname(path) == spec.path
+            if spec.path == path or in_folder or fnmatch(path, spec.path):
+                return spec
         return None
 
+    # Checkpoints
+
     def checkpoints_now(self) -> list[Checkpoint]:
-        """Return checkpoints for every followed file at its last handed-out line."""
-        return [
-            Checkpoint(
-                path=item.path, device=item.device, inode=item.inode, head_sha256=item.head,
-                head_size=item.head_size, offset=item.offset, line_number=item.line_number,
-            )  # fmt: skip
-            for item in self.files.values()
-        ]
+        """Mark every line handed out so far as recorded and return the checkpoints there.
+
+        Call it once the findings of those lines are durably in the audit log.
+        """
+        followed_files = [*self.files.values(), *self.retired]
+        for followed in followed_files:
+            followed.commit()
+        return [followed.checkpoint() for followed in followed_files]
+
+    def rewind(self) -> None:
+        """Hand out again every line after the last checkpoints; call when recording failed."""
+        for followed in [*self.files.values(), *self.retired]:
+            followed.rewind()
 
     def close(self) -> None:
         """Close every open file."""
-        for followed in self.files.values():
-            followed.close()
-        for _, followed in self.retired:
+        for followed in [*self.files.values(), *self.retired]:
             followed.close()
         self.files.clear()
         self.retired.clear()
-
-
-def specs_from_paths(paths: Iterable[tuple[str, str, str]]) -> list[WatchSpec]:
-    """Build watch specs from (path, group, source type) triples, with paths made absolute."""
-    return [WatchSpec(str(Path(path).expanduser().absolute()), group, kind) for path, group, kind in paths]
+        self._waiting.clear()

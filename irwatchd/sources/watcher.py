@@ -7,6 +7,7 @@ filesystem without inotify), the watcher falls back to watchdog's polling observ
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import structlog
@@ -33,7 +34,9 @@ class _WakeHandler(FileSystemEventHandler):
 class DirectoryWatcher:
     """Watches a set of directories and sets `wake` on any change inside them."""
 
-    def __init__(self, wake: threading.Event, *, force_polling: bool = False, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, wake: threading.Event, *, force_polling: bool = False, poll_seconds: float = 1.0
+    ) -> None:
         self.wake = wake
         self.poll_seconds = poll_seconds
         self.mode = "polling" if force_polling else "inotify"
@@ -76,14 +79,18 @@ class DirectoryWatcher:
         self._observer.start()
 
     def is_alive(self) -> bool:
-        """Whether the observer thread is still running."""
-        return self._observer.is_alive()
+        """Whether the observer thread and every emitter thread (one per folder) still run."""
+        emitters = list(self._observer.emitters)
+        return self._observer.is_alive() and all(emitter.is_alive() for emitter in emitters)
 
     def restart_if_dead(self, directories: list[str]) -> None:
-        """Start a new observer when the old thread died, and watch the directories again."""
-        if self._observer.is_alive():
+        """Start a new observer when a watcher thread died, and watch the directories again."""
+        if self.is_alive():
             return
-        log.error("observer_thread_died", mode=self.mode, action="restarting")
+        log.error("observer_thread_died", mode=self.mode, action="restarting",
+                  folders=len(self._watched))  # fmt: skip
+        with contextlib.suppress(RuntimeError):
+            self._observer.stop()
         self._observer = self._new_observer()
         self._watched.clear()
         self._observer.start()
