@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from irwatchd import __version__
-from irwatchd.errors import EX_OK, EX_USAGE, IrwatchdError
+from irwatchd.errors import EX_NOPERM, EX_OK, EX_SOFTWARE, EX_USAGE, IrwatchdError
 from irwatchd.logs import configure_logging
 
 SUBCOMMANDS = (
@@ -78,3 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_OK
     except KeyboardInterrupt:
         return 130
+    except PermissionError as error:
+        print(
+            f"irwatchd {args.command}: permission denied on {error.filename!r}; run as a user "
+            "that may access it (root, or a member of the irwatchd group)",
+            file=sys.stderr,
+        )
+        return EX_NOPERM
+    except Exception:
+        # A bug, not an operator error: log the traceback (to the journal under systemd) and
+        # exit 70, which systemd's Restart=on-failure restarts.
+        structlog.get_logger(__name__).exception("command_crashed", command=args.command)
+        return EX_SOFTWARE

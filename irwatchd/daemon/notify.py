@@ -49,6 +49,7 @@ class Notifier:
         os.environ.pop("WATCHDOG_USEC", None)
         os.environ.pop("WATCHDOG_PID", None)
         self._last_ping = 0.0
+        self._stopping = False
         self._socket: socket.socket | None = None
 
     def send(self, *fields: str) -> None:
@@ -73,7 +74,8 @@ class Notifier:
         self.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}", "STATUS=reloading")
 
     def stopping(self) -> None:
-        """Tell systemd shutdown started."""
+        """Tell systemd shutdown started; no watchdog pings follow."""
+        self._stopping = True
         self.send("STOPPING=1", "STATUS=stopping")
 
     def status(self, text: str) -> None:
@@ -95,7 +97,7 @@ class Notifier:
 
         The main loop calls this on every pass, so the pings stop when the loop stops.
         """
-        if self.watchdog_interval is None:
+        if self.watchdog_interval is None or self._stopping:
             return
         now = time.monotonic()
         if now - self._last_ping >= self.watchdog_interval / 2:

@@ -368,7 +368,7 @@ class Daemon:
             "version": __version__,
             "started_at": self.started_at,
             "updated_at": utc_now(),
-            "config_path": str(self.settings.loaded.path),
+            "config_path": _path_or_none(self.settings.loaded.path),
             "state_dir": str(self.paths.root),
             "watch_override": self.watch_option,
             "watch_mode": self._watcher.mode,
@@ -380,7 +380,7 @@ class Daemon:
             "queues": queue_depths(tailer, responder),
             "files": file_rows(tailer),
             "reloads": self.reloads,
-            "reloading": self._reload_job is not None,
+            "reloading": self._reload_job is not None or self.reload_requested,
             "last_reload": self.last_reload.to_json() if self.last_reload else None,
             "metrics": {
                 "enabled": metrics.enabled,
@@ -394,6 +394,10 @@ class Daemon:
         except OSError as error:
             log.warning("status_write_failed", path=str(self.paths.root / STATUS_FILE),
                         error=str(error))  # fmt: skip
+
+
+def _path_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _lock_state_dir(paths: StatePaths) -> StateLock:

@@ -1,0 +1,106 @@
+"""Find and signal a running daemon from another process, for `irwatchd status` and `reload`.
+
+The PID lock is the only proof that a daemon runs: `status.json` may be left over from a
+daemon that was killed. Both live in the state directory, which the commands find the same
+way `irwatchd run` does: `--state-dir`, else the config's `state_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from irwatchd.config import load_config
+from irwatchd.daemon.lock import read_pid
+from irwatchd.daemon.statusfile import STATUS_INTERVAL_SECONDS, read_status
+from irwatchd.errors import NoPermissionError, UnavailableError
+from irwatchd.parsing.timestamps import parse_iso8601
+
+STALE_AFTER_SECONDS = 5 * STATUS_INTERVAL_SECONDS
+"""A running daemon whose status is older than this is not making progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonState:
+    """What another process can learn about the daemon of one state directory."""
+
+    state_dir: Path
+    pid: int | None
+    status: dict[str, Any] | None
+    status_age_seconds: float | None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether a process holds the state directory's lock."""
+        return self.pid is not None
+
+    @property
+    def is_stale(self) -> bool:
+        """Whether the daemon runs but has not written its status for `STALE_AFTER_SECONDS`."""
+        if not self.is_running:
+            return False
+        return self.status_age_seconds is None or self.status_age_seconds > STALE_AFTER_SECONDS
+
+
+def locate_state_dir(config_path: Path | None, state_dir: str | None) -> Path:
+    """Return the state directory the daemon would use with the same options."""
+    if state_dir:
+        return Path(state_dir).absolute()
+    return load_config(config_path).state_dir
+
+
+def inspect(state_dir: Path) -> DaemonState:
+    """Read the PID lock and the status file of a state directory."""
+    pid = read_pid(state_dir)
+    status = read_status(state_dir)
+    age = None
+    if status is not None:
+        updated = parse_iso8601(str(status.get("updated_at", "")))
+        if updated is not None:
+            age = max(0.0, (datetime.now(UTC) - updated).total_seconds())
+    return DaemonState(state_dir, pid, status, age)
+
+
+def require_running(state: DaemonState) -> int:
+    """Return the daemon's PID, or raise `UnavailableError` when none runs."""
+    if state.pid is None:
+        raise UnavailableError(
+            f"irwatchd is not running on {state.state_dir} (no process holds "
+            f"{state.state_dir / 'irwatchd.pid'}); start it with `systemctl start irwatchd` "
+            "or `irwatchd run`, or pass the --state-dir it runs with"
+        )
+    return state.pid
+
+
+def send_signal(pid: int, number: signal.Signals) -> None:
+    """Signal the daemon, mapping the OS errors to irwatchd errors."""
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        raise UnavailableError(f"irwatchd (PID {pid}) exited before it got {number.name}") from None
+    except PermissionError:
+        raise NoPermissionError(
+            f"not allowed to send {number.name} to irwatchd (PID {pid}); run this command as "
+            "root or as the user the daemon runs as"
+        ) from None
+
+
+def wait_for_reload(state_dir: Path, reloads_before: int, timeout: float) -> dict[str, Any] | None:
+    """Wait until the daemon reports a reload after `reloads_before`; return its outcome.
+
+    Returns None when `timeout` seconds pass first. The daemon rewrites `status.json` as
+    soon as a reload finishes, so this polls the file every 0.1 s.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(state_dir)
+        if status is not None and int(status.get("reloads", 0)) > reloads_before:
+            outcome = status.get("last_reload")
+            return outcome if isinstance(outcome, dict) else None
+        time.sleep(0.1)
+    return None
