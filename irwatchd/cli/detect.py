@@ -8,10 +8,9 @@ import sys
 from typing import BinaryIO
 
 from irwatchd.config import default_config_path, load_config
-from irwatchd.detection.batch import detect_stream, records_from
+from irwatchd.detection.batch import detect_file
 from irwatchd.detection.loader import build_detector
 from irwatchd.errors import EX_DATAERR, EX_OK
-from irwatchd.sources.lines import iter_lines
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with stream:
-            lines = iter_lines(stream, loaded.config.max_line_bytes)
-            records = records_from(lines, args.source_type, args.file)
-            for finding in detect_stream(detector, records):
+            findings = detect_file(
+                detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
+            )
+            for finding in findings:
                 out.write(json.dumps(finding.to_detect_json()) + "\n")
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)

@@ -110,6 +110,10 @@ class Detector:
         self._by_type: dict[str, list[_CompiledRule]] = defaultdict(list)
         self._entries: dict[str, list[tuple[_CompiledRule, int]]] = {}
         self._databases: dict[str, object] = {}
+        # Severity order of every rule by id, so `_confirm` visits only the candidates in order.
+        self._rank: dict[int, int] = {}
+        self._by_id: dict[int, _CompiledRule] = {}
+        self._ids_by_type: dict[str, set[int]] = defaultdict(set)
         compiled_rules = []
         for rule in sorted(self.rules, key=lambda item: -severity_rank(item.severity)):
             compiled = _CompiledRule(
@@ -120,6 +124,9 @@ class Detector:
             compiled_rules.append(compiled)
             for source_type in rule.source_types:
                 self._by_type[source_type].append(compiled)
+                self._ids_by_type[source_type].add(id(compiled))
+            self._rank[id(compiled)] = len(self._rank)
+            self._by_id[id(compiled)] = compiled
         if self.use_prefilter:
             # Most rules name both syslog and json, so types with the same rule list share one
             # database: a Hyperscan compile can take a second for a large rule set.
@@ -161,6 +168,40 @@ class Detector:
             findings.extend(self._confirm(record, candidates[position]))
         return findings
 
+    def has_prefilter(self, source_type: str) -> bool:
+        """Return whether lines of `source_type` go through a Hyperscan prefilter database."""
+        return self.use_prefilter and source_type in self._databases
+
+    def prefilter_lines(self, source_type: str, buffer: bytes) -> dict[int, set[int]]:
+        """Prefilter a buffer of newline-ended lines whose views are the lines themselves.
+
+        Return, for each candidate line, the offset of its newline mapped to the rules to
+        confirm on it with `confirm`. The caller guarantees that each line's view is its text
+        (true for traditional and ISO syslog lines), because rules match views. Call it only
+        when `has_prefilter(source_type)` is true.
+        """
+        entries = self._entries[source_type]
+        hits: set[tuple[int, int]] = set()
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+            # As in `_prefilter`, a hit belongs to the line that holds its last byte.
+            hits.add((max(end - 1, 0), pattern_id))
+
+        self._databases[source_type].scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]
+        candidates: dict[int, set[int]] = {}
+        newline_of: dict[int, int] = {}
+        for position, pattern_id in hits:
+            newline = newline_of.get(position)
+            if newline is None:
+                newline = buffer.find(b"\n", position)
+                newline_of[position] = newline
+            candidates.setdefault(newline, set()).add(id(entries[pattern_id][0]))
+        return candidates
+
+    def confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
+        """Run the rules `prefilter_lines` named for this line; at most one finding per category."""
+        return self._confirm(record, rule_ids)
+
     def _prefilter(
         self,
         source_type: str,
@@ -190,8 +231,10 @@ class Detector:
     def _confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
         findings = []
         seen_categories = set()
-        for compiled in self._by_type.get(record.source_type, []):
-            if id(compiled) not in rule_ids or compiled.rule.category in seen_categories:
+        allowed = self._ids_by_type.get(record.source_type, set())
+        for rule_id in sorted(rule_ids, key=self._rank.__getitem__):
+            compiled = self._by_id[rule_id]
+            if rule_id not in allowed or compiled.rule.category in seen_categories:
                 continue
             finding = self._match(compiled, record)
             if finding is not None:

@@ -84,6 +84,7 @@ def parse_clf(text: str) -> datetime | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def format_rfc3339(moment: datetime | None) -> str | None:
     """Format a time as RFC 3339 in UTC with a `Z`, keeping microseconds when present."""
     if moment is None:
