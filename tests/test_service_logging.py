@@ -1,0 +1,136 @@
+"""The daemon's own log: repeated warnings rate-limited, JSON lines when not on a terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from irwatchd.logs import RepeatLimiter
+from tests.helpers import start_daemon, write_service_config
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def captured() -> Iterator[list[dict[str, Any]]]:
+    with capture_logs() as entries:
+        yield entries
+
+
+def _event(event: str = "webhook_failed", level: str = "warning", **fields: Any) -> dict[str, Any]:
+    return {"event": event, "level": level, "timestamp": "2026-01-01T00:00:00Z", **fields}
+
+
+def test_repeat_dropped_within_window(clock: FakeClock) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+
+    first = limiter(None, "warning", _event(url_host="a"))
+    clock.now += 10
+    with pytest.raises(structlog.DropEvent):
+        limiter(None, "warning", _event(url_host="a", timestamp="later"))
+
+    assert first["url_host"] == "a"
+
+
+def test_different_fields_not_dropped(clock: FakeClock) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+
+    limiter(None, "warning", _event(url_host="a"))
+    second = limiter(None, "warning", _event(url_host="b"))
+    third = limiter(None, "error", _event(url_host="a", level="error"))
+
+    assert second["url_host"] == "b"
+    assert third["level"] == "error"
+
+
+def test_per_repeat_fields_ignored(clock: FakeClock) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+
+    limiter(None, "warning", _event("line_truncated", path="/x", offset=1))
+
+    with pytest.raises(structlog.DropEvent):
+        limiter(None, "warning", _event("line_truncated", path="/x", offset=9000))
+
+
+def test_info_never_dropped(clock: FakeClock) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+
+    limiter(None, "info", _event("file_followed", level="info", path="/x"))
+    again = limiter(None, "info", _event("file_followed", level="info", path="/x"))
+
+    assert again["event"] == "file_followed"
+
+
+def test_suppressed_count_logged_after_window(
+    clock: FakeClock, captured: list[dict[str, Any]]
+) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+    limiter(None, "warning", _event(url_host="a"))
+    for _ in range(3):
+        with pytest.raises(structlog.DropEvent):
+            limiter(None, "warning", _event(url_host="a"))
+
+    clock.now += 61
+    passed = limiter(None, "warning", _event(url_host="a"))
+
+    assert passed["url_host"] == "a"
+    assert len(captured) == 1
+    assert captured[0]["event"] == "log_repeats_suppressed"
+    assert captured[0]["repeated_event"] == "webhook_failed"
+    assert captured[0]["suppressed"] == 3
+
+
+def test_flush_reports_open_windows(clock: FakeClock, captured: list[dict[str, Any]]) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+    limiter(None, "error", _event(level="error"))
+    with pytest.raises(structlog.DropEvent):
+        limiter(None, "error", _event(level="error"))
+
+    limiter.flush()
+    limiter.flush()
+
+    assert [entry["suppressed"] for entry in captured] == [1]
+    assert captured[0]["repeated_level"] == "error"
+
+
+def test_tracked_keys_bounded(clock: FakeClock) -> None:
+    limiter = RepeatLimiter(window_seconds=60, max_tracked=2, clock=clock)
+
+    for host in ("a", "b", "c"):
+        limiter(None, "warning", _event(url_host=host))
+    oldest_again = limiter(None, "warning", _event(url_host="a"))
+
+    assert oldest_again["url_host"] == "a"
+
+
+def test_daemon_logs_json_lines(tmp_path: Path) -> None:
+    config = write_service_config(tmp_path / "etc")
+    log = tmp_path / "auth.log"
+    log.touch()
+    daemon = start_daemon(tmp_path / "state", [f"{log}:syslog"], config=config)
+    assert daemon.stop() == 0
+
+    entries = [json.loads(line) for line in daemon.log_text().splitlines()]
+    levels = {entry["event"]: entry["level"] for entry in entries}
+
+    assert levels["daemon_started"] == "info"
+    assert levels["daemon_stopping"] == "info"
+    assert levels["daemon_stopped"] == "info"
+    assert all(entry["timestamp"].endswith("Z") for entry in entries)
