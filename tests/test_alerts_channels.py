@@ -49,9 +49,11 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                receiver.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 self.send_response(receiver.status)
                 self.end_headers()
 
@@ -79,12 +81,13 @@ class SmtpRecorder:
         self.messages: list[bytes] = []
         self.logins: list[tuple[bytes, bytes]] = []
 
-    def authenticate(self, server: object, session: object, envelope: object, mechanism: str,
-                     auth_data: Any) -> AuthResult:  # fmt: skip
+    def authenticate(
+        self, server: object, session: object, envelope: object, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         self.logins.append((auth_data.login, auth_data.password))
         return AuthResult(success=auth_data.password == SMTP_PASSWORD.encode())
 
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
         self.messages.append(envelope.original_content or envelope.content)
         return "250 OK"
 
@@ -117,7 +120,9 @@ alerts:
 
 
 def _failed(address: str, user: str = "root") -> str:
-    return f"Dec 10 06:55:48 host sshd[24200]: Failed password for {user} from {address} port 22 ssh2"
+    return (
+        f"Dec 10 06:55:48 host sshd[24200]: Failed password for {user} from {address} port 22 ssh2"
+    )
 
 
 def _alert_ids(state: Path) -> list[str]:
@@ -132,23 +137,36 @@ def test_alerts_reach_webhook_slack_email(tmp_path: Path, http_receiver: HttpRec
     http_receiver.start()
     recorder = SmtpRecorder()
     smtp_port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=smtp_port,
-                            authenticator=recorder.authenticate, auth_require_tls=False)  # fmt: skip
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=smtp_port,
+        authenticator=recorder.authenticate,
+        auth_require_tls=False,
+    )
     controller.start()
     base = f"http://127.0.0.1:{http_receiver.port}"
-    config = _config(tmp_path, f"""
+    config = _config(
+        tmp_path,
+        f"""
     - {{type: webhook, name: soc, url: "{base}/hook", secret_env: IRWATCHD_TEST_HMAC}}
     - {{type: slack, name: chat, url: "{base}/slack"}}
     - {{type: email, name: mail, host: 127.0.0.1, port: {smtp_port}, sender: irwatchd@example.org,
         recipients: [soc@example.org], username: irwatchd, password_env: {PASSWORD_ENV}}}
-""")  # fmt: skip
+""",
+    )
     state, log = tmp_path / "state", tmp_path / "auth.log"
     env = {"IRWATCHD_TEST_HMAC": SECRET, PASSWORD_ENV: SMTP_PASSWORD}
     try:
         with running_daemon(state, [f"{log}:syslog"], config=config, env=env) as daemon:
             append_lines(log, [_failed("203.0.113.40"), _failed("203.0.113.40")])
-            wait_until(lambda: len(http_receiver.bodies("/hook")) == 1 and recorder.messages
-                       and http_receiver.bodies("/slack"))  # fmt: skip
+            wait_until(
+                lambda: (
+                    len(http_receiver.bodies("/hook")) == 1
+                    and recorder.messages
+                    and http_receiver.bodies("/slack")
+                )
+            )
             wait_until(lambda: len(audit_actions(state, "finding")) == 2)
             wait_until(lambda: not _queued(state))
             stderr = daemon.log_text()
@@ -189,17 +207,22 @@ def test_alerts_reach_webhook_slack_email(tmp_path: Path, http_receiver: HttpRec
 def test_outage_queues_and_delivers_once(tmp_path: Path, http_receiver: HttpReceiver) -> None:
     recorder = SmtpRecorder()
     smtp_port = free_port()
-    config = _config(tmp_path, f"""
+    config = _config(
+        tmp_path,
+        f"""
     - {{type: webhook, name: soc, url: "http://127.0.0.1:{http_receiver.port}/hook"}}
     - {{type: email, name: mail, host: 127.0.0.1, port: {smtp_port}, sender: irwatchd@example.org,
         recipients: [soc@example.org]}}
-""")  # fmt: skip
+""",
+    )
     state, log = tmp_path / "state", tmp_path / "auth.log"
 
     with running_daemon(state, [f"{log}:syslog"], config=config) as daemon:
         append_lines(log, [_failed("198.51.100.61")])
         wait_until(lambda: len(_queued(state)) == 2)
-        wait_until(lambda: all(json.loads(path.read_text())["attempts"] >= 2 for path in _queued(state)))
+        wait_until(
+            lambda: all(json.loads(path.read_text())["attempts"] >= 2 for path in _queued(state))
+        )
         assert "alert_retry" in daemon.log_text()
         entry = json.loads(_queued(state)[0].read_text())
         assert entry["last_error"]
@@ -231,9 +254,16 @@ def test_outage_queues_and_delivers_once(tmp_path: Path, http_receiver: HttpRece
 def test_rejected_alert_goes_to_dead_letter(tmp_path: Path) -> None:
     receiver = HttpReceiver(free_port(), status=500)
     receiver.start()
-    config = _config(tmp_path, f"""
+    config = (
+        _config(
+            tmp_path,
+            f"""
     - {{type: webhook, name: soc, url: "http://127.0.0.1:{receiver.port}/hook"}}
-""").read_text().replace("max_attempts: 1000", "max_attempts: 3")  # fmt: skip
+""",
+        )
+        .read_text()
+        .replace("max_attempts: 1000", "max_attempts: 3")
+    )
     (tmp_path / "irwatchd.yaml").write_text(config)
     state, log = tmp_path / "state", tmp_path / "auth.log"
     try:
@@ -257,9 +287,12 @@ def test_syslog_channel_sends_rfc5424(tmp_path: Path) -> None:
         server.bind(("127.0.0.1", 0))
         server.settimeout(20)
         port = server.getsockname()[1]
-        config = _config(tmp_path, f"""
+        config = _config(
+            tmp_path,
+            f"""
     - {{type: syslog, name: siem, address: "udp://127.0.0.1:{port}", facility: authpriv}}
-""")  # fmt: skip
+""",
+        )
         state, log = tmp_path / "state", tmp_path / "auth.log"
         with running_daemon(state, [f"{log}:syslog"], config=config):
             append_lines(log, [_failed("192.0.2.91")])

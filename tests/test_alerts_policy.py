@@ -12,8 +12,16 @@ REMINDER = timedelta(minutes=30)
 
 
 def _incident(last_alert_at: datetime | None) -> Incident:
-    return Incident(id="inc-1", category="sqli", source_ip="192.0.2.1", host=None, first_seen=START,
-                    last_seen=START, severity="high", last_alert_at=last_alert_at)  # fmt: skip
+    return Incident(
+        id="inc-1",
+        category="sqli",
+        source_ip="192.0.2.1",
+        host=None,
+        first_seen=START,
+        last_seen=START,
+        severity="high",
+        last_alert_at=last_alert_at,
+    )
 
 
 def test_new_incident_alerts() -> None:

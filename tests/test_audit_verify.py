@@ -1,4 +1,4 @@
-"""`irwatchd audit verify|tail` on real audit logs: intact, edited, deleted, swapped, truncated, rotated."""
+"""`irwatchd audit verify|tail` on real logs: intact, edited, deleted, swapped, cut, rotated."""
 
 from __future__ import annotations
 
@@ -110,9 +110,11 @@ def test_rotation_carries_chain(tmp_path: Path) -> None:
     assert report.last_seq == 60
     newest_rotated = tmp_path / "audit.jsonl.1"
     first_of_live = json.loads(log.read_bytes().splitlines()[0])
-    assert first_of_live["irwatchd"]["audit"]["seq"] == int(
-        json.loads(newest_rotated.read_bytes().splitlines()[-1])["irwatchd"]["audit"]["seq"]
-    ) + 1
+    assert (
+        first_of_live["irwatchd"]["audit"]["seq"]
+        == int(json.loads(newest_rotated.read_bytes().splitlines()[-1])["irwatchd"]["audit"]["seq"])
+        + 1
+    )
 
     result = run_cli("audit", "verify", "--state-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr

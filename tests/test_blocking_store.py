@@ -41,7 +41,9 @@ def _settings(recorder: tuple[Path, Path], **overrides: object) -> Blocking:
 
 
 def _store(tmp_path: Path, settings: Blocking) -> BlockStore:
-    return BlockStore(tmp_path / "blocks.json", build_backend(settings), Allowlist(settings.allowlist), settings)
+    return BlockStore(
+        tmp_path / "blocks.json", build_backend(settings), Allowlist(settings.allowlist), settings
+    )
 
 
 def _calls(argv_log: Path) -> list[list[str]]:
@@ -78,7 +80,9 @@ def test_render_rejects_non_canonical_address() -> None:
 
 def test_rate_cap_limits_new_blocks(tmp_path: Path, recorder: tuple[Path, Path]) -> None:
     store = _store(tmp_path, _settings(recorder, max_blocks_per_minute=3))
-    outcomes = [store.block(f"203.0.113.{n}", reason="flood", incident_id=None).outcome for n in range(5)]
+    outcomes = [
+        store.block(f"203.0.113.{n}", reason="flood", incident_id=None).outcome for n in range(5)
+    ]
     assert outcomes == ["blocked"] * 3 + ["rate_limited"] * 2
     assert len(_calls(recorder[1])) == 3
     manual = store.block("203.0.113.99", reason="by hand", incident_id=None, source="cli")
@@ -86,7 +90,9 @@ def test_rate_cap_limits_new_blocks(tmp_path: Path, recorder: tuple[Path, Path])
 
 
 def test_repeat_offender_gets_longer_blocks(tmp_path: Path, recorder: tuple[Path, Path]) -> None:
-    settings = _settings(recorder, duration_seconds=100, increment_factor=3, max_duration_seconds=500)
+    settings = _settings(
+        recorder, duration_seconds=100, increment_factor=3, max_duration_seconds=500
+    )
     store = _store(tmp_path, settings)
     seconds = []
     for _ in range(4):
@@ -115,6 +121,7 @@ def test_failing_command_reports_failure(tmp_path: Path, recorder: tuple[Path, P
 
 def test_cli_block_reaches_running_daemon(tmp_path: Path, recorder: tuple[Path, Path]) -> None:
     script, argv_log = recorder
+    recorder_argv = [sys.executable, str(script), str(argv_log)]
     config = tmp_path / "irwatchd.yaml"
     config.write_text(
         f"""
@@ -123,8 +130,8 @@ rules:
 poll_interval_seconds: 0.2
 blocking:
   backend: command
-  command: {json.dumps([sys.executable, str(script), str(argv_log), "add", "{address}", "{seconds}"])}
-  unblock_command: {json.dumps([sys.executable, str(script), str(argv_log), "del", "{address}"])}
+  command: {json.dumps([*recorder_argv, "add", "{address}", "{seconds}"])}
+  unblock_command: {json.dumps([*recorder_argv, "del", "{address}"])}
 """
     )
     state, log = tmp_path / "state", tmp_path / "auth.log"
@@ -139,6 +146,8 @@ blocking:
         assert removed.returncode == 0, removed.stderr
         wait_until(lambda: ["del", "192.0.2.55"] in _calls(argv_log))
         append_lines(log, [])
-    assert _calls(argv_log) == [["add", "192.0.2.55", "30"], ["del", "192.0.2.55"]], "applied once each"
+    assert _calls(argv_log) == [["add", "192.0.2.55", "30"], ["del", "192.0.2.55"]], (
+        "applied once each"
+    )
     applied = [r["irwatchd"].get("applied_by") for r in audit_actions(state, "block")]
     assert applied == ["daemon", "daemon"], "the CLI's record and the daemon's record"

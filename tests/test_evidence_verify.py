@@ -13,13 +13,17 @@ from irwatchd.correlation.incidents import Incident
 from irwatchd.response.forensics import save_evidence
 from tests.helpers import ROOT, append_lines, audit_actions, run_cli, running_daemon, wait_until
 
-BENIGN = "Dec 10 06:55:40 host sshd[24100]: Accepted publickey for deploy from 192.0.2.5 port 1 ssh2"
+BENIGN = (
+    "Dec 10 06:55:40 host sshd[24100]: Accepted publickey for deploy from 192.0.2.5 port 1 ssh2"
+)
 ATTACK = "Dec 10 06:55:48 host sshd[24200]: Failed password for root from 203.0.113.60 port 22 ssh2"
 
 
 def test_daemon_copies_segment_and_verify_detects_edit(tmp_path: Path) -> None:
     config = tmp_path / "irwatchd.yaml"
-    config.write_text(f'rules:\n  files: ["{ROOT}/etc/rules.d/*.yaml"]\npolicy:\n  low: [audit, forensics]\n')
+    config.write_text(
+        f'rules:\n  files: ["{ROOT}/etc/rules.d/*.yaml"]\npolicy:\n  low: [audit, forensics]\n'
+    )
     state, log = tmp_path / "state", tmp_path / "auth.log"
     log.write_text("")
     with running_daemon(state, [f"{log}:syslog"], config=config):
@@ -61,9 +65,19 @@ def test_daemon_copies_segment_and_verify_detects_edit(tmp_path: Path) -> None:
 
 def _incident(log: Path, offsets: list[int]) -> Incident:
     moment = datetime.now(UTC)
-    evidence: list[dict[str, object]] = [{"path": str(log), "offset": offset, "line": "x"} for offset in offsets]
-    return Incident(id="inc-00000000000000aa", category="sqli", source_ip="192.0.2.1", host=None,
-                    first_seen=moment, last_seen=moment, severity="critical", evidence=evidence)  # fmt: skip
+    evidence: list[dict[str, object]] = [
+        {"path": str(log), "offset": offset, "line": "x"} for offset in offsets
+    ]
+    return Incident(
+        id="inc-00000000000000aa",
+        category="sqli",
+        source_ip="192.0.2.1",
+        host=None,
+        first_seen=moment,
+        last_seen=moment,
+        severity="critical",
+        evidence=evidence,
+    )
 
 
 def test_segment_without_context_is_exact(tmp_path: Path) -> None:
@@ -72,7 +86,9 @@ def test_segment_without_context_is_exact(tmp_path: Path) -> None:
     log.write_bytes(b"".join(lines))
     start = sum(len(line) for line in lines[:4])
     last = sum(len(line) for line in lines[:6])
-    manifest_path = save_evidence(tmp_path / "forensics", _incident(log, [start, last]), Forensics(context_bytes=0))
+    manifest_path = save_evidence(
+        tmp_path / "forensics", _incident(log, [start, last]), Forensics(context_bytes=0)
+    )
     copied = (manifest_path.parent / "source-1.log").read_bytes()
     assert copied == b"".join(lines[4:7])
 
@@ -80,7 +96,9 @@ def test_segment_without_context_is_exact(tmp_path: Path) -> None:
 def test_file_scope_copies_whole_file(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     log.write_bytes(b"a\n" * 1000)
-    manifest_path = save_evidence(tmp_path / "forensics", _incident(log, [10]), Forensics(scope="file"))
+    manifest_path = save_evidence(
+        tmp_path / "forensics", _incident(log, [10]), Forensics(scope="file")
+    )
     manifest = json.loads(manifest_path.read_text())
     assert manifest["scope"] == "file"
     assert (manifest_path.parent / "source-1.log").read_bytes() == log.read_bytes()

@@ -1,4 +1,4 @@
-"""Incidents and tickets with the daemon running: updates in place, ack/close from the CLI, restarts."""
+"""Incidents and tickets with the daemon running: updates, ack and close by CLI, restarts."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ correlation: []
 
 
 def _failed(user: str) -> str:
-    return f"Dec 10 06:55:48 bastion sshd[24200]: Failed password for {user} from {SOURCE} port 22 ssh2"
+    prefix = "Dec 10 06:55:48 bastion sshd[24200]"
+    return f"{prefix}: Failed password for {user} from {SOURCE} port 22 ssh2"
 
 
 def _tickets(state: Path) -> dict[str, dict[str, Any]]:

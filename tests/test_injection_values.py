@@ -50,7 +50,14 @@ def test_hostile_user_names_stay_data(tmp_path: Path) -> None:
     controller = Controller(mail, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     config = tmp_path / "irwatchd.yaml"
-    block_command = [sys.executable, str(recorder_script), str(argv_log), "{address}", "{seconds}", "--end"]
+    block_command = [
+        sys.executable,
+        str(recorder_script),
+        str(argv_log),
+        "{address}",
+        "{seconds}",
+        "--end",
+    ]
     config.write_text(
         f"""
 rules:
@@ -79,8 +86,12 @@ alerts:
     try:
         with running_daemon(state, [f"{log}:syslog"], config=config):
             append_lines(log, lines)
-            wait_until(lambda: len(receiver.requests) == len(users) and len(mail.messages) == len(users))
-            wait_until(lambda: argv_log.exists() and len(argv_log.read_text().splitlines()) == len(users))
+            wait_until(
+                lambda: len(receiver.requests) == len(users) and len(mail.messages) == len(users)
+            )
+            wait_until(
+                lambda: argv_log.exists() and len(argv_log.read_text().splitlines()) == len(users)
+            )
     finally:
         controller.stop()
         receiver.stop()
@@ -93,10 +104,15 @@ alerts:
 
     webhook_users = {json.loads(item["body"])["user"] for item in receiver.requests}
     assert webhook_users == set(users)
-    mail_users = {json.loads(message_from_bytes(raw).get_payload(decode=True))["user"] for raw in mail.messages}
+    mail_users = {
+        json.loads(message_from_bytes(raw).get_payload(decode=True))["user"]
+        for raw in mail.messages
+    }
     assert mail_users == set(users)
 
-    tickets = [json.loads(path.read_text()) for path in (state / "alerts" / "tickets").glob("inc-*.json")]
+    tickets = [
+        json.loads(path.read_text()) for path in (state / "alerts" / "tickets").glob("inc-*.json")
+    ]
     assert sorted(user for ticket in tickets for user in ticket["users"]) == sorted(users)
     observed = {item["data"] for ticket in tickets for item in ticket["thehive"]["observables"]}
     assert set(users) <= observed

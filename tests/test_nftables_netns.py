@@ -41,12 +41,18 @@ def _namespace_support() -> str | None:
         if not Path(tool).exists():
             return f"{tool} not installed (apt-get install -y iproute2 nftables iputils-ping)"
     probe = f"irwprobe-{uuid.uuid4().hex[:8]}"
-    created = subprocess.run([IP, "netns", "add", probe], capture_output=True, timeout=10, check=False)
+    created = subprocess.run(
+        [IP, "netns", "add", probe], capture_output=True, timeout=10, check=False
+    )
     if created.returncode != 0:
         return f"cannot create a network namespace: {created.stderr.decode().strip()}"
     try:
-        listed = subprocess.run([IP, "netns", "exec", probe, NFT, "list", "ruleset"],
-                                capture_output=True, timeout=10, check=False)  # fmt: skip
+        listed = subprocess.run(
+            [IP, "netns", "exec", probe, NFT, "list", "ruleset"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
         if listed.returncode != 0:
             return f"nftables unavailable in the kernel: {listed.stderr.decode().strip()}"
     finally:
@@ -70,8 +76,21 @@ def namespaces() -> Iterator[tuple[str, str]]:
     _run(IP, "netns", "add", firewall)
     try:
         _run(IP, "netns", "add", attacker)
-        _run(IP, "-n", firewall, "link", "add", "vf0", "type", "veth", "peer", "name", "va0",
-             "netns", attacker)  # fmt: skip
+        _run(
+            IP,
+            "-n",
+            firewall,
+            "link",
+            "add",
+            "vf0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "va0",
+            "netns",
+            attacker,
+        )
         _run(IP, "-n", firewall, "addr", "add", f"{FIREWALL_ADDRESS}/24", "dev", "vf0")
         for address in (ATTACKER, BYSTANDER, ALLOWLISTED):
             _run(IP, "-n", attacker, "addr", "add", f"{address}/24", "dev", "va0")
@@ -85,15 +104,39 @@ def namespaces() -> Iterator[tuple[str, str]]:
 
 
 def _ping_passes(attacker: str, source: str) -> bool:
-    result = _run(IP, "netns", "exec", attacker, PING, "-n", "-c1", "-W1", "-I", source,
-                  FIREWALL_ADDRESS, check=False)  # fmt: skip
+    result = _run(
+        IP,
+        "netns",
+        "exec",
+        attacker,
+        PING,
+        "-n",
+        "-c1",
+        "-W1",
+        "-I",
+        source,
+        FIREWALL_ADDRESS,
+        check=False,
+    )
     return result.returncode == 0
 
 
 def _set_members(firewall: str) -> dict[str, dict[str, Any]]:
     """Return the IPv4 set's members with their timeouts, or {} when the table is missing."""
-    result = _run(IP, "netns", "exec", firewall, NFT, "-j", "list", "set", "inet", "irwatchd",
-                  "blocked4", check=False)  # fmt: skip
+    result = _run(
+        IP,
+        "netns",
+        "exec",
+        firewall,
+        NFT,
+        "-j",
+        "list",
+        "set",
+        "inet",
+        "irwatchd",
+        "blocked4",
+        check=False,
+    )
     if result.returncode != 0:
         return {}
     members: dict[str, dict[str, Any]] = {}
@@ -126,18 +169,40 @@ blocking:
 
 
 @contextmanager
-def _daemon_in(namespace: str, config: Path, state: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _daemon_in(
+    namespace: str, config: Path, state: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run `irwatchd run` inside a namespace and stop it with SIGTERM afterwards."""
     state.mkdir(parents=True, exist_ok=True)
     stderr_path = state.parent / "daemon.stderr.log"
     with stderr_path.open("ab") as stderr:
         process = subprocess.Popen(
-            [IP, "netns", "exec", namespace, sys.executable, "-m", "irwatchd", "run", "-c", str(config),
-             "--state-dir", str(state), "--watch", f"{log}:syslog"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+            [
+                IP,
+                "netns",
+                "exec",
+                namespace,
+                sys.executable,
+                "-m",
+                "irwatchd",
+                "run",
+                "-c",
+                str(config),
+                "--state-dir",
+                str(state),
+                "--watch",
+                f"{log}:syslog",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
-        wait_until(lambda: "daemon_started" in stderr_path.read_text() or process.poll() is not None)
+        # Start-up compiles every rule; on a loaded two-core machine that can take a while.
+        wait_until(
+            lambda: "daemon_started" in stderr_path.read_text() or process.poll() is not None,
+            timeout=60,
+        )
         assert process.poll() is None, stderr_path.read_text()
         yield process
     finally:
@@ -158,7 +223,9 @@ def test_nftables_blocks_drops_and_expires(namespaces: tuple[str, str], tmp_path
 
     with _daemon_in(firewall, config, state, log):
         append_lines(log, [_failed_password(ALLOWLISTED), _failed_password(ATTACKER)])
-        members = wait_until(lambda: _set_members(firewall).get(ATTACKER) and _set_members(firewall))
+        members = wait_until(
+            lambda: _set_members(firewall).get(ATTACKER) and _set_members(firewall)
+        )
         assert 0 < members[ATTACKER]["timeout"] <= 4
         assert ALLOWLISTED not in members
 
@@ -201,8 +268,22 @@ def test_blocks_cli_applies_without_daemon(namespaces: tuple[str, str], tmp_path
     state = tmp_path / "state"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return _run(IP, "netns", "exec", firewall, sys.executable, "-m", "irwatchd", "blocks", *args,
-                    "-c", str(config), "--state-dir", str(state), check=False)  # fmt: skip
+        return _run(
+            IP,
+            "netns",
+            "exec",
+            firewall,
+            sys.executable,
+            "-m",
+            "irwatchd",
+            "blocks",
+            *args,
+            "-c",
+            str(config),
+            "--state-dir",
+            str(state),
+            check=False,
+        )
 
     added = cli("add", BYSTANDER, "--seconds", "120")
     assert added.returncode == 0, added.stderr

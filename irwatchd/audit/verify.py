@@ -37,7 +37,7 @@ def _broken(path: Path, line_number: int, message: str) -> DataError:
 
 
 def verify_files(files: list[Path]) -> ChainReport:
-    """Verify `files` as one chain, oldest first; raise `DataError` naming the first broken record."""
+    """Verify `files`, oldest first, as one chain; `DataError` names the first broken record."""
     if not files:
         raise InputError("no audit log found; pass a file or the --state-dir of a daemon")
     previous_hash: str | None = None
@@ -55,17 +55,22 @@ def verify_files(files: list[Path]) -> ChainReport:
         complete = lines[:-1]
         if lines[-1]:
             raise _broken(
-                path, len(lines),
+                path,
+                len(lines),
                 "record is incomplete (no newline at the end): the log was truncated mid-record",
-            )  # fmt: skip
+            )
         for index, line in enumerate(complete, start=1):
             try:
                 chain = json.loads(line)["irwatchd"]["audit"]
                 seq = int(chain["seq"])
                 prev = str(chain["prev_sha256"])
             except (ValueError, KeyError, TypeError):
-                raise _broken(path, index, "is not a complete audit record (invalid JSON or no "
-                              "irwatchd.audit fields): the line was changed or cut") from None  # fmt: skip
+                raise _broken(
+                    path,
+                    index,
+                    "is not a complete audit record (invalid JSON or no "
+                    "irwatchd.audit fields): the line was changed or cut",
+                ) from None
             if expected_seq is None:
                 first_seq = seq
                 starts_at_genesis = seq == 1
@@ -75,18 +80,20 @@ def verify_files(files: list[Path]) -> ChainReport:
                     )
             elif seq != expected_seq:
                 raise _broken(
-                    path, index,
+                    path,
+                    index,
                     f"seq is {seq} but {expected_seq} was expected: a record before it was "
                     "removed or records were reordered",
-                )  # fmt: skip
+                )
             elif prev != previous_hash:
                 assert previous_place is not None
                 place, number = previous_place
                 raise _broken(
-                    place, number,
+                    place,
+                    number,
                     f"record was changed: its SHA-256 does not match prev_sha256 of the next "
                     f"record (seq {seq})",
-                )  # fmt: skip
+                )
             previous_hash = hashlib.sha256(line).hexdigest()
             previous_place = (path, index)
             expected_seq = seq + 1
@@ -97,5 +104,6 @@ def verify_files(files: list[Path]) -> ChainReport:
 
 def verify_log(path: Path, *, with_rotated: bool = True) -> ChainReport:
     """Verify one audit log, together with its rotated files when `with_rotated` is set."""
-    files = chain_files(path) if with_rotated else ([path] if path.exists() else [])
-    return verify_files(files)
+    if with_rotated:
+        return verify_files(chain_files(path))
+    return verify_files([path] if path.exists() else [])

@@ -16,8 +16,13 @@ from irwatchd.errors import EX_OK, InputError
 from irwatchd.response.responder import add_state_options, state_paths_for
 
 FOLLOW_INTERVAL_SECONDS = 0.5
-_COLOURS = {"success": "\033[32m", "failure": "\033[31m", "rate_limited": "\033[33m",
-            "skipped": "\033[33m", "alert": "\033[1;31m"}  # fmt: skip
+_COLOURS = {
+    "success": "\033[32m",
+    "failure": "\033[31m",
+    "rate_limited": "\033[33m",
+    "skipped": "\033[33m",
+    "alert": "\033[1;31m",
+}
 _RESET = "\033[0m"
 
 
@@ -29,8 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify = actions.add_parser(
         "verify", help="check the hash chain; exit 0 when intact, 65 naming the first broken record"
     )
-    verify.add_argument("file", nargs="?", help="audit log to check alone (default: the state "
-                        "directory's audit.jsonl with its rotated files)")  # fmt: skip
+    verify.add_argument(
+        "file",
+        nargs="?",
+        help="audit log to check alone (default: the state "
+        "directory's audit.jsonl with its rotated files)",
+    )
     add_state_options(verify)
     verify.set_defaults(handler=run_verify)
 
@@ -57,10 +66,7 @@ def _log_path(args: argparse.Namespace) -> Path:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify the chain and print a one-line summary."""
-    if args.file:
-        report = verify_files([Path(args.file)])
-    else:
-        report = verify_log(_log_path(args))
+    report = verify_files([Path(args.file)]) if args.file else verify_log(_log_path(args))
     start = (
         "seq 1"
         if report.starts_at_genesis

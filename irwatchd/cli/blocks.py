@@ -1,7 +1,7 @@
 """`irwatchd blocks list|add|remove`: the state directory's blocks, and the firewall when idle.
 
-Every change goes to `blocks.json` and the audit log. When no daemon holds the state
-directory, the CLI also applies the change to the configured back-end itself; when one
+Every change goes to `blocks.json` and the audit log. When no daemon has locked the state
+directory, the CLI also applies the change to the configured back-end itself. When a daemon
 runs, the daemon applies it within one poll interval.
 """
 
@@ -62,9 +62,12 @@ def _store(args: argparse.Namespace) -> tuple[BlockStore, StatePaths, bool]:
     settings = loaded.config.blocking
     daemon_running = read_pid(paths.root) is not None
     store = BlockStore(
-        paths.blocks, build_backend(settings), Allowlist(settings.allowlist), settings,
+        paths.blocks,
+        build_backend(settings),
+        Allowlist(settings.allowlist),
+        settings,
         apply=not daemon_running,
-    )  # fmt: skip
+    )
     return store, paths, daemon_running
 
 
@@ -101,10 +104,15 @@ def run_add(args: argparse.Namespace) -> int:
     result = store.block(
         args.address, reason=args.reason, incident_id=None, seconds=args.seconds, source="cli"
     )
-    details: dict[str, object] = {"block_result": result.outcome, "backend": store.backend.name,
-                                  "by": actor, "applied_by": "daemon" if running else "cli",
-                                  "seconds": result.seconds, "error": result.error,
-                                  "requested_address": args.address}  # fmt: skip
+    details: dict[str, object] = {
+        "block_result": result.outcome,
+        "backend": store.backend.name,
+        "by": actor,
+        "applied_by": "daemon" if running else "cli",
+        "seconds": result.seconds,
+        "error": result.error,
+        "requested_address": args.address,
+    }
     outcome = {"blocked": "success", "already_blocked": "success", "failed": "failure"}.get(
         result.outcome, "skipped"
     )
@@ -127,7 +135,17 @@ def run_remove(args: argparse.Namespace) -> int:
     actor = getpass.getuser()
     was_blocked = store.unblock(args.address)
     address = args.address if parse_address(args.address) is not None else None
-    _audit(paths, "unblock", "success", address,
-           {"requested_address": args.address, "was_blocked": was_blocked, "by": actor, "applied_by": "daemon" if running else "cli"})  # fmt: skip
+    _audit(
+        paths,
+        "unblock",
+        "success",
+        address,
+        {
+            "requested_address": args.address,
+            "was_blocked": was_blocked,
+            "by": actor,
+            "applied_by": "daemon" if running else "cli",
+        },
+    )
     print(f"{args.address}: {'unblocked' if was_blocked else 'was not blocked'}")
     return EX_OK

@@ -21,8 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "verify",
         help="hash every copied file again; exit 0 when all match, 65 naming a modified file",
     )
-    verify.add_argument("folder", nargs="?", help="one evidence folder or a forensics folder "
-                        "(default: the state directory's forensics/)")  # fmt: skip
+    verify.add_argument(
+        "folder",
+        nargs="?",
+        help="one evidence folder or a forensics folder "
+        "(default: the state directory's forensics/)",
+    )
     add_state_options(verify)
     verify.set_defaults(handler=run_verify)
 
@@ -56,6 +60,7 @@ def run_list(args: argparse.Namespace) -> int:
             continue
         names = ", ".join(str(entry["name"]) for entry in manifest.get("files", []))
         print(
-            f"{manifest.get('copied_at')}  {manifest.get('incident_id')}  {manifest_path.parent}  [{names}]"
+            f"{manifest.get('copied_at')}  {manifest.get('incident_id')}  "
+            f"{manifest_path.parent}  [{names}]"
         )
     return EX_OK

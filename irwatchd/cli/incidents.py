@@ -90,9 +90,15 @@ def run_set_status(args: argparse.Namespace) -> int:
     # (a control socket) so one process writes the chain.
     audit = AuditLog(paths.audit_log)
     try:
-        audit.append(action_record(f"incident_{args.incidents_command}", "success",
-                                   incident_id=args.incident_id, source_ip=ticket.get("source_ip"),
-                                   details={"status": args.status, "by": actor, "note": args.note}))  # fmt: skip
+        audit.append(
+            action_record(
+                f"incident_{args.incidents_command}",
+                "success",
+                incident_id=args.incident_id,
+                source_ip=ticket.get("source_ip"),
+                details={"status": args.status, "by": actor, "note": args.note},
+            )
+        )
     finally:
         audit.close()
     print(f"{args.incident_id}: {args.status}")

@@ -21,7 +21,7 @@ EVIDENCE_IN_ALERT = 5
 
 
 def alert_reason(update: IncidentUpdate, now: datetime, reminder: timedelta) -> str | None:
-    """Return why this finding should alert (`new_incident`, `severity_raised`, `reminder`) or None."""
+    """Return why a finding alerts: `new_incident`, `severity_raised`, `reminder`, or None."""
     incident = update.incident
     if update.is_new:
         return "new_incident"

@@ -56,10 +56,14 @@ def canonical_address(text: str) -> str:
 
 def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> None:
     try:
-        completed = subprocess.run(  # noqa: S603 - argument list, absolute path, no shell
-            list(argv), input=stdin, capture_output=True, timeout=timeout, env=MINIMAL_ENV,
+        completed = subprocess.run(  # argument list, absolute path, no shell
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            env=MINIMAL_ENV,
             check=False,
-        )  # fmt: skip
+        )
     except FileNotFoundError:
         raise BackendError(
             f"{argv[0]} not found; install it or fix the path in blocking:"
@@ -110,24 +114,55 @@ class NftablesBackend:
         family = "inet"
         base = {"family": family, "table": self.table}
         rules = [
-            {"add": {"rule": base | {"chain": "input", "expr": [
-                {"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "saddr"}},
-                           "right": f"@{name}"}},
-                {"drop": None},
-            ]}}}
+            {
+                "add": {
+                    "rule": base
+                    | {
+                        "chain": "input",
+                        "expr": [
+                            {
+                                "match": {
+                                    "op": "==",
+                                    "left": {"payload": {"protocol": proto, "field": "saddr"}},
+                                    "right": f"@{name}",
+                                }
+                            },
+                            {"drop": None},
+                        ],
+                    }
+                }
+            }
             for proto, name in (("ip", SET_V4), ("ip6", SET_V6))
-        ]  # fmt: skip
+        ]
         self._apply(
             [
                 {"add": {"table": {"family": family, "name": self.table}}},
-                {"add": {"set": base | {"name": SET_V4, "type": "ipv4_addr", "flags": ["timeout"]}}},
-                {"add": {"set": base | {"name": SET_V6, "type": "ipv6_addr", "flags": ["timeout"]}}},
-                {"add": {"chain": base | {"name": "input", "type": "filter", "hook": "input",
-                                          "prio": self.priority, "policy": "accept"}}},
+                {
+                    "add": {
+                        "set": base | {"name": SET_V4, "type": "ipv4_addr", "flags": ["timeout"]}
+                    }
+                },
+                {
+                    "add": {
+                        "set": base | {"name": SET_V6, "type": "ipv6_addr", "flags": ["timeout"]}
+                    }
+                },
+                {
+                    "add": {
+                        "chain": base
+                        | {
+                            "name": "input",
+                            "type": "filter",
+                            "hook": "input",
+                            "prio": self.priority,
+                            "policy": "accept",
+                        }
+                    }
+                },
                 {"flush": {"chain": base | {"name": "input"}}},
                 *rules,
             ]
-        )  # fmt: skip
+        )
         self._ready = True
         log.info("nftables_table_ready", table=self.table, nft=self.nft_path)
 
@@ -143,9 +178,14 @@ class NftablesBackend:
             [
                 {"add": {"element": element | {"elem": [address]}}},
                 {"delete": {"element": element | {"elem": [address]}}},
-                {"add": {"element": element | {"elem": [{"elem": {"val": address, "timeout": timeout}}]}}},
+                {
+                    "add": {
+                        "element": element
+                        | {"elem": [{"elem": {"val": address, "timeout": timeout}}]}
+                    }
+                },
             ]
-        )  # fmt: skip
+        )
 
     def remove(self, address: str) -> None:
         """Take the address out of its set; an absent address is added first, so never an error."""
@@ -161,7 +201,7 @@ class NftablesBackend:
 
 
 class CommandBackend:
-    """Runs an argument-list template per block, such as `[/usr/local/bin/ban, {address}, {seconds}]`.
+    """Runs an argument-list template per block, such as `[/usr/local/bin/ban, {address}]`.
 
     The placeholders `{address}` and `{seconds}` are replaced by plain text substitution, and
     each template item stays one argument, so an address can never become a second argument
@@ -183,7 +223,9 @@ class CommandBackend:
         except ValueError:
             canonical = None
         if canonical != address:
-            raise BackendError(f"{address!r} is not a canonical IP address; the command was not run")
+            raise BackendError(
+                f"{address!r} is not a canonical IP address; the command was not run"
+            )
         values = {"{address}": address, "{seconds}": str(max(1, math.ceil(seconds)))}
         argv = []
         for item in template:

@@ -159,8 +159,13 @@ class BlockStore:
                 try:
                     self.backend.add(canonical, duration)
                 except BackendError as error:
-                    log.error("block_failed", address=canonical, backend=self.backend.name,
-                              incident_id=incident_id, error=str(error))  # fmt: skip
+                    log.error(
+                        "block_failed",
+                        address=canonical,
+                        backend=self.backend.name,
+                        incident_id=incident_id,
+                        error=str(error),
+                    )
                     return BlockResult("failed", canonical, error=str(error))
                 self._applied.add(canonical)
             self._recent.append(time.monotonic())

@@ -1,8 +1,8 @@
 """Alert channels: how one alert is sent to a webhook, Slack, syslog or an SMTP server.
 
-A sender's `send` returns only when the receiver accepted the alert (an HTTP 2xx, a syslog
-datagram or stream write, an SMTP accept) and raises `DeliveryError` otherwise; the queue in
-`irwatchd.response.delivery` decides about retries. Secrets come from the config or from an
+A sender's `send` returns only when the receiver accepted the alert: an HTTP 2xx, a syslog
+datagram or stream write, or an SMTP accept. Otherwise it raises `DeliveryError`, and the
+queue in `irwatchd.response.delivery` decides about retries. Secrets come from the config or from an
 environment variable and appear in no log line, status file or audit record.
 """
 
@@ -31,9 +31,13 @@ from irwatchd.parsing.timestamps import format_rfc3339
 ALERT_ID_HEADER = "X-Irwatchd-Alert-Id"
 SIGNATURE_HEADER = "X-Irwatchd-Signature"
 SYSLOG_FACILITY = {
-    "user": 1, "daemon": 3, "auth": 4, "security": 4, "authpriv": 10,
+    "user": 1,
+    "daemon": 3,
+    "auth": 4,
+    "security": 4,
+    "authpriv": 10,
     **{f"local{number}": 16 + number for number in range(8)},
-}  # fmt: skip
+}
 SYSLOG_SEVERITY = {"low": 5, "medium": 4, "high": 3, "critical": 2}
 
 ChannelSettings = WebhookChannel | SlackChannel | SyslogChannel | EmailChannel
@@ -85,21 +89,23 @@ def summary_text(alert: dict[str, Any]) -> str:
 
 def _post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked in config
-        url, data=body, method="POST",
+        url,
+        data=body,
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "irwatchd"} | headers,
-    )  # fmt: skip
+    )
     host = url.split("/")[2]
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             response.read()
             status = response.status
     except urllib.error.HTTPError as error:
-        raise DeliveryError(f"{host} answered HTTP {error.code}") from None
+        raise DeliveryError(f"{host} responded with HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         reason = getattr(error, "reason", error)
         raise DeliveryError(f"{host} unreachable: {reason}") from None
     if not 200 <= status < 300:
-        raise DeliveryError(f"{host} answered HTTP {status}")
+        raise DeliveryError(f"{host} responded with HTTP {status}")
 
 
 class WebhookSender:
@@ -240,7 +246,8 @@ class EmailSender:
                 smtp.send_message(self.build_message(alert))
         except smtplib.SMTPResponseException as error:
             raise DeliveryError(
-                f"SMTP {settings.host}:{settings.port} answered {error.smtp_code}"
+                f"SMTP {settings.host}:{settings.port} rejected the message "
+                f"with code {error.smtp_code}"
             ) from None
         except (smtplib.SMTPException, OSError) as error:
             raise DeliveryError(

@@ -143,8 +143,12 @@ class ChannelWorker:
             path.unlink(missing_ok=True)
             self.sent += 1
             self._failures_in_row = 0
-            log.info("alert_sent", channel=self.name, alert_id=alert["alert_id"],
-                     attempt=int(entry.get("attempts", 0)) + 1)  # fmt: skip
+            log.info(
+                "alert_sent",
+                channel=self.name,
+                alert_id=alert["alert_id"],
+                attempt=int(entry.get("attempts", 0)) + 1,
+            )
         return True
 
     def _failed(self, path: Path, entry: dict[str, Any], error: str) -> None:
@@ -157,12 +161,23 @@ class ChannelWorker:
         if entry["attempts"] >= self.max_attempts:
             self.queue.move_to_dead_letter(path, entry)
             self.dead += 1
-            log.error("alert_dead_lettered", channel=self.name, alert_id=alert_id,
-                      attempts=entry["attempts"], error=error,
-                      dead_letter=str(self.queue.dead_letter))  # fmt: skip
+            log.error(
+                "alert_dead_lettered",
+                channel=self.name,
+                alert_id=alert_id,
+                attempts=entry["attempts"],
+                error=error,
+                dead_letter=str(self.queue.dead_letter),
+            )
             return
-        log.warning("alert_retry", channel=self.name, alert_id=alert_id, attempt=entry["attempts"],
-                    error=error, retry_in_seconds=round(delay, 3))  # fmt: skip
+        log.warning(
+            "alert_retry",
+            channel=self.name,
+            alert_id=alert_id,
+            attempt=entry["attempts"],
+            error=error,
+            retry_in_seconds=round(delay, 3),
+        )
 
 
 class AlertDispatcher:
@@ -196,7 +211,7 @@ class AlertDispatcher:
             worker.start()
 
     def submit(self, alert: dict[str, Any]) -> list[str]:
-        """Queue the alert on disk for every channel and wake the workers; return the channel names."""
+        """Queue the alert on disk for every channel and return the names of the channels."""
         for worker in self.workers.values():
             worker.queue.put(alert)
             worker.notify()
@@ -205,10 +220,14 @@ class AlertDispatcher:
     def status(self) -> dict[str, dict[str, int]]:
         """Return per-channel counts: pending, sent, failed attempts and dead-lettered."""
         return {
-            name: {"pending": len(worker.queue.pending()), "sent": worker.sent,
-                   "failed_attempts": worker.failed_attempts, "dead": worker.dead}
+            name: {
+                "pending": len(worker.queue.pending()),
+                "sent": worker.sent,
+                "failed_attempts": worker.failed_attempts,
+                "dead": worker.dead,
+            }
             for name, worker in self.workers.items()
-        }  # fmt: skip
+        }
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop every worker; undelivered alerts stay queued on disk."""

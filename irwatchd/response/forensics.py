@@ -69,9 +69,15 @@ def _copy_source(
             os.fsync(out.fileno())
     # NOTE: a source rotated away since the evidence was read has another inode at this path;
     # the manifest records the inode that was copied, and `evidence.log` keeps the lines.
-    return {"source_path": source, "start_offset": start, "end_offset": end - remaining,
-            "inode": stat.st_ino, "device": stat.st_dev, "source_size": stat.st_size,
-            "truncated_at_max": end - start >= settings.max_copy_bytes}  # fmt: skip
+    return {
+        "source_path": source,
+        "start_offset": start,
+        "end_offset": end - remaining,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+        "source_size": stat.st_size,
+        "truncated_at_max": end - start >= settings.max_copy_bytes,
+    }
 
 
 def save_evidence(directory: Path, incident: Incident, settings: Forensics | None = None) -> Path:
@@ -119,7 +125,7 @@ def save_evidence(directory: Path, incident: Incident, settings: Forensics | Non
     }
     manifest_path = folder / "manifest.json"
     write_json_atomic(manifest_path, manifest, mode=0o444)
-    os.chmod(folder, 0o555)
+    os.chmod(folder, 0o555)  # noqa: S103 - read and list only, for every reader of evidence
     return manifest_path
 
 

@@ -89,9 +89,11 @@ class Responder:
         config = loaded.config
         self._blocking: Blocking = config.blocking
         self.blocks = BlockStore(
-            paths.blocks, build_backend(config.blocking), Allowlist(config.blocking.allowlist),
+            paths.blocks,
+            build_backend(config.blocking),
+            Allowlist(config.blocking.allowlist),
             config.blocking,
-        )  # fmt: skip
+        )
         self.tickets = TicketStore(paths.tickets)
         self.incidents = IncidentTracker(max_evidence=config.tickets.max_evidence_lines)
         self.incidents.restore(self.tickets.load_all())
@@ -102,12 +104,21 @@ class Responder:
             self._restore_blocks()
 
     def _restore_blocks(self) -> None:
-        if self.blocks.backend.name == "simulate":
-            return
         restored = self.blocks.restore()
-        self.audit.append(action_record("block_restore", "success", details={
-            "backend": self.blocks.backend.name, "addresses": restored,
-        }))  # fmt: skip
+        if self.blocks.backend.name == "simulate":
+            # Marks the saved blocks as applied, so `tick` does not audit them again as
+            # blocks added by `irwatchd blocks` after a restart.
+            return
+        self.audit.append(
+            action_record(
+                "block_restore",
+                "success",
+                details={
+                    "backend": self.blocks.backend.name,
+                    "addresses": restored,
+                },
+            )
+        )
         log.info("blocks_restored", backend=self.blocks.backend.name, count=len(restored))
 
     def apply_config(self, loaded: LoadedConfig) -> None:
@@ -131,10 +142,16 @@ class Responder:
             self.dispatcher.apply(config.alerts)
 
     def tick(self) -> None:
-        """Lift expired blocks and apply block changes made by `irwatchd blocks`; call it every poll."""
+        """Lift expired blocks and apply changes made by `irwatchd blocks`; called on every poll."""
         for address in self.blocks.expire():
-            self.audit.append(action_record("unblock", "success", source_ip=address,
-                                            details={"reason": "expired", "backend": self.blocks.backend.name}))  # fmt: skip
+            self.audit.append(
+                action_record(
+                    "unblock",
+                    "success",
+                    source_ip=address,
+                    details={"reason": "expired", "backend": self.blocks.backend.name},
+                )
+            )
             log.info("block_expired", address=address)
         if self.live:
             self._apply_cli_block_changes()
@@ -143,11 +160,23 @@ class Responder:
     def _apply_cli_block_changes(self) -> None:
         added, removed = self.blocks.sync()
         for address in added:
-            self.audit.append(action_record("block", "success", source_ip=address,
-                                            details={"reason": "added by irwatchd blocks", "applied_by": "daemon"}))  # fmt: skip
+            self.audit.append(
+                action_record(
+                    "block",
+                    "success",
+                    source_ip=address,
+                    details={"reason": "added by irwatchd blocks", "applied_by": "daemon"},
+                )
+            )
         for address in removed:
-            self.audit.append(action_record("unblock", "success", source_ip=address,
-                                            details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"}))  # fmt: skip
+            self.audit.append(
+                action_record(
+                    "unblock",
+                    "success",
+                    source_ip=address,
+                    details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"},
+                )
+            )
 
     def queue_depths(self) -> dict[str, int]:
         """Return the number of alerts waiting on disk per channel, as `alerts_<channel>`."""
@@ -169,7 +198,7 @@ class Responder:
         return now
 
     def handle(self, finding: Finding) -> None:
-        """Audit a finding and run what its severity calls for, then do the same for what it completes."""
+        """Audit a finding, run what its severity calls for, and repeat for what it completes."""
         moment = self._moment(finding)
         self._respond(finding, moment)
         for correlated in self.windows.observe(finding, moment):
@@ -209,17 +238,33 @@ class Responder:
             incident = self.incidents.just_closed.pop()
             if self.tickets.path_for(incident.id).exists():
                 self.tickets.write(incident)
-            self.audit.append(action_record("incident_close", "success", incident_id=incident.id,
-                                            source_ip=incident.source_ip, details={"reason": "idle"}))  # fmt: skip
+            self.audit.append(
+                action_record(
+                    "incident_close",
+                    "success",
+                    incident_id=incident.id,
+                    source_ip=incident.source_ip,
+                    details={"reason": "idle"},
+                )
+            )
 
     def _ticket(self, finding: Finding, incident: Incident, update: IncidentUpdate) -> None:
         path = self.tickets.write(incident)
         self.audit.append(
-            action_record("ticket", "success", finding=finding, incident_id=incident.id,
-                          details={"ticket_path": str(path), "count": incident.count,
-                                   "status": incident.status, "is_new": update.is_new,
-                                   "previous_id": incident.previous_id})
-        )  # fmt: skip
+            action_record(
+                "ticket",
+                "success",
+                finding=finding,
+                incident_id=incident.id,
+                details={
+                    "ticket_path": str(path),
+                    "count": incident.count,
+                    "status": incident.status,
+                    "is_new": update.is_new,
+                    "previous_id": incident.previous_id,
+                },
+            )
+        )
 
     def _alert(self, finding: Finding, update: IncidentUpdate, moment: datetime) -> None:
         incident = update.incident
@@ -232,10 +277,19 @@ class Responder:
         path = write_alert_file(self.paths.alerts, alert)
         channels = self.dispatcher.submit(alert) if self.live else []
         self.audit.append(
-            action_record("alert", "success", finding=finding, incident_id=incident.id,
-                          details={"alert_id": alert["alert_id"], "alert_path": str(path),
-                                   "reason": reason, "channels": channels})
-        )  # fmt: skip
+            action_record(
+                "alert",
+                "success",
+                finding=finding,
+                incident_id=incident.id,
+                details={
+                    "alert_id": alert["alert_id"],
+                    "alert_path": str(path),
+                    "reason": reason,
+                    "channels": channels,
+                },
+            )
+        )
 
     def _block(self, finding: Finding, incident: Incident) -> None:
         assert incident.source_ip is not None
@@ -256,32 +310,62 @@ class Responder:
         expires = datetime.fromtimestamp(result.expires_at, UTC) if result.expires_at else None
         self.audit.append(
             action_record(
-                "block", outcome, finding=finding, incident_id=incident.id, source_ip=result.address,
-                details={"block_result": result.outcome, "backend": self.blocks.backend.name,
-                         "expires_at": format_rfc3339(expires), "seconds": result.seconds,
-                         "offence": result.offences or None, "error": result.error},
+                "block",
+                outcome,
+                finding=finding,
+                incident_id=incident.id,
+                source_ip=result.address,
+                details={
+                    "block_result": result.outcome,
+                    "backend": self.blocks.backend.name,
+                    "expires_at": format_rfc3339(expires),
+                    "seconds": result.seconds,
+                    "offence": result.offences or None,
+                    "error": result.error,
+                },
             )
-        )  # fmt: skip
+        )
         if outcome == "success":
-            log.info("address_blocked", address=result.address, incident_id=incident.id,
-                     seconds=result.seconds, offence=result.offences)  # fmt: skip
+            log.info(
+                "address_blocked",
+                address=result.address,
+                incident_id=incident.id,
+                seconds=result.seconds,
+                offence=result.offences,
+            )
         elif outcome == "rate_limited":
-            log.warning("block_rate_limited", address=result.address, incident_id=incident.id,
-                        max_per_minute=self.config.blocking.max_blocks_per_minute)  # fmt: skip
+            log.warning(
+                "block_rate_limited",
+                address=result.address,
+                incident_id=incident.id,
+                max_per_minute=self.config.blocking.max_blocks_per_minute,
+            )
 
     def _forensics(self, finding: Finding, incident: Incident) -> None:
         try:
             manifest = save_evidence(self.paths.forensics, incident, self.config.forensics)
         except OSError as error:
             log.error("forensics_failed", incident_id=incident.id, error=str(error))
-            self.audit.append(action_record("forensics", "failure", finding=finding, incident_id=incident.id,
-                                            details={"error": str(error)}))  # fmt: skip
+            self.audit.append(
+                action_record(
+                    "forensics",
+                    "failure",
+                    finding=finding,
+                    incident_id=incident.id,
+                    details={"error": str(error)},
+                )
+            )
             return
         incident.actions_done.add("forensics")
         self.audit.append(
-            action_record("forensics", "success", finding=finding, incident_id=incident.id,
-                          details={"manifest_path": str(manifest)})
-        )  # fmt: skip
+            action_record(
+                "forensics",
+                "success",
+                finding=finding,
+                incident_id=incident.id,
+                details={"manifest_path": str(manifest)},
+            )
+        )
 
 
 def state_paths_for(config: str | None, state_dir: str | None) -> StatePaths:

@@ -159,7 +159,13 @@ class TicketStore:
             document = self.read(incident_id)
             document["status"] = status
             history = document.setdefault("status_history", [])
-            history.append({"status": status, "at": format_rfc3339(datetime.now(UTC)),
-                            "by": actor, "note": note})  # fmt: skip
+            history.append(
+                {
+                    "status": status,
+                    "at": format_rfc3339(datetime.now(UTC)),
+                    "by": actor,
+                    "note": note,
+                }
+            )
             write_json_atomic(self.path_for(incident_id), document)
         return document
