@@ -20,6 +20,7 @@ import structlog
 
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.finding import Finding, severity_rank
+from irwatchd.detection.hscache import load_or_compile
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.parsing.re2match import Re2Pattern
@@ -75,6 +76,12 @@ def _hyperscan_flags() -> int:
 
 
 def _compile_hyperscan(entries: list[tuple[_CompiledRule, str]]) -> object:
+    expressions = [pattern.encode() for _, pattern in entries]
+    flags = [_hyperscan_flags()] * len(entries)
+    return load_or_compile(hyperscan, expressions, flags, lambda: _compile_database(entries))
+
+
+def _compile_database(entries: list[tuple[_CompiledRule, str]]) -> object:
     database = hyperscan.Database()
     expressions = [pattern.encode() for _, pattern in entries]
     try:

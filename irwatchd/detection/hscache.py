@@ -1,0 +1,89 @@
+"""An on-disk cache of compiled Hyperscan databases, keyed by everything that went into them.
+
+Compiling the prefilter database of a large rule set can take seconds (bounded repeats such
+as `[^}]{0,200}` are costly in prefilter mode), and every `detect`, `scan`, daemon start and
+reload compiles the same rules again. The cache stores `hyperscan.dumpb` output under a key
+made of the Hyperscan version, the flags and the expressions, so a changed rule misses.
+
+The cache lives in `$IRWATCHD_CACHE_DIR`, else `$XDG_CACHE_HOME/irwatchd`, else
+`~/.cache/irwatchd`; set `IRWATCHD_CACHE_DIR` to an empty string to turn it off. A folder or
+file that another user owns or can write is ignored, because a database is trusted code-like
+input for the scanner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CACHE_ENV = "IRWATCHD_CACHE_DIR"
+
+
+def cache_dir() -> Path | None:
+    """Return the cache folder to use, or None when the cache is turned off."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "irwatchd"
+
+
+def _is_private(path: Path) -> bool:
+    """Return whether `path` is owned by this user and writable by no one else."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cache_key(version: str, expressions: list[bytes], flags: list[int]) -> str:
+    """Return the hex SHA-256 of the Hyperscan version, flags and length-prefixed expressions."""
+    digest = hashlib.sha256(f"hyperscan {version}\n{flags!r}\n".encode())
+    for expression in expressions:
+        digest.update(len(expression).to_bytes(8, "big"))
+        digest.update(expression)
+    return digest.hexdigest()
+
+
+def load_or_compile(
+    hyperscan: Any, expressions: list[bytes], flags: list[int], compile_database: Callable[[], Any]
+) -> Any:
+    """Return the cached database for these expressions, or compile it and try to cache it."""
+    folder = cache_dir()
+    if folder is None:
+        return compile_database()
+    key = cache_key(hyperscan.__version__, expressions, flags)
+    path = folder / f"hyperscan-{key}.db"
+    if _is_private(folder) and _is_private(path):
+        try:
+            database = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)
+            log.debug("hyperscan_cache_loaded", path=str(path))
+            return database
+        except (OSError, hyperscan.error) as error:
+            log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
+                        hint="the database is compiled again and the file replaced")  # fmt: skip
+    database = compile_database()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _is_private(folder):
+            log.warning("hyperscan_cache_skipped", path=str(folder),
+                        hint="the cache folder must be owned by this user and not "
+                             f"writable by others; fix it or set {CACHE_ENV}")  # fmt: skip
+            return database
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hyperscan-", delete=False) as handle:
+            handle.write(hyperscan.dumpb(database))
+        os.replace(handle.name, path)
+    except OSError as error:
+        log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
+    return database
