@@ -294,6 +294,29 @@ class AuditSettings(_Model):
     keep_files: int = Field(default=10, ge=1)
 
 
+class Metrics(_Model):
+    """The Prometheus endpoint: off unless enabled, and on loopback unless told otherwise."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9117"
+
+    @field_validator("listen")
+    @classmethod
+    def _address_and_port(cls, value: str) -> str:
+        host, separator, port = value.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            host = ""
+        if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"{value!r} must be an IP address and a port, such as 127.0.0.1:9117 or "
+                "[::1]:9117"
+            )
+        return value
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -310,6 +333,7 @@ class Config(_Model):
     tickets: Tickets = Field(default_factory=Tickets)
     forensics: Forensics = Field(default_factory=Forensics)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: Metrics = Field(default_factory=Metrics)
 
 
 class LoadedConfig:
@@ -327,7 +351,17 @@ class LoadedConfig:
 
     @property
     def state_dir(self) -> Path:
-        """The resolved state directory."""
+        """The resolved state directory.
+
+        A config in `/etc/irwatchd/` that does not set `state_dir` gets `/var/lib/irwatchd`,
+        so the default `../var` only applies to a checkout.
+        """
+        if (
+            "state_dir" not in self.config.model_fields_set
+            and self.path is not None
+            and self.path.parent == INSTALLED_CONFIG.parent
+        ):
+            return INSTALLED_STATE_DIR
         return self.resolve(self.config.state_dir)
 
 
@@ -351,6 +385,7 @@ def load_config(path: Path | None) -> LoadedConfig:
 
 CHECKOUT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "irwatchd.yaml"
 INSTALLED_CONFIG = Path("/etc/irwatchd/irwatchd.yaml")
+INSTALLED_STATE_DIR = Path("/var/lib/irwatchd")
 
 
 def default_config_path() -> Path | None:
