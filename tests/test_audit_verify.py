@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.audit.verify import verify_log
-from tests.helpers import run_cli
+from tests.helpers import ROOT, irwatchd_command, run_cli, wait_until
 
 RECORDS = 6
 
@@ -161,3 +162,31 @@ def test_tail_prints_last_records(tmp_path: Path, as_json: bool) -> None:
         assert f"#{RECORDS}" in lines[-1]
         assert f"src=192.0.2.{RECORDS}" in lines[-1]
         assert "\033[" not in lines[-1], "no colour when stdout is not a terminal"
+
+
+def test_tail_follow_across_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    audit = AuditLog(log, max_bytes=4096, keep_files=5)
+    audit.append(action_record("start", "success"))
+    output = tmp_path / "tail.out"
+    with output.open("wb") as sink:
+        follower = subprocess.Popen(
+            irwatchd_command("audit", "tail", "-f", "-n", "1", "--json", str(log)),
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        wait_until(lambda: output.read_bytes().count(b"\n") >= 1)
+        for number in range(40):
+            audit.append(action_record("block", "success", source_ip=f"203.0.113.{number}"))
+        audit.close()
+        assert (tmp_path / "audit.jsonl.1").exists(), "the log rotated while followed"
+        wait_until(lambda: output.read_bytes().count(b"\n") >= 41, timeout=20)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    seqs = [
+        json.loads(line)["irwatchd"]["audit"]["seq"] for line in output.read_bytes().splitlines()
+    ]
+    assert seqs == list(range(1, 42)), "every record once, in order, across the rotation"

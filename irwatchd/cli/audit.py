@@ -11,6 +11,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
+from irwatchd.audit.log import chain_files
 from irwatchd.audit.verify import verify_files, verify_log
 from irwatchd.errors import EX_OK, InputError
 from irwatchd.response.responder import add_state_options, state_paths_for
@@ -106,32 +107,60 @@ def format_record(record: dict[str, Any], colour: bool) -> str:
     return line
 
 
-def _emit(raw: bytes, args: argparse.Namespace, out: TextIO, colour: bool) -> None:
-    text = raw.decode("utf-8", errors="replace").rstrip("\n")
-    if not text:
-        return
-    if args.json:
-        out.write(text + "\n")
-        return
+def _seq_of(raw: bytes) -> int | None:
     try:
-        record = json.loads(text)
-    except ValueError:
-        out.write(f"(unreadable record) {text}\n")
-        return
-    out.write(format_record(record, colour) + "\n")
+        return int(json.loads(raw)["irwatchd"]["audit"]["seq"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _Printer:
+    """Prints records once each, remembering the last sequence number printed."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, colour: bool) -> None:
+        self.args = args
+        self.out = out
+        self.colour = colour
+        self.last_seq: int | None = None
+
+    def emit(self, raw: bytes) -> None:
+        """Print one raw line as JSON or as a readable line."""
+        text = raw.decode("utf-8", errors="replace").rstrip("\n")
+        if not text:
+            return
+        self.last_seq = _seq_of(raw) or self.last_seq
+        if self.args.json:
+            self.out.write(text + "\n")
+            return
+        try:
+            record = json.loads(text)
+        except ValueError:
+            self.out.write(f"(unreadable record) {text}\n")
+            return
+        self.out.write(format_record(record, self.colour) + "\n")
+
+    def catch_up(self, path: Path) -> None:
+        """Print records of rotated files newer than the last one printed (several rotations)."""
+        for rotated in chain_files(path)[:-1]:
+            with rotated.open("rb") as handle:
+                for raw in handle:
+                    seq = _seq_of(raw)
+                    if seq is not None and (self.last_seq is None or seq > self.last_seq):
+                        self.emit(raw)
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    """Print the last N records, then follow the file when asked, reopening it after rotation."""
+    """Print the last N records, then follow the log when asked, across rotations."""
     path = _log_path(args)
     if not path.exists():
         raise InputError(f"{path} not found; pass the daemon's --state-dir or an audit log file")
     out = sys.stdout
     colour = out.isatty() and not args.json and "NO_COLOR" not in os.environ
-    with path.open("rb") as handle:
-        last: deque[bytes] = deque(handle, maxlen=max(0, args.lines))
-        for raw in last:
-            _emit(raw, args, out, colour)
+    printer = _Printer(args, out, colour)
+    handle = path.open("rb")
+    try:
+        for raw in deque(handle, maxlen=max(0, args.lines)):
+            printer.emit(raw)
         out.flush()
         if not args.follow:
             return EX_OK
@@ -142,7 +171,7 @@ def run_tail(args: argparse.Namespace) -> int:
             if chunk:
                 pending += chunk
                 if pending.endswith(b"\n"):
-                    _emit(pending, args, out, colour)
+                    printer.emit(pending)
                     pending = b""
                     out.flush()
                 continue
@@ -152,10 +181,15 @@ def run_tail(args: argparse.Namespace) -> int:
             except FileNotFoundError:
                 continue
             if current != inode:
-                # Rotated: read what is left of the old file, then switch to the new one.
+                # Rotated: finish the old file, print what newer rotated files hold, then
+                # follow the new live file from its start.
                 for raw in handle:
-                    _emit(pending + raw, args, out, colour)
+                    printer.emit(pending + raw)
                     pending = b""
                 handle.close()
+                printer.catch_up(path)
                 handle = path.open("rb")
-                inode = current
+                inode = os.fstat(handle.fileno()).st_ino
+                out.flush()
+    finally:
+        handle.close()

@@ -70,6 +70,8 @@ def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> Non
         ) from None
     except subprocess.TimeoutExpired:
         raise BackendError(f"{argv[0]} timed out after {timeout} s") from None
+    except OSError as error:
+        raise BackendError(f"{argv[0]} could not be started: {error}") from None
     if completed.returncode != 0:
         message = completed.stderr.decode(errors="replace").strip()[:500]
         raise BackendError(f"{argv[0]} exited with status {completed.returncode}: {message}")

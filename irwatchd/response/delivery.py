@@ -121,7 +121,20 @@ class ChannelWorker:
             if wait > 0:
                 self._stopping.wait(wait)
                 continue
-            if self._drain():
+            try:
+                emptied = self._drain()
+            except OSError as error:
+                # A full disk or a permission problem in the queue folder: keep the thread
+                # alive and try again after the back-off.
+                self._back_off()
+                log.error(
+                    "alert_queue_failed",
+                    channel=self.name,
+                    error=str(error),
+                    folder=str(self.queue.directory),
+                )
+                continue
+            if emptied:
                 self._wake.wait(IDLE_WAIT_SECONDS)
                 self._wake.clear()
         log.info("alert_channel_stopped", channel=self.name, pending=len(self.queue.pending()))
@@ -131,10 +144,15 @@ class ChannelWorker:
         for path in self.queue.pending():
             if self._stopping.is_set():
                 return False
-            entry = read_json(path, None)
-            if entry is None:
+            try:
+                entry = read_json(path, None)
+                alert = entry["alert"] if entry is not None else None
+                alert_id = alert["alert_id"] if alert is not None else None
+            except (ValueError, KeyError, TypeError) as error:
+                self._quarantine(path, str(error))
+                continue
+            if alert is None:
                 continue  # deleted in the meantime
-            alert = entry["alert"]
             try:
                 self.sender.send(alert)
             except DeliveryError as error:
@@ -146,18 +164,33 @@ class ChannelWorker:
             log.info(
                 "alert_sent",
                 channel=self.name,
-                alert_id=alert["alert_id"],
+                alert_id=alert_id,
                 attempt=int(entry.get("attempts", 0)) + 1,
             )
         return True
+
+    def _quarantine(self, path: Path, error: str) -> None:
+        """Move an unreadable queue file aside as `<name>.bad` so it stops blocking the queue."""
+        path.replace(path.with_suffix(".bad"))
+        log.error(
+            "alert_queue_file_unreadable",
+            channel=self.name,
+            path=str(path),
+            error=error,
+            moved_to=str(path.with_suffix(".bad")),
+        )
+
+    def _back_off(self) -> float:
+        self._failures_in_row += 1
+        delay = float(min(self.retry_base * 2 ** (self._failures_in_row - 1), self.retry_max))
+        self._retry_at = time.monotonic() + delay
+        return delay
 
     def _failed(self, path: Path, entry: dict[str, Any], error: str) -> None:
         alert_id = entry["alert"]["alert_id"]
         self.failed_attempts += 1
         self.queue.record_failure(path, entry, error)
-        self._failures_in_row += 1
-        delay = min(self.retry_base * 2 ** (self._failures_in_row - 1), self.retry_max)
-        self._retry_at = time.monotonic() + delay
+        delay = self._back_off()
         if entry["attempts"] >= self.max_attempts:
             self.queue.move_to_dead_letter(path, entry)
             self.dead += 1

@@ -1,0 +1,79 @@
+"""Channel senders and the disk queue in-process, against real sockets and servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from irwatchd.config import Alerts, SyslogChannel, WebhookChannel
+from irwatchd.response.channels import SyslogSender, WebhookSender
+from irwatchd.response.delivery import AlertQueue, ChannelWorker
+from tests.helpers import wait_until
+from tests.test_alerts_channels import HttpReceiver, free_port
+
+
+def _alert(alert_id: str = "a1") -> dict[str, Any]:
+    incident = {"id": "inc-1", "severity": "high", "category": "sqli", "source_ip": "192.0.2.1",
+                "host": None, "count": 1}  # fmt: skip
+    return {"alert_id": alert_id, "reason": "new_incident", "incident": incident}
+
+
+def test_syslog_unix_datagram_socket(tmp_path: Path) -> None:
+    path = tmp_path / "log.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(5)
+        sender = SyslogSender(SyslogChannel(type="syslog", name="local", address=str(path)))
+        sender.send(_alert())
+        message = server.recv(65535)
+    # authpriv (10) * 8 + error (3) for a high-severity incident
+    assert message.startswith(b"<83>1 ")
+    assert b'[irwatchd@32473 alertId="a1"]' in message
+    assert json.loads(message.partition(b"\xef\xbb\xbf")[2])["alert_id"] == "a1"
+
+
+def test_syslog_tcp_octet_counting() -> None:
+    received: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(5)
+
+        def accept() -> None:
+            connection, _ = server.accept()
+            with connection:
+                data = b""
+                while chunk := connection.recv(65535):
+                    data += chunk
+                received.append(data)
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        SyslogSender(SyslogChannel(type="syslog", name="tcp", address=address)).send(_alert())
+        thread.join(5)
+    length, _, message = received[0].partition(b" ")
+    assert int(length) == len(message)
+    assert message.startswith(b"<83>1 ")
+
+
+def test_unreadable_queue_file_is_set_aside(tmp_path: Path) -> None:
+    receiver = HttpReceiver(free_port())
+    receiver.start()
+    queue = AlertQueue(tmp_path / "queue", tmp_path / "dead.jsonl")
+    (tmp_path / "queue" / "00000000T000000000000Z-000000-broken.json").write_text("{not json")
+    queue.put(_alert("a2"))
+    channel = WebhookChannel(type="webhook", name="soc", url=f"http://127.0.0.1:{receiver.port}/")
+    worker = ChannelWorker(WebhookSender(channel), queue, Alerts())
+    worker.start()
+    try:
+        wait_until(lambda: receiver.requests)
+        wait_until(lambda: not queue.pending())
+    finally:
+        worker.close(timeout=5)
+        receiver.stop()
+    assert [item["headers"]["X-Irwatchd-Alert-Id"] for item in receiver.requests] == ["a2"]
+    assert (tmp_path / "queue" / "00000000T000000000000Z-000000-broken.bad").exists()
