@@ -203,10 +203,12 @@ def start_daemon(
 ) -> DaemonProcess:
     """Start `irwatchd run` (after the `prefix` command, such as setpriv) and wait until ready.
 
-    The caller stops it, with `DaemonProcess.stop` or a signal.
+    The caller stops it, with `DaemonProcess.stop` or a signal. Each start logs to a file of
+    its own, so `log_text` shows only this process.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    stderr_path = state_dir.parent / f"{state_dir.name}.stderr.log"
+    starts = len(list(state_dir.parent.glob(f"{state_dir.name}.stderr.*.log")))
+    stderr_path = state_dir.parent / f"{state_dir.name}.stderr.{starts + 1}.log"
     arguments = ["run", "-c", str(config), "--state-dir", str(state_dir)]
     for watch in watches:
         arguments += ["--watch", watch]
