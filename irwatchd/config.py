@@ -220,6 +220,8 @@ class EmailChannel(_Channel):
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
     starttls: bool = False
+    ca_file: str | None = None
+    """CA bundle that verifies the server's certificate (default: the system's)."""
     username: str | None = None
     password: SecretStr | None = None
     password_env: str | None = None

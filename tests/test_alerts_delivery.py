@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
-from irwatchd.config import Alerts, SyslogChannel, WebhookChannel
-from irwatchd.response.channels import SyslogSender, WebhookSender
+import pytest
+from aiosmtpd.controller import Controller
+
+from irwatchd.config import Alerts, EmailChannel, SyslogChannel, WebhookChannel
+from irwatchd.response.channels import DeliveryError, EmailSender, SyslogSender, WebhookSender
 from irwatchd.response.delivery import AlertQueue, ChannelWorker
 from tests.helpers import wait_until
-from tests.test_alerts_channels import HttpReceiver, free_port
+from tests.test_alerts_channels import SMTP_PASSWORD, HttpReceiver, SmtpRecorder, free_port
 
 
 def _alert(alert_id: str = "a1") -> dict[str, Any]:
@@ -77,3 +84,47 @@ def test_unreadable_queue_file_is_set_aside(tmp_path: Path) -> None:
         receiver.stop()
     assert [item["headers"]["X-Irwatchd-Alert-Id"] for item in receiver.requests] == ["a2"]
     assert (tmp_path / "queue" / "00000000T000000000000Z-000000-broken.bad").exists()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """Create a certificate for 127.0.0.1 with the openssl command; skip without it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed; it creates the test server's certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_email_starttls_with_login(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    recorder = SmtpRecorder()
+    port = free_port()
+    controller = Controller(
+        recorder, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        authenticator=recorder.authenticate, auth_require_tls=True,
+    )  # fmt: skip
+    controller.start()
+    settings = {"type": "email", "name": "mail", "host": "127.0.0.1", "port": port,
+                "sender": "irwatchd@example.org", "recipients": ["soc@example.org"],
+                "username": "irwatchd", "password": SMTP_PASSWORD}  # fmt: skip
+    try:
+        plain = EmailSender(EmailChannel.model_validate(settings))
+        with pytest.raises(DeliveryError, match="AUTH extension not supported"):
+            plain.send(_alert("a3"))
+        secure = EmailSender(
+            EmailChannel.model_validate(settings | {"starttls": True, "ca_file": str(cert)})
+        )
+        secure.send(_alert("a4"))
+    finally:
+        controller.stop()
+    assert recorder.logins == [(b"irwatchd", SMTP_PASSWORD.encode())]
+    assert len(recorder.messages) == 1
+    assert message_from_bytes(recorder.messages[0])["X-Irwatchd-Alert-Id"] == "a4"

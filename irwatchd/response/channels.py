@@ -239,7 +239,7 @@ class EmailSender:
             ) as smtp:
                 smtp.ehlo()
                 if settings.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=ssl.create_default_context(cafile=settings.ca_file))
                     smtp.ehlo()
                 if settings.username is not None and self._password is not None:
                     smtp.login(settings.username, self._password)
