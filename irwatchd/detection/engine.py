@@ -43,8 +43,27 @@ _RE2_OPTIONS.max_mem = 64 << 20
 _clean_source = lru_cache(maxsize=65536)(clean_source)
 """`clean_source`, memoised: one attacking address appears on thousands of lines."""
 
+MAX_VIEW_CHARS = 64 * 1024
+"""Longest view the rules see. A longer view is cut to its first and last half of this size.
+
+Apache and nginx reject request lines and headers over 8 KiB by default and rsyslog cuts
+messages at 8 KiB, so real lines fit. The cut bounds the cost of a hostile line: Hyperscan
+and RE2 run in linear time, but a 1 MiB line of repeated rule fragments still cost hundreds
+of milliseconds. The head keeps `^`-anchored text and the tail keeps the `$`-anchored
+attribution fields (sshd's "from ADDR port N").
+"""
+
 _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
+
+
+def _detection_view(view: str) -> str:
+    # NOTE: text in the middle of an over-long view is not scanned; `MAX_VIEW_CHARS` says why.
+    if len(view) <= MAX_VIEW_CHARS:
+        return view
+    half = MAX_VIEW_CHARS // 2
+    # A newline keeps RE2's `.` and Hyperscan's line anchors from joining head and tail.
+    return view[:half] + "\n" + view[-half:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +235,10 @@ class Detector:
         positions: list[int],
         candidates: dict[int, set[int]],
     ) -> None:
-        encoded = [records[position].view.encode("utf-8", "replace") for position in positions]
+        encoded = [
+            _detection_view(records[position].view).encode("utf-8", "replace")
+            for position in positions
+        ]
         starts = []
         offset = 0
         for chunk in encoded:
@@ -250,7 +272,7 @@ class Detector:
         return findings
 
     def _match(self, compiled: _CompiledRule, record: LogRecord) -> Finding | None:
-        view = record.view
+        view = _detection_view(record.view)
         groups = None
         for pattern in compiled.patterns:
             groups = pattern.search_named(view)
