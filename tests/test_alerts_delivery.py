@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from irwatchd.config import Alerts, EmailChannel, SyslogChannel, WebhookChannel
-from irwatchd.response.channels import DeliveryError, EmailSender, SyslogSender, WebhookSender
+from irwatchd.config import Alerts, EmailChannel, SlackChannel, SyslogChannel, WebhookChannel
+from irwatchd.response.channels import (
+    DeliveryError,
+    EmailSender,
+    SlackSender,
+    SyslogSender,
+    WebhookSender,
+)
 from irwatchd.response.delivery import AlertQueue, ChannelWorker
 from tests.helpers import wait_until
 from tests.test_alerts_channels import SMTP_PASSWORD, HttpReceiver, SmtpRecorder, free_port
@@ -128,3 +134,18 @@ def test_email_starttls_with_login(tmp_path: Path) -> None:
     assert recorder.logins == [(b"irwatchd", SMTP_PASSWORD.encode())]
     assert len(recorder.messages) == 1
     assert message_from_bytes(recorder.messages[0])["X-Irwatchd-Alert-Id"] == "a4"
+
+
+def test_slack_text_escapes_markup() -> None:
+    receiver = HttpReceiver(free_port())
+    receiver.start()
+    alert = _alert("a5")
+    alert["incident"]["host"] = "<!channel>&<https://example.org|x>"
+    channel = SlackChannel(type="slack", name="chat", url=f"http://127.0.0.1:{receiver.port}/")
+    try:
+        SlackSender(channel).send(alert)
+    finally:
+        receiver.stop()
+    text = json.loads(receiver.requests[0]["body"])["text"]
+    assert "&lt;!channel&gt;&amp;&lt;https://example.org|x&gt;" in text
+    assert "<" not in text

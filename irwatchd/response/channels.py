@@ -128,6 +128,14 @@ class WebhookSender:
         _post_json(self.settings.url, body, headers, self.settings.timeout_seconds)
 
 
+def slack_escape(text: str) -> str:
+    """Escape `&`, `<` and `>` as Slack's message formatting requires.
+
+    Unescaped, a logged host name such as `<!channel>` would notify a whole channel.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackSender:
     """POSTs `{"text": summary}` to a Slack-compatible incoming webhook."""
 
@@ -136,8 +144,8 @@ class SlackSender:
         self.settings = settings
 
     def send(self, alert: dict[str, Any]) -> None:
-        """POST the summary line."""
-        body = json.dumps({"text": summary_text(alert)}, ensure_ascii=False).encode()
+        """POST the summary line, escaped so that logged values cannot become Slack markup."""
+        body = json.dumps({"text": slack_escape(summary_text(alert))}, ensure_ascii=False).encode()
         headers = {ALERT_ID_HEADER: alert["alert_id"]}
         _post_json(self.settings.url, body, headers, self.settings.timeout_seconds)
 
