@@ -4,8 +4,8 @@
 #   2. systemd-analyze security --offline=yes, failing when the exposure score is above the
 #      threshold (systemd's 0-10 scale, times 10: 15 means 1.5);
 #   3. systemd-sysusers on irwatchd.sysusers, into a scratch root.
-# Needs the systemd package. Runs as root, because verify wants ExecStart's program to exist:
-# when /usr/bin/irwatchd is missing, an executable stub stands in and is removed on exit.
+# Needs the systemd package. Runs as root, because verify requires ExecStart's program to
+# exist: when /usr/bin/irwatchd is missing, an executable stub replaces it until exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

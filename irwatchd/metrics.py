@@ -69,7 +69,7 @@ class DaemonMetrics:
         if lines > self._published_lines:
             self.lines_read.inc(lines - self._published_lines)
             self._published_lines = lines
-        # One assignment: a scrape on the server thread sees the old or the new dict.
+        # One assignment, so a scrape on the server thread reads the old or the new dict.
         self._status = status
 
     def status(self) -> dict[str, Any]:

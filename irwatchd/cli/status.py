@@ -37,7 +37,7 @@ def status_document(state: DaemonState) -> dict[str, Any]:
     """Merge the last status file with what the lock says now.
 
     `running` and `pid` come from the lock, because a killed daemon leaves a status file
-    that still says it runs.
+    that still has `running: true`.
     """
     document: dict[str, Any] = dict(state.status or {})
     document["running"] = state.is_running

@@ -27,7 +27,7 @@ STALE_AFTER_SECONDS = 5 * STATUS_INTERVAL_SECONDS
 
 @dataclass(frozen=True, slots=True)
 class DaemonState:
-    """What another process can learn about the daemon of one state directory."""
+    """The daemon of one state directory, as another process finds it: lock and status."""
 
     state_dir: Path
     pid: int | None

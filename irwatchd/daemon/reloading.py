@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 class ReloadJob:
     """One validation of the configuration, running on its own thread.
 
-    When it is done, `result` holds the validated configuration, or `error` says why the
+    When it is done, `result` is the validated configuration, or `error` is the reason the
     configuration was rejected. `wake` is set on completion so the main loop does not wait
     for its next poll.
     """
@@ -47,7 +47,7 @@ class ReloadJob:
         self._thread.start()
 
     def done(self) -> bool:
-        """Whether validation finished, with a result or an error."""
+        """Return whether validation finished, with a result or an error."""
         return self._done.is_set()
 
     def elapsed(self) -> float:

@@ -326,25 +326,25 @@ class Daemon:
     def _finish_reload(self, outcome: LastReload) -> None:
         self.reloads += 1
         self.last_reload = outcome
-        # Written at once, so `irwatchd reload` sees the outcome without waiting for a tick.
+        # Written at once, so `irwatchd reload` reads the outcome without waiting for a tick.
         self._write_status()
         self.notifier.ready(self._status_line())
 
     def _configure_metrics(self) -> None:
         """Start, stop or move the metrics endpoint to match the configuration."""
-        wanted = self.config.metrics
+        configured = self.config.metrics
         server = self.metrics_server
-        if server is not None and (not wanted.enabled or server.listen != wanted.listen):
+        if server is not None and (not configured.enabled or server.listen != configured.listen):
             server.stop()
             self.metrics_server = None
         self.metrics_error = None
-        if wanted.enabled and self.metrics_server is None:
+        if configured.enabled and self.metrics_server is None:
             try:
-                self.metrics_server = MetricsServer(self.metrics, wanted.listen)
+                self.metrics_server = MetricsServer(self.metrics, configured.listen)
             except OSError as error:
                 # Detection matters more than metrics: report the failure and go on.
                 self.metrics_error = str(error)
-                log.error("metrics_listen_failed", listen=wanted.listen, error=str(error),
+                log.error("metrics_listen_failed", listen=configured.listen, error=str(error),
                           hint="free the port or change metrics.listen, then reload")  # fmt: skip
 
     def _status_line(self) -> str:

@@ -1,4 +1,4 @@
-"""What the daemon runs with: the config plus the command-line overrides, resolved to paths."""
+"""The daemon's settings: the config plus the command-line overrides, resolved to paths."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from irwatchd.jsonfiles import read_json
 from irwatchd.parsing.timestamps import format_rfc3339
+from irwatchd.response.responder import Responder
 from irwatchd.sources.tailer import Tailer
 
 STATUS_FILE = "status.json"
@@ -64,27 +65,17 @@ def file_rows(tailer: Tailer) -> list[dict[str, Any]]:
     return rows
 
 
-def queue_depths(tailer: Tailer, responder: object) -> dict[str, int]:
+def queue_depths(tailer: Tailer, responder: Responder) -> dict[str, int]:
     """Return the number of items waiting in each queue of the pipeline.
 
     The tailer's own backlog is `lag_bytes` per file. Here are the rotated files still being
-    drained, the bytes of partial last lines, and what the responder reports for alert
-    delivery.
+    drained, the bytes of partial last lines, and the alerts waiting per delivery channel.
     """
     depths = {
         "rotated_files": len(tailer.retired),
         "partial_line_bytes": sum(len(item.pending) for item in tailer.files.values()),
     }
-    reporter = getattr(responder, "queue_depths", None)
-    if callable(reporter):
-        depths.update(reporter())
-        return depths
-    # TODO: read alert delivery depths only through `Responder.queue_depths()` once it exists;
-    # this fallback reads the single webhook sender's private queue.
-    sender = getattr(responder, "webhook", None)
-    pending = getattr(sender, "_queue", None)
-    if pending is not None:
-        depths["webhook"] = int(pending.qsize())
+    depths.update(responder.queue_depths())
     return depths
 
 
