@@ -151,3 +151,32 @@ blocking:
     )
     applied = [r["irwatchd"].get("applied_by") for r in audit_actions(state, "block")]
     assert applied == ["daemon", "daemon"], "the CLI's record and the daemon's record"
+
+
+def test_daemon_audits_rate_limited_blocks(tmp_path: Path) -> None:
+    config = tmp_path / "irwatchd.yaml"
+    config.write_text(
+        f"""
+rules:
+  files: ["{ROOT}/etc/rules.d/*.yaml"]
+correlation: []
+policy:
+  low: [audit, block]
+blocking:
+  max_blocks_per_minute: 2
+"""
+    )
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    addresses = [f"203.0.113.{number}" for number in range(70, 74)]
+    prefix = "Dec 10 06:55:48 host sshd[24200]: Failed password for root from"
+    with running_daemon(state, [f"{log}:syslog"], config=config):
+        append_lines(log, [f"{prefix} {address} port 22 ssh2" for address in addresses])
+        wait_until(lambda: len(audit_actions(state, "block")) == 4)
+    outcomes = [(r["source"]["ip"], r["event"]["outcome"]) for r in audit_actions(state, "block")]
+    assert outcomes == [
+        (addresses[0], "success"),
+        (addresses[1], "success"),
+        (addresses[2], "rate_limited"),
+        (addresses[3], "rate_limited"),
+    ]
+    assert sorted(json.loads((state / "blocks.json").read_text())) == addresses[:2]
