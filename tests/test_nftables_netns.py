@@ -1,8 +1,8 @@
 """The nftables back-end in network namespaces this test creates: real sets, real drops.
 
 Two namespaces are joined by a veth pair. The daemon runs inside the `fw` namespace with the
-nftables back-end; pings come from the `atk` namespace, from three addresses: one that gets
-blocked, one that is never named in a log (its traffic must pass), and one on the allowlist.
+nftables back-end. Pings come from three addresses in the `atk` namespace: one that gets
+blocked, one that no log line names (its traffic must pass), and one on the allowlist.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 each address was blocked, which outlives the blocks themselves.
 
 The store is the source of truth and a back-end applies its changes to a firewall. The
-daemon and `irwatchd blocks` share the file under an `flock` on `blocks.json.lock`, and the
-daemon reads the file again before every change and on every tick, so a block the CLI added
-or removed while the daemon runs reaches the back-end within one poll interval.
+daemon and `irwatchd blocks` change the files only under an `flock` on `blocks.json.lock`.
+The daemon reads the file again before every change and on every tick. A block that the CLI
+adds or removes while the daemon runs therefore reaches the back-end within one poll.
 
 Repeat offenders get longer blocks, as fail2ban's `bantime.increment` does: the n-th block of
 an address within `offence_memory_seconds` lasts `duration * increment_factor ** (n - 1)`,
@@ -43,7 +43,7 @@ class BlockResult:
     """What a block request did.
 
     `outcome` is one of `blocked`, `already_blocked`, `allowlisted`, `invalid`,
-    `rate_limited` or `failed` (the back-end raised; `error` says why).
+    `rate_limited` or `failed` (the back-end raised, and `error` is its message).
     """
 
     outcome: str

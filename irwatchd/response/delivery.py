@@ -1,8 +1,8 @@
 """Disk-backed alert queues: one folder per channel, one JSON file per pending alert.
 
 Why a folder of files and not a JSONL spool: removing a delivered alert is one `unlink`, and
-recording a failed attempt rewrites one small file atomically, so no step ever rewrites or
-compacts a shared spool and a crash can lose no other alert. The file names start with a UTC
+recording a failed attempt rewrites one small file atomically. No step ever rewrites or
+compacts a shared spool, so a crash cannot lose another alert. The file names start with a UTC
 time stamp and a counter, so sorting them gives the order the alerts were queued in.
 
 Each channel has one sender thread, so detection never waits for a receiver. A file is

@@ -1,10 +1,10 @@
 """Forensic copies: an incident's log evidence copied read-only, with a SHA-256 manifest.
 
-Each copy is a folder `forensics/<incident id>-<UTC time>/` holding `evidence.log` (the
-evidence lines as the daemon read them), one `source-N.log` per source file (the byte range
-that spans the evidence lines plus `context_bytes` on each side, or the whole file when
-`forensics.scope` is `file`), and `manifest.json`. `irwatchd evidence verify` hashes every
-listed file again.
+Each copy is a folder `forensics/<incident id>-<UTC time>/` with three kinds of file.
+`evidence.log` has the evidence lines as the daemon read them. Each `source-N.log` is the
+byte range of one source file that spans the evidence lines, plus `context_bytes` on each
+side, or the whole file when `forensics.scope` is `file`. `manifest.json` lists the SHA-256
+of each, which `irwatchd evidence verify` checks again.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _copy_source(
                 remaining -= len(block)
             out.flush()
             os.fsync(out.fileno())
-    # NOTE: a source rotated away since the evidence was read has another inode at this path;
-    # the manifest records the inode that was copied, and `evidence.log` keeps the lines.
+    # NOTE: after a rotation this path names a newer file than the one the evidence came from.
+    # The manifest records the inode that was copied, and `evidence.log` keeps the lines.
     return {
         "source_path": source,
         "start_offset": start,

@@ -5,9 +5,9 @@ The daemon and `irwatchd incidents ack|close` both write tickets, under an `floc
 an `acknowledged` or `closed` status that a person set, so the CLI's change is never lost.
 
 Each ticket carries `thehive`, a TheHive alert body (POST /api/alert of TheHive 4 and the
-`alert` fields of TheHive 5) built from the incident: title, description, severity 1-4,
-date in epoch milliseconds, tags, type, source, sourceRef and observables of dataType `ip`
-and `other` (TheHive has no `user` dataType, so users are `other` with a `user` tag).
+`alert` fields of TheHive 5) built from the incident. It has title, description, severity
+1-4, date in epoch milliseconds, tags, type, source, sourceRef, and observables of dataType
+`ip` and `other`. TheHive has no `user` dataType, so users are `other` with a `user` tag.
 """
 
 from __future__ import annotations
