@@ -66,7 +66,7 @@ def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> Non
         )
     except FileNotFoundError:
         raise BackendError(
-            f"{argv[0]} not found; install it or fix the path in blocking:"
+            f"{argv[0]} not found; install it or correct blocking.nft_path or blocking.command"
         ) from None
     except subprocess.TimeoutExpired:
         raise BackendError(f"{argv[0]} timed out after {timeout} s") from None

@@ -25,7 +25,7 @@ from irwatchd.detection.finding import Finding
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.alerts import alert_document, alert_reason, write_alert_file
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.backends import build_backend
+from irwatchd.response.backends import BackendError, NftablesBackend, build_backend
 from irwatchd.response.blocking import BlockStore
 from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
@@ -104,6 +104,16 @@ class Responder:
             self._restore_blocks()
 
     def _restore_blocks(self) -> None:
+        backend = self.blocks.backend
+        if isinstance(backend, NftablesBackend):
+            # Fail loudly at start (no nft, no permission) rather than at the first attack.
+            try:
+                backend.ensure_table()
+            except BackendError as error:
+                log.error("block_backend_unavailable", backend=backend.name, error=str(error))
+                self.audit.append(
+                    action_record("block_backend", "failure", details={"error": str(error)})
+                )
         restored = self.blocks.restore()
         if self.blocks.backend.name == "simulate":
             # Marks the saved blocks as applied, so `tick` does not audit them again as
