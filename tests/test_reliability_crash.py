@@ -232,8 +232,8 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     # A fixed wait, because the check is that nothing moves: about five retries at 0.2 s.
     time.sleep(1)
     assert daemon.process.poll() is None, "the daemon exited on a full disk"
-    # Records that fitted in the audit log's last, already allocated page are kept; the
-    # checkpoint stays before all of the lines, since not all of them were recorded.
+    # Records that fitted in the audit log's last, already allocated page are kept. The
+    # checkpoint stays before all of the lines, because not all of them were recorded.
     assert len(finding_originals(state)) < 30
     assert committed_offset(state, auth) == checkpoint_before
 

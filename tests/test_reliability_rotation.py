@@ -1,7 +1,7 @@
 """The daemon as a subprocess follows real files through rotation, truncation and restarts.
 
-Every line carries a sequence number; each test checks that the audit log holds exactly one
-finding per line written, so a lost line and a line read twice both fail.
+Every line carries a sequence number. Each test checks that the audit log contains exactly
+one finding per line written, so a lost line and a line read twice both fail.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_rename_rotation_counts_late_writes(logs: Path, state: Path, config: Pat
 
     os.rename(auth, logs / "auth.log.1")
     append_lines(auth, sshd_failure_lines(range(100, 150)))
-    # The writer still holds the renamed file, as a logger does until it reopens its log.
+    # The writer keeps the renamed file open, as a logger does until it reopens its log.
     writer.writelines(line + "\n" for line in sshd_failure_lines(range(50, 60)))
     writer.close()
     wait_for_findings(state, [*range(60), *range(100, 150)])
@@ -99,8 +99,8 @@ def test_copytruncate_reads_copy_tail(
     append_lines(auth, sshd_failure_lines(range(50)))
     wait_for_findings(state, range(50))
 
-    # Stopped, the daemon sees the copy and the truncation only after they are done:
-    # lines 50-59 are then only in the copy.
+    # The daemon is stopped during the copy and the truncation, so lines 50-59 are only in
+    # the copy when it looks.
     daemon.signal(signal.SIGSTOP)
     try:
         append_lines(auth, sshd_failure_lines(range(50, 60)))
@@ -287,3 +287,25 @@ def test_symlinked_log_follows_target(logs: Path, state: Path, config: Path) -> 
     stop(daemon)
 
     assert_each_once(state, [*range(10), *range(100, 110), *range(200, 210)])
+
+
+def test_directory_rotation_never_rereads_old_file(logs: Path, state: Path, config: Path) -> None:
+    auth = logs / "auth.log"
+    auth.touch()
+    daemon = start_daemon(state, [f"{logs}:syslog"], config=config)
+    writer = auth.open("a", encoding="utf-8")
+    writer.writelines(line + "\n" for line in sshd_failure_lines(range(20)))
+    writer.flush()
+    wait_for_findings(state, range(20))
+
+    # The renamed file stays in the watched folder: once the daemon stops draining it as
+    # a rotated file, it must follow it under its new name from its checkpoint, not from 0.
+    os.rename(auth, logs / "auth.log.1")
+    append_lines(auth, sshd_failure_lines(range(100, 110)))
+    wait_until(lambda: log_events(daemon, "file_finished"), timeout=30)
+    writer.writelines(line + "\n" for line in sshd_failure_lines(range(20, 25)))
+    writer.close()
+    wait_for_findings(state, [*range(25), *range(100, 110)])
+    stop(daemon)
+
+    assert_each_once(state, [*range(25), *range(100, 110)])

@@ -7,7 +7,7 @@ Reading is at-least-once: after a crash, the lines after the last checkpoint are
 and their findings may be in the audit log already. The dedup keys of the finding records
 written after that checkpoint (the checkpoint file stores the audit log's size at the time)
 let the pipeline skip them. The sliding windows live in memory only, so the recent findings
-of the audit log are counted into them again; without that, an attack already reported as
+of the audit log are counted into them again. Without that, an attack already reported as
 brute_force would be reported again by the next few failures after the restart.
 """
 
@@ -34,7 +34,7 @@ from irwatchd.sources.checkpoints import AuditPosition
 log = structlog.get_logger(__name__)
 
 TAIL_BYTES = 32 << 20
-"""Audit log bytes read for windows, and for dedup keys when the checkpoint has no audit size."""
+"""Audit log bytes read for windows, and for dedup keys when no audit position was saved."""
 
 MAX_CLOCK_SKEW = timedelta(hours=1)
 """The responder's rule: a log time further than this from the clock was not used for windows."""
@@ -44,7 +44,7 @@ _FINDING_MARK = b'"action":"finding"'
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
-    """What the audit log gave back: keys of recorded findings, and findings counted again."""
+    """The result of `recover`: keys of recorded findings, and the number counted again."""
 
     seen_keys: set[str]
     replayed: int
@@ -55,7 +55,7 @@ def recover(
 ) -> Recovered:
     """Read the audit log's tail: collect dedup keys and count recent findings into `windows`.
 
-    `position` is the audit log's (inode, size) when the checkpoints were last saved; every
+    `position` is the audit log's (inode, size) when the checkpoints were last saved. Every
     finding recorded after it gives its key, also when the log rotated since. Without it
     (no checkpoint yet), the keys of the last `TAIL_BYTES` are taken instead.
     """

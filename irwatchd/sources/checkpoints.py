@@ -1,10 +1,10 @@
 """Per-file read positions, saved atomically so a restart resumes after the last recorded line.
 
-A checkpoint belongs to a file identity, (device, inode) plus the SHA-256 of its first bytes,
-not to a path: a rotated file keeps its checkpoint under its new name, and a new file that
-got an old inode number back does not inherit it. The file also stores the audit log's size
-and inode at the moment of the save, so a restart knows which audit records came after the
-checkpoint.
+A checkpoint belongs to a file identity, not to a path. The identity is (device, inode) plus
+the SHA-256 of the first bytes, so a rotated file keeps its checkpoint under its new name,
+and a new file that got an old inode number back does not inherit it. The file also stores
+the audit log's size and inode at the moment of the save, so a restart knows which audit
+records came after the checkpoints.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class CheckpointStore:
         return self._saved.get(identity)
 
     def has_location(self, location: str) -> bool:
-        """Whether some file was followed at this location before."""
+        """Return whether some file was followed at this location before."""
         return any(location in (item.where, item.path) for item in self._saved.values())
 
     def all(self) -> list[Checkpoint]:

@@ -1,4 +1,4 @@
-"""Which files and folders the watch specs name: files, whole directories and globs."""
+"""Discovery of the files that watch specs name (files, whole directories and globs)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class WatchSpec:
 
 @dataclass
 class WarnOnce:
-    """Logs each (event, path) warning once until `clear` says the problem went away."""
+    """Logs each (event, path) warning once, until `clear` reports the problem gone."""
 
     _warned: set[tuple[str, str]] = field(default_factory=set)
 

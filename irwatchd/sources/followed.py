@@ -37,8 +37,8 @@ class FollowedFile:
     `max_line_bytes` is cut there; its remaining bytes are skipped up to the next newline
     and counted in the line's `truncated_bytes`.
 
-    `path` is the name findings report and `location` is where the file is on disk; they
-    differ once a rotated file is followed under its new name.
+    `path` is the name findings report, and `location` is where the file is on disk. The
+    two differ once a rotated file is followed under its new name.
     """
 
     path: str
@@ -77,7 +77,7 @@ class FollowedFile:
         return os.fstat(self.handle.fileno()).st_size
 
     def at_end(self) -> bool:
-        """Whether every byte written so far has been read."""
+        """Return whether every byte written so far has been read."""
         return self.read_position >= self.size()
 
     def refresh_head(self) -> None:

@@ -29,7 +29,7 @@ def sibling_folders(*locations: str) -> list[str]:
 
 
 def head_matches(path: str, head_sha256: str, head_size: int) -> bool:
-    """Whether the first `head_size` bytes of a file hash to `head_sha256`."""
+    """Return whether the first `head_size` bytes of a file hash to `head_sha256`."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(head_size)
@@ -71,8 +71,11 @@ def find_copy(
 ) -> str | None:
     """Find a copy of a file (copytruncate): another file that starts with the same bytes.
 
-    Only a copy longer than `min_size` is returned, since only then does it hold lines not
-    read yet. Among several, the most recently modified wins.
+    Only a copy longer than `min_size` is returned, since only then does it contain lines
+    not read yet. Among several, the most recently modified wins.
+
+    NOTE: a copy compressed at once (copytruncate without delaycompress) or moved to another
+    folder (logrotate's olddir) is not found; the lines only it contains are lost.
     """
     found: list[tuple[float, str]] = []
     for path, info in _regular_files(folders):

@@ -49,7 +49,11 @@ __all__ = ["SKIPPED_SUFFIXES", "LineBatch", "Tailer", "WatchSpec", "is_binary", 
 SKIPPED_SUFFIXES = COMPRESSED_SUFFIXES
 
 RETIRED_GRACE_SECONDS = 5.0
-"""How long a rotated-away file must stay quiet before it is closed."""
+"""How long a rotated-away file must stay quiet before it is closed.
+
+NOTE: a write to a rotated file after it was closed is read only if a watch spec names the
+file's new path (a watched folder); a writer that keeps an old file longer loses lines.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,8 +294,8 @@ class Tailer:
         if saved is not None and saved.offset <= info.st_size and self._same_head(handle, saved):
             path, offset, line_number = saved.path, saved.offset, saved.line_number
         elif saved is not None:
-            # Truncated or rewritten since the checkpoint (or a new file got its inode number
-            # back): a copy, if there is one, holds the lines after the checkpoint.
+            # Truncated or rewritten since the checkpoint, or a new file got its inode number
+            # back. A copy, if there is one, contains the lines after the checkpoint.
             log.info("file_changed_since_checkpoint", path=saved.path, location=location,
                      offset=saved.offset, size=info.st_size)  # fmt: skip
             copy = self._open_copy(saved, spec.group, spec.source_type, identity)
@@ -303,6 +307,7 @@ class Tailer:
         ):
             # Same first bytes as a followed file: a copy being made (copytruncate). Its
             # lines are read from the original, or from here once the original is truncated.
+            # NOTE: so a plain `cp` of a followed log into a watched folder is never read.
             log.debug("file_copy_skipped", location=location)
             return None
         elif is_binary(location):

@@ -79,7 +79,7 @@ class DirectoryWatcher:
         self._observer.start()
 
     def is_alive(self) -> bool:
-        """Whether the observer thread and every emitter thread (one per folder) still run."""
+        """Return whether the observer thread and every emitter thread (one per folder) run."""
         emitters = list(self._observer.emitters)
         return self._observer.is_alive() and all(emitter.is_alive() for emitter in emitters)
 
