@@ -37,7 +37,8 @@ _LOOKALIKES = str.maketrans(
     {"\uff0e": ".", "\uff0f": "/", "\uff3c": "\\", "\u2215": "/", "\u2216": "\\", "\u2044": "/",
      "\uff1c": "<", "\uff1e": ">", "\u2024": ".", "\ufe52": "."}
 )
-_SQL_COMMENT = re2.compile(r"/\*.*?\*/", _OPTIONS)
+# (?s): a comment may span the CR and LF an attacker puts inside it.
+_SQL_COMMENT = re2.compile(r"(?s)/\*.*?\*/", _OPTIONS)
 _CONTROL = re2.compile(r"[\x00-\x08\x0a-\x1f\x7f]", _OPTIONS)
 _WHITESPACE = re2.compile(r"[\s\x0b]+", _OPTIONS)
 
