@@ -1,0 +1,144 @@
+"""Throughput and peak memory of `irwatchd detect` and `irwatchd scan` against fail2ban and grep.
+
+For each generated input (a 1,000,000-line auth.log and a 1,000,000-line access log, see
+bench/generate.py) this runs, one after another on the same machine:
+
+- `irwatchd detect FILE` and `irwatchd scan --state-dir DIR FILE` with the default config;
+- `fail2ban-regex FILE FILTER` with Debian's sshd filter (auth.log), or with each filter that
+  reads access logs (apache-badbots, nginx-botsearch, nginx-bad-request, php-url-fopen);
+- `LC_ALL=C grep -cE PATTERN FILE` with a pattern for the same failures or attacks.
+
+Each command's wall time and peak RSS come from GNU time. Ratios compare lines per second
+(and peak RSS) within this one run. Usage: `python bench/throughput.py [--lines N] [--only auth]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import generate
+from common import (
+    DEFAULT_WORKDIR,
+    IRWATCHD,
+    Timed,
+    machine_facts,
+    report,
+    require_time_binary,
+    run_timed,
+)
+
+FAIL2BAN_FILTERS = {
+    "auth": ["sshd"],
+    "access": ["apache-badbots", "nginx-botsearch", "nginx-bad-request", "php-url-fopen"],
+}
+GREP_PATTERNS = {
+    # sshd's failed authentication, invalid user and PAM failure lines, as the rules find them.
+    "auth": r"sshd(-session)?\[[0-9]+\]: (Failed [a-z/-]+ for .* from [0-9A-Fa-f.:]+ port [0-9]+"
+    r"|Invalid user .* from [0-9A-Fa-f.:]+|pam_unix\(sshd:auth\): authentication failure;.*rhost=)",
+    # Common web attack markers, decoded and encoded.
+    "access": r"(union.{1,20}select|sleep\(|%27|\.\./|\.\.%2[fF]|<script|%3[cC]script|=https?://"
+    r"|;cat |/etc/passwd|wp-login|\.env|phpmyadmin|xmlrpc|sqlmap|nikto|\$\{jndi:|masscan)",
+}
+
+
+def lines_per_second(lines: int, timed: Timed) -> float:
+    return lines / timed.wall_seconds if timed.wall_seconds > 0 else 0.0
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def bench_irwatchd(kind: str, log: Path, lines: int, workdir: Path) -> dict[str, Timed]:
+    results = {}
+    findings_path = workdir / f"detect-{kind}.jsonl"
+    detect = run_timed([*IRWATCHD, "detect", str(log)], stdout=findings_path)
+    findings = count_lines(findings_path)
+    report(f"{kind}.irwatchd_detect", lines=lines, seconds=detect.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, detect)), user_s=detect.user_seconds,
+           peak_rss_mib=detect.peak_rss_mib, findings=findings, exit=detect.returncode)  # fmt: skip
+    results["detect"] = detect
+    state = workdir / f"scan-state-{kind}"
+    shutil.rmtree(state, ignore_errors=True)
+    scan = run_timed([*IRWATCHD, "scan", "--state-dir", str(state), str(log)])
+    report(f"{kind}.irwatchd_scan", lines=lines, seconds=scan.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, scan)), user_s=scan.user_seconds,
+           peak_rss_mib=scan.peak_rss_mib, exit=scan.returncode)  # fmt: skip
+    results["scan"] = scan
+    shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
+def bench_fail2ban(kind: str, log: Path, lines: int) -> Timed | None:
+    """Run each fail2ban filter for `kind`; return their summed time and highest peak RSS."""
+    program = shutil.which("fail2ban-regex")
+    if program is None:
+        report(f"{kind}.fail2ban", skipped="fail2ban-regex_not_installed")
+        return None
+    total_wall = total_user = 0.0
+    peak = 0.0
+    for name in FAIL2BAN_FILTERS[kind]:
+        filter_path = f"/etc/fail2ban/filter.d/{name}.conf"
+        timed = run_timed([program, str(log), filter_path])
+        report(f"{kind}.fail2ban_regex.{name}", lines=lines, seconds=timed.wall_seconds,
+               lines_per_s=round(lines_per_second(lines, timed)), user_s=timed.user_seconds,
+               peak_rss_mib=timed.peak_rss_mib, exit=timed.returncode)  # fmt: skip
+        total_wall += timed.wall_seconds
+        total_user += timed.user_seconds
+        peak = max(peak, timed.peak_rss_mib or 0.0)
+    combined = Timed(total_wall, total_user, 0.0, peak, 0)
+    if len(FAIL2BAN_FILTERS[kind]) > 1:
+        report(f"{kind}.fail2ban_regex.all_filters", lines=lines, seconds=total_wall,
+               lines_per_s=round(lines_per_second(lines, combined)), peak_rss_mib=peak)  # fmt: skip
+    return combined
+
+
+def bench_grep(kind: str, log: Path, lines: int) -> Timed:
+    program = shutil.which("grep") or "/usr/bin/grep"
+    timed = run_timed(
+        [program, "-cE", GREP_PATTERNS[kind], str(log)],
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+    )
+    report(f"{kind}.grep_cE", lines=lines, seconds=timed.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, timed)), peak_rss_mib=timed.peak_rss_mib)  # fmt: skip
+    return timed
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="irwatchd detect/scan against fail2ban and grep")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--lines", type=int, default=generate.DEFAULT_LINES)
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--only", choices=["auth", "access"], help="run one input only")
+    args = parser.parse_args()
+    require_time_binary()
+    report("machine", **machine_facts())
+    kinds = [args.only] if args.only else ["auth", "access"]
+    for kind in kinds:
+        log = generate.ensure(
+            args.workdir / f"{kind}-{args.lines}.log", kind, args.lines, args.seed
+        )
+        ours = bench_irwatchd(kind, log, args.lines, args.workdir)
+        theirs = bench_fail2ban(kind, log, args.lines)
+        grep = bench_grep(kind, log, args.lines)
+        detect = ours["detect"]
+        if theirs is not None:
+            report(f"{kind}.ratio", detect_vs_fail2ban=ratio(theirs.wall_seconds, detect.wall_seconds),
+                   scan_vs_fail2ban=ratio(theirs.wall_seconds, ours["scan"].wall_seconds),
+                   fail2ban_rss_over_detect_rss=ratio(theirs.peak_rss_mib or 0, detect.peak_rss_mib or 0),
+                   fail2ban_rss_over_scan_rss=ratio(theirs.peak_rss_mib or 0, ours["scan"].peak_rss_mib or 0))  # fmt: skip
+        report(
+            f"{kind}.ratio", detect_slower_than_grep=ratio(detect.wall_seconds, grep.wall_seconds)
+        )
+    return None
+
+
+if __name__ == "__main__":
+    main()
