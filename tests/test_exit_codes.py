@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, irwatchd_command, run_cli, start_daemon, write_service_config
+from tests.helpers import (
+    ROOT,
+    audit_actions,
+    irwatchd_command,
+    run_cli,
+    start_daemon,
+    wait_until,
+    write_service_config,
+)
 
 
 @pytest.fixture
@@ -129,3 +138,18 @@ def test_exit_78_config_error(tmp_path: Path, log_file: Path, command: str) -> N
 
     assert result.returncode == 78
     assert f"{config}:1: poll_interval_seconds:" in result.stderr
+
+
+def test_exit_75_reload_without_outcome(tmp_path: Path, config: Path, log_file: Path) -> None:
+    daemon = start_daemon(tmp_path / "state", [f"{log_file}:syslog"], config=config)
+    try:
+        daemon.signal(signal.SIGSTOP)
+        result = run_cli("reload", "--state-dir", str(daemon.state_dir), "--timeout", "1")
+        daemon.signal(signal.SIGCONT)
+        wait_until(lambda: audit_actions(daemon.state_dir, "reload"))
+    finally:
+        daemon.signal(signal.SIGCONT)
+        assert daemon.stop() == 0
+
+    assert result.returncode == 75
+    assert "reported no outcome within 1 s" in result.stderr

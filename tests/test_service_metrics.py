@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import urllib.request
 from pathlib import Path
@@ -138,3 +139,24 @@ def test_audit_records_counted() -> None:
         == 1
     )
     assert registry.get_sample_value("irwatchd_lines_read_total") == 7
+
+
+def test_metrics_enabled_by_reload(tmp_path: Path) -> None:
+    port = _free_port()
+    config = write_service_config(tmp_path / "etc")
+    log = tmp_path / "auth.log"
+    log.touch()
+    daemon = start_daemon(tmp_path / "state", [f"{log}:syslog"], config=config)
+    status_path = daemon.state_dir / "status.json"
+    try:
+        write_service_config(
+            config.parent, metrics={"enabled": True, "listen": f"127.0.0.1:{port}"}
+        )
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: json.loads(status_path.read_text())["reloads"] == 1)
+        samples = _scrape(port)
+    finally:
+        assert daemon.stop() == 0
+
+    assert samples[("irwatchd_actions_total", (("action", "reload"), ("outcome", "success")))] == 1
+    assert samples[("irwatchd_files_watched", ())] == 1

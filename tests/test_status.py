@@ -118,3 +118,21 @@ def test_status_text_form(tmp_path: Path) -> None:
     assert "last reload:  none since start" in result.stdout
     assert stopped.returncode == 69
     assert "irwatchd is not running" in stopped.stdout
+
+
+def test_status_after_kill(tmp_path: Path) -> None:
+    config = write_service_config(tmp_path / "etc")
+    log = tmp_path / "auth.log"
+    log.touch()
+    daemon = start_daemon(tmp_path / "state", [f"{log}:syslog"], config=config)
+    wait_until(lambda: (daemon.state_dir / "status.json").exists())
+    daemon.signal(signal.SIGKILL)
+    daemon.process.wait(timeout=20)
+    left_behind = json.loads((daemon.state_dir / "status.json").read_text())
+
+    code, document = _status_json(daemon.state_dir)
+
+    assert left_behind["running"] is True
+    assert code == 69
+    assert document["running"] is False
+    assert document["pid"] is None

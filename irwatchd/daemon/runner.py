@@ -141,10 +141,10 @@ class Daemon:
             }))  # fmt: skip
             self._poll(tailer, responder, audit, checkpoints)
             self._configure_metrics()
+            self._write_status()
             log.info("daemon_started", pid=os.getpid(), state_dir=str(self.paths.root),
                      files=len(tailer.files), rules=len(self.detector.rules),
                      mode=watcher.mode)  # fmt: skip
-            self._write_status()
             self.notifier.ready(self._status_line())
             while not self.stop_requested:
                 self.wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))
