@@ -172,11 +172,44 @@ blocking:
     with running_daemon(state, [f"{log}:syslog"], config=config):
         append_lines(log, [f"{prefix} {address} port 22 ssh2" for address in addresses])
         wait_until(lambda: len(audit_actions(state, "block")) == 4)
-    outcomes = [(r["source"]["ip"], r["event"]["outcome"]) for r in audit_actions(state, "block")]
-    assert outcomes == [
-        (addresses[0], "success"),
-        (addresses[1], "success"),
+    records = audit_actions(state, "block")
+    results = [(r["source"]["ip"], r["irwatchd"]["block_result"]) for r in records]
+    assert results == [
+        (addresses[0], "blocked"),
+        (addresses[1], "blocked"),
         (addresses[2], "rate_limited"),
         (addresses[3], "rate_limited"),
     ]
+    assert [r["event"]["outcome"] for r in records] == ["success", "success", "unknown", "unknown"]
     assert sorted(json.loads((state / "blocks.json").read_text())) == addresses[:2]
+
+
+def test_daemon_reblocks_repeat_offender_longer(tmp_path: Path) -> None:
+    config = tmp_path / "irwatchd.yaml"
+    config.write_text(
+        f"""
+rules:
+  files: ["{ROOT}/etc/rules.d/*.yaml"]
+correlation: []
+poll_interval_seconds: 0.2
+policy:
+  low: [audit, block]
+blocking:
+  duration_seconds: 1
+  increment_factor: 3
+"""
+    )
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    line = (
+        "Dec 10 06:55:48 host sshd[24200]: Failed password for root from 198.51.100.80 port 22 ssh2"
+    )
+    with running_daemon(state, [f"{log}:syslog"], config=config):
+        append_lines(log, [line])
+        wait_until(lambda: audit_actions(state, "unblock"))
+        append_lines(log, [line])
+        wait_until(lambda: len(audit_actions(state, "block")) == 2)
+    blocks = audit_actions(state, "block")
+    assert [r["irwatchd"]["seconds"] for r in blocks] == [1, 3]
+    assert [r["irwatchd"]["offence"] for r in blocks] == [1, 2]
+    assert blocks[0]["irwatchd"]["incident_id"] == blocks[1]["irwatchd"]["incident_id"]
+    assert audit_actions(state, "unblock")[0]["irwatchd"]["reason"] == "expired"

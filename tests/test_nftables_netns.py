@@ -303,5 +303,7 @@ def test_blocks_cli_applies_without_daemon(namespaces: tuple[str, str], tmp_path
     assert refused.returncode == 65
     assert ALLOWLISTED not in _set_members(firewall)
     actions = [(r["event"]["action"], r["event"]["outcome"]) for r in audit_actions(state, "block")]
-    assert actions == [("block", "success"), ("block", "skipped")]
+    assert actions == [("block", "success"), ("block", "unknown")]
+    results = [r["irwatchd"]["block_result"] for r in audit_actions(state, "block")]
+    assert results == ["blocked", "allowlisted"]
     assert len(audit_actions(state, "unblock")) == 2

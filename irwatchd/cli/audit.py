@@ -20,8 +20,7 @@ FOLLOW_INTERVAL_SECONDS = 0.5
 _COLOURS = {
     "success": "\033[32m",
     "failure": "\033[31m",
-    "rate_limited": "\033[33m",
-    "skipped": "\033[33m",
+    "unknown": "\033[33m",
     "alert": "\033[1;31m",
 }
 _RESET = "\033[0m"

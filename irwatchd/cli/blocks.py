@@ -113,9 +113,7 @@ def run_add(args: argparse.Namespace) -> int:
         "error": result.error,
         "requested_address": args.address,
     }
-    outcome = {"blocked": "success", "already_blocked": "success", "failed": "failure"}.get(
-        result.outcome, "skipped"
-    )
+    outcome = {"blocked": "success", "failed": "failure"}.get(result.outcome, "unknown")
     _audit(
         paths, "block", outcome, None if result.outcome == "invalid" else result.address, details
     )

@@ -310,11 +310,12 @@ class Responder:
         )
         if result.outcome == "already_blocked":
             return
-        outcome = {"blocked": "success", "failed": "failure", "rate_limited": "rate_limited"}.get(
-            result.outcome, "skipped"
-        )
-        marker = "block" if outcome in ("success", "skipped") else f"block_{outcome}"
-        if marker in incident.actions_done:
+        # ECS allows only success, failure and unknown in event.outcome. A block that was not
+        # attempted (allowlisted, invalid, rate_limited) is `unknown`, with the reason in
+        # irwatchd.block_result.
+        outcome = {"blocked": "success", "failed": "failure"}.get(result.outcome, "unknown")
+        marker = f"block_{result.outcome}"
+        if result.outcome != "blocked" and marker in incident.actions_done:
             return  # this incident's skip, failure or rate limit is already audited
         incident.actions_done.add(marker)
         expires = datetime.fromtimestamp(result.expires_at, UTC) if result.expires_at else None
@@ -343,7 +344,7 @@ class Responder:
                 seconds=result.seconds,
                 offence=result.offences,
             )
-        elif outcome == "rate_limited":
+        elif result.outcome == "rate_limited":
             log.warning(
                 "block_rate_limited",
                 address=result.address,
