@@ -33,8 +33,8 @@ class RepeatLimiter:
     Two events are identical when their level, event name and every other field are equal,
     leaving out the timestamp and the per-repeat fields in `_IGNORED_FIELDS`. The first one
     passes, repeats within `window_seconds` are dropped and counted, and the count is logged
-    as `log_repeats_suppressed` when the window ends: on the next event of any kind, or by
-    `flush()` at shutdown.
+    as `log_repeats_suppressed` when the window ends: on the next event of any kind, on the
+    next `report_expired()` call (the daemon makes one every 2 s), or by `flush()` at shutdown.
     """
 
     def __init__(
@@ -75,6 +75,10 @@ class RepeatLimiter:
         if is_repeat:
             raise structlog.DropEvent
         return event_dict
+
+    def report_expired(self) -> None:
+        """Log the counts of windows that ended, without waiting for another event."""
+        self._report(self._expired(self.clock()))
 
     def flush(self) -> None:
         """Log the counts of every window that dropped repeats, and forget all windows."""
@@ -151,6 +155,12 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def report_suppressed() -> None:
+    """Log the counts of repeats dropped in windows that have ended."""
+    if _limiter is not None:
+        _limiter.report_expired()
 
 
 def flush_suppressed() -> None:

@@ -134,3 +134,16 @@ def test_daemon_logs_json_lines(tmp_path: Path) -> None:
     assert levels["daemon_stopping"] == "info"
     assert levels["daemon_stopped"] == "info"
     assert all(entry["timestamp"].endswith("Z") for entry in entries)
+
+
+def test_report_expired_without_event(clock: FakeClock, captured: list[dict[str, Any]]) -> None:
+    limiter = RepeatLimiter(window_seconds=60, clock=clock)
+    limiter(None, "warning", _event())
+    with pytest.raises(structlog.DropEvent):
+        limiter(None, "warning", _event())
+
+    limiter.report_expired()
+    clock.now += 61
+    limiter.report_expired()
+
+    assert [entry["suppressed"] for entry in captured] == [1]

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from irwatchd.daemon.control import STALE_AFTER_SECONDS, DaemonState
 from tests.helpers import (
     append_lines,
     run_cli,
@@ -136,3 +137,15 @@ def test_status_after_kill(tmp_path: Path) -> None:
     assert code == 69
     assert document["running"] is False
     assert document["pid"] is None
+
+
+def test_status_stale_only_when_running(tmp_path: Path) -> None:
+    fresh = DaemonState(tmp_path, 4242, {}, 1.0)
+    old = DaemonState(tmp_path, 4242, {}, STALE_AFTER_SECONDS + 1)
+    never_written = DaemonState(tmp_path, 4242, None, None)
+    stopped = DaemonState(tmp_path, None, {}, STALE_AFTER_SECONDS + 100)
+
+    assert not fresh.is_stale
+    assert old.is_stale
+    assert never_written.is_stale
+    assert not stopped.is_stale

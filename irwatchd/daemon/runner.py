@@ -46,7 +46,7 @@ from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
 from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
-from irwatchd.logs import flush_suppressed
+from irwatchd.logs import flush_suppressed, report_suppressed
 from irwatchd.metrics import CountingAuditLog, DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.response.responder import Responder, StatePaths, dedup_key
@@ -187,6 +187,7 @@ class Daemon:
         if time.monotonic() - self._last_status >= STATUS_INTERVAL_SECONDS:
             self._write_status()
             self.notifier.status(self._status_line())
+            report_suppressed()
 
     def _poll(
         self, tailer: Tailer, responder: Responder, audit: AuditLog, checkpoints: CheckpointStore
