@@ -110,7 +110,9 @@ def test_apache_error_log_source_is_client_field(detector: Detector) -> None:
     ],
 )
 def test_ipv6_and_mapped_addresses(detector: Detector, address: str, expected: str) -> None:
-    line = f"Mar  8 15:14:19 bastion sshd[811]: Failed password for root from {address} port 22 ssh2"
+    line = (
+        f"Mar  8 15:14:19 bastion sshd[811]: Failed password for root from {address} port 22 ssh2"
+    )
     assert detect_one(detector, line).source_ip == expected
 
 

@@ -34,7 +34,11 @@ JOURNALD = json.dumps(
 )
 
 CASES = [
-    ("traditional", f"Mar  8 15:14:19 bastion sshd[811]: {MESSAGE}", datetime(2024, 3, 8, 15, 14, 19, tzinfo=UTC)),
+    (
+        "traditional",
+        f"Mar  8 15:14:19 bastion sshd[811]: {MESSAGE}",
+        datetime(2024, 3, 8, 15, 14, 19, tzinfo=UTC),
+    ),
     (
         "traditional with fraction",
         f"Mar  8 15:14:19.250000 bastion sshd[811]: {MESSAGE}",
@@ -76,7 +80,9 @@ def test_timestamp_form_parses(name: str, line: str, moment: datetime) -> None:
 
 
 @pytest.mark.parametrize(("name", "line", "moment"), CASES, ids=[case[0] for case in CASES])
-def test_timestamp_form_detected(detector: Detector, name: str, line: str, moment: datetime) -> None:
+def test_timestamp_form_detected(
+    detector: Detector, name: str, line: str, moment: datetime
+) -> None:
     findings = detector.detect([parse_line(line, "auto", NOW, line_number=1)])
     assert [finding.rule_id for finding in findings] == ["sshd-failed-auth"]
     assert findings[0].source_ip == "203.0.113.7"

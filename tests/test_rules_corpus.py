@@ -21,7 +21,7 @@ from irwatchd.detection.loader import build_detector
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 
-# CRS 4 PL1 recall on the same web lines; the detector must not fall below them.
+# CRS 4 PL1 recall on the same web lines, which the detector must not fall below.
 WEB_RECALL_FLOORS = {
     "sqli": 0.871,
     "xss": 0.945,
@@ -108,8 +108,8 @@ def read_items(name: str) -> list[dict[str, Any]]:
 
 
 def test_auth_source_wrong_only_without_address(auth: Evaluation) -> None:
-    # Lines whose address the corpus took from another line of the same sshd process
-    # (ip_from_pid_context) carry none themselves; every other line must name its own.
+    # Lines marked ip_from_pid_context carry no address, because the corpus took it from
+    # another line of the same sshd process. Every other line must name its own address.
     items = read_items("auth.jsonl")
     wrong = [
         entry
