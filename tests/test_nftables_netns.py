@@ -31,6 +31,9 @@ FIREWALL_ADDRESS = "10.231.0.1"
 ATTACKER = "10.231.0.2"
 BYSTANDER = "10.231.0.3"
 ALLOWLISTED = "10.231.0.4"
+FIREWALL_V6 = "fd00:231::1"
+ATTACKER_V6 = "fd00:231::2"
+BYSTANDER_V6 = "fd00:231::3"
 
 
 def _namespace_support() -> str | None:
@@ -94,6 +97,9 @@ def namespaces() -> Iterator[tuple[str, str]]:
         _run(IP, "-n", firewall, "addr", "add", f"{FIREWALL_ADDRESS}/24", "dev", "vf0")
         for address in (ATTACKER, BYSTANDER, ALLOWLISTED):
             _run(IP, "-n", attacker, "addr", "add", f"{address}/24", "dev", "va0")
+        _run(IP, "-n", firewall, "addr", "add", f"{FIREWALL_V6}/64", "dev", "vf0", "nodad")
+        for address in (ATTACKER_V6, BYSTANDER_V6):
+            _run(IP, "-n", attacker, "addr", "add", f"{address}/64", "dev", "va0", "nodad")
         for namespace, device in ((firewall, "vf0"), (attacker, "va0")):
             _run(IP, "-n", namespace, "link", "set", "lo", "up")
             _run(IP, "-n", namespace, "link", "set", device, "up")
@@ -104,6 +110,7 @@ def namespaces() -> Iterator[tuple[str, str]]:
 
 
 def _ping_passes(attacker: str, source: str) -> bool:
+    target = FIREWALL_V6 if ":" in source else FIREWALL_ADDRESS
     result = _run(
         IP,
         "netns",
@@ -115,14 +122,14 @@ def _ping_passes(attacker: str, source: str) -> bool:
         "-W1",
         "-I",
         source,
-        FIREWALL_ADDRESS,
+        target,
         check=False,
     )
     return result.returncode == 0
 
 
-def _set_members(firewall: str) -> dict[str, dict[str, Any]]:
-    """Return the IPv4 set's members with their timeouts, or {} when the table is missing."""
+def _set_members(firewall: str, name: str = "blocked4") -> dict[str, dict[str, Any]]:
+    """Return a set's members with their timeouts, or {} when the table is missing."""
     result = _run(
         IP,
         "netns",
@@ -134,7 +141,7 @@ def _set_members(firewall: str) -> dict[str, dict[str, Any]]:
         "set",
         "inet",
         "irwatchd",
-        "blocked4",
+        name,
         check=False,
     )
     if result.returncode != 0:
@@ -307,3 +314,29 @@ def test_blocks_cli_applies_without_daemon(namespaces: tuple[str, str], tmp_path
     results = [r["irwatchd"]["block_result"] for r in audit_actions(state, "block")]
     assert results == ["blocked", "allowlisted"]
     assert len(audit_actions(state, "unblock")) == 2
+
+
+def test_ipv6_and_mapped_addresses(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    firewall, attacker = namespaces
+    config = _write_config(tmp_path / "irwatchd.yaml", duration=600)
+    state = tmp_path / "state"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run(
+            IP, "netns", "exec", firewall, sys.executable, "-m", "irwatchd", "blocks", *args,
+            "-c", str(config), "--state-dir", str(state), check=False,
+        )  # fmt: skip
+
+    wait_until(lambda: _ping_passes(attacker, ATTACKER_V6), timeout=10)
+    added = cli("add", ATTACKER_V6)
+    assert added.returncode == 0, added.stderr
+    assert ATTACKER_V6 in _set_members(firewall, "blocked6")
+    assert not _ping_passes(attacker, ATTACKER_V6), (
+        "IPv6 traffic from the blocked address is dropped"
+    )
+    assert _ping_passes(attacker, BYSTANDER_V6)
+
+    mapped = cli("add", f"::ffff:{ATTACKER}")
+    assert mapped.returncode == 0, mapped.stderr
+    assert ATTACKER in _set_members(firewall, "blocked4"), "IPv4-mapped IPv6 lands in the IPv4 set"
+    assert not _ping_passes(attacker, ATTACKER)
