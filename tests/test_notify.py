@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -145,3 +146,31 @@ def test_notifier_wait_shortened_by_watchdog(monkeypatch: pytest.MonkeyPatch) ->
     assert notifier.wait_seconds(2.0) == 0.5
     assert notifier.wait_seconds(0.1) == 0.1
     assert "WATCHDOG_USEC" not in os.environ
+
+
+def test_stuck_loop_stops_watchdog(tmp_path: Path) -> None:
+    # The main loop takes the block store's flock on every pass (to pick up `irwatchd blocks`
+    # changes), so holding that lock here stalls the loop as a hung CLI would.
+    config = write_service_config(tmp_path / "etc")
+    log = tmp_path / "auth.log"
+    log.touch()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"}
+    daemon = start_daemon(tmp_path / "state", [f"{log}:syslog"], config=config, env=env)
+    lock_path = daemon.state_dir / "blocks.json.lock"
+    try:
+        notify.wait_for("WATCHDOG", count=3)
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # One ping may already be on its way; after that the loop waits on the lock.
+            time.sleep(0.3)
+            stalled_from = _kinds(notify.receive()).count("WATCHDOG")
+            time.sleep(1.0)  # five watchdog intervals: the window the check is about
+            stalled_to = _kinds(notify.receive()).count("WATCHDOG")
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        notify.wait_for("WATCHDOG", count=stalled_to + 3)
+    finally:
+        assert daemon.stop() == 0
+        notify.close()
+
+    assert stalled_to == stalled_from
