@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from tests.helpers import ROOT, append_lines, audit_actions, running_daemon, wait_until
+from tests.helpers import ROOT, append_lines, audit_actions, run_cli, running_daemon, wait_until
 
 SECRET = "hmac-secret-7f3a9c"
 PASSWORD_ENV = "IRWATCHD_TEST_SMTP_PASSWORD"
@@ -306,3 +307,38 @@ def test_syslog_channel_sends_rfc5424(tmp_path: Path) -> None:
     alert = json.loads(text)
     assert alert["alert_id"] == _alert_ids(state)[0]
     assert alert["incident"]["source_ip"] == "192.0.2.91"
+
+
+def test_missing_secret_env_stops_start(tmp_path: Path) -> None:
+    config = _config(tmp_path, """
+    - {type: webhook, name: soc, url: "http://127.0.0.1:9/hook", secret_env: IRWATCHD_TEST_UNSET}
+""")  # fmt: skip
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    result = run_cli("run", "-c", str(config), "--state-dir", str(tmp_path / "state"),
+                     "--watch", f"{log}:syslog", timeout=60)  # fmt: skip
+    assert result.returncode == 78
+    assert "IRWATCHD_TEST_UNSET" in result.stderr
+
+
+def test_reload_with_missing_secret_keeps_running(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    http_receiver.start()
+    hook = f"http://127.0.0.1:{http_receiver.port}/hook"
+    config = _config(tmp_path, f"""
+    - {{type: webhook, name: soc, url: "{hook}"}}
+""")  # fmt: skip
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    with running_daemon(state, [f"{log}:syslog"], config=config) as daemon:
+        config.write_text(
+            config.read_text().replace(
+                f'url: "{hook}"', f'url: "{hook}", secret_env: IRWATCHD_TEST_UNSET'
+            )
+        )
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: "alert_channel_invalid" in daemon.log_text())
+        append_lines(log, [_failed("192.0.2.95")])
+        wait_until(lambda: http_receiver.requests)
+        assert daemon.process.poll() is None
+    assert "X-Irwatchd-Signature" not in http_receiver.requests[0]["headers"], "old settings kept"

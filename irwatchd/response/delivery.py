@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from irwatchd.config import Alerts
+from irwatchd.errors import ConfigError
 from irwatchd.jsonfiles import read_json, write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.channels import ChannelSettings, DeliveryError, Sender, build_sender
@@ -222,23 +223,40 @@ class AlertDispatcher:
         self.workers: dict[str, ChannelWorker] = {}
         self._signatures: dict[str, object] = {}
 
-    def apply(self, settings: Alerts) -> None:
-        """Start, restart or stop workers so they match the configured channels."""
+    def apply(self, settings: Alerts, *, strict: bool = True) -> None:
+        """Start, restart or stop workers so they match the configured channels.
+
+        A channel whose secret cannot be resolved raises `ConfigError` when `strict` (at
+        start). On a reload (`strict=False`) it is logged and keeps its running worker.
+        """
         channels: dict[str, ChannelSettings] = {
             channel.name: channel for channel in settings.all_channels()
         }
         # SecretStr compares by value, so a changed secret restarts the worker too.
         common = settings.model_dump(exclude={"channels"})
         wanted = {name: (channel.model_dump(), common) for name, channel in channels.items()}
+        senders: dict[str, Sender] = {}
+        for name, channel in channels.items():
+            if name in self.workers and wanted[name] == self._signatures.get(name):
+                continue
+            try:
+                senders[name] = build_sender(channel)
+            except ConfigError as error:
+                if strict:
+                    raise
+                log.error(
+                    "alert_channel_invalid",
+                    channel=name,
+                    error=str(error),
+                    hint="the channel keeps its previous settings until fixed",
+                )
         for name in list(self.workers):
-            if wanted.get(name) != self._signatures.get(name):
+            if name in senders or name not in channels:
                 self.workers.pop(name).close(timeout=2.0)
                 self._signatures.pop(name, None)
-        for name, channel in channels.items():
-            if name in self.workers:
-                continue
+        for name, sender in senders.items():
             queue = AlertQueue(self.queue_root / name, self.dead_root / f"{name}.jsonl")
-            worker = ChannelWorker(build_sender(channel), queue, settings)
+            worker = ChannelWorker(sender, queue, settings)
             self.workers[name] = worker
             self._signatures[name] = wanted[name]
             worker.start()

@@ -99,6 +99,7 @@ class Responder:
         self.incidents.restore(self.tickets.load_all())
         self.dispatcher = AlertDispatcher(paths.alerts)
         self.counts: dict[str, int] = {}
+        self._configured = False
         self.apply_config(loaded)
         if live:
             self._restore_blocks()
@@ -149,7 +150,9 @@ class Responder:
         self.incidents.max_evidence = config.tickets.max_evidence_lines
         self.audit.configure_rotation(config.audit.max_bytes, config.audit.keep_files)
         if self.live:
-            self.dispatcher.apply(config.alerts)
+            # Strict at start, so a missing secret stops the daemon with exit code 78.
+            self.dispatcher.apply(config.alerts, strict=not self._configured)
+        self._configured = True
 
     def tick(self) -> None:
         """Lift expired blocks and apply changes made by `irwatchd blocks`; called on every poll."""
