@@ -229,6 +229,13 @@ class EmailChannel(_Channel):
     recipients: list[str] = Field(min_length=1)
     timeout_seconds: float = Field(default=10, gt=0)
 
+    @field_validator("ca_file")
+    @classmethod
+    def _absolute_ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path, such as /etc/ssl/certs/ca.pem")
+        return value
+
 
 Channel = Annotated[
     WebhookChannel | SlackChannel | SyslogChannel | EmailChannel, Field(discriminator="type")

@@ -190,3 +190,13 @@ def test_tail_follow_across_rotation(tmp_path: Path) -> None:
         json.loads(line)["irwatchd"]["audit"]["seq"] for line in output.read_bytes().splitlines()
     ]
     assert seqs == list(range(1, 42)), "every record once, in order, across the rotation"
+
+
+def test_verify_removed_head_without_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    log.write_bytes(b"".join(lines[2:]))
+    result = run_cli("audit", "verify", "--state-dir", str(tmp_path))
+    assert result.returncode == 65
+    assert f"{log}:1:" in result.stderr
+    assert "starts at seq 3" in result.stderr

@@ -85,9 +85,7 @@ def run_set_status(args: argparse.Namespace) -> int:
     paths = state_paths_for(args.config, args.state_dir)
     actor = getpass.getuser()
     ticket = TicketStore(paths.tickets).set_status(args.incident_id, args.status, args.note, actor)
-    # NOTE: with the daemon running, this is a second writer of the audit log; both append whole
-    # lines under O_APPEND, but their chains interleave. TODO: send the record to the daemon
-    # (a control socket) so one process writes the chain.
+    # The audit log's file lock and chain catch-up make this record part of the daemon's chain.
     audit = AuditLog(paths.audit_log)
     try:
         audit.append(

@@ -75,6 +75,7 @@ class BlockStore:
         self._blocks: dict[str, dict[str, Any]] = {}
         self._offences: dict[str, dict[str, Any]] = {}
         self._applied: set[str] = set()
+        # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
         self._load()
 
