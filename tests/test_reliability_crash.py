@@ -21,6 +21,7 @@ from irwatchd.audit.log import chain_files
 from tests.helpers import (
     DaemonProcess,
     append_lines,
+    audit_actions,
     finding_originals,
     log_events,
     run_cli,
@@ -216,10 +217,14 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     auth = logs / "auth.log"
     auth.touch()
     state = tiny_filesystem / "state"
-    config = write_daemon_config(tmp_path)
+    # One-second blocks, so a block expires while the disk is full.
+    config = write_daemon_config(tmp_path, blocking={"duration_seconds": 1})
     daemon = start_daemon(state, [f"{auth}:syslog"], config=config)
-    append_lines(auth, sshd_failure_lines(range(10), addresses=1000))
-    wait_until(lambda: len(finding_originals(state)) == 10)
+    # Lines 0 and 1000-4000 come from one address: a brute_force incident and a block.
+    first = [*range(10), 1000, 2000, 3000, 4000]
+    append_lines(auth, sshd_failure_lines(first, addresses=1000))
+    wait_until(lambda: len(finding_originals(state)) == len(first))
+    wait_until(lambda: audit_actions(state, "block"))
     wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
     checkpoint_before = committed_offset(state, auth)
 
@@ -229,19 +234,21 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     assert failures[0]["error"].startswith("[Errno 28]")
     assert str(state) in failures[0]["hint"]
     assert "free space" in failures[0]["hint"]
+    wait_until(lambda: log_events(daemon, "block_upkeep_failed"))
     # A fixed wait, because the check is that nothing moves: about five retries at 0.2 s.
     time.sleep(1)
     assert daemon.process.poll() is None, "the daemon exited on a full disk"
     # Records that fitted in the audit log's last, already allocated page are kept. The
     # checkpoint stays before all of the lines, because not all of them were recorded.
-    assert len(finding_originals(state)) < 30
+    assert len(finding_originals(state)) < len(first) + 20
     assert committed_offset(state, auth) == checkpoint_before
 
     filler.unlink()
-    wait_until(lambda: len(finding_originals(state)) >= 30, timeout=30)
+    expected = [*first, *range(10, 30)]
+    wait_until(lambda: len(finding_originals(state)) >= len(expected), timeout=30)
     wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
     assert daemon.stop() == 0, daemon.log_text()
 
-    assert sequence_counts(finding_originals(state)) == Counter({seq: 1 for seq in range(30)})
+    assert sequence_counts(finding_originals(state)) == Counter({seq: 1 for seq in expected})
     verify = run_cli("audit", "verify", "--state-dir", str(state))
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -153,7 +153,13 @@ class Daemon:
                 watcher.restart_if_dead(tailer.directories())
                 watcher.update(tailer.directories())
                 self._poll(tailer, responder, audit, checkpoints)
-                responder.tick()
+                try:
+                    responder.tick()
+                except OSError as error:
+                    # A full disk must not end the daemon; the next pass tries again.
+                    # TODO: an expired block whose unblock record failed is not audited.
+                    log.error("block_upkeep_failed", error=str(error),
+                              hint=write_failure_hint(error, self.paths.root))  # fmt: skip
                 self._tick()
             self.notifier.stopping()
             log.info("daemon_stopping", pid=os.getpid())
