@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.rules import expand_rule_paths, load_rules
 from irwatchd.parsing import syslog
+from irwatchd.parsing.dispatch import parse_line
 from irwatchd.sources.lines import iter_lines
 from tests.helpers import CONFIG, CORPUS
 
@@ -103,12 +105,13 @@ def test_corpus_findings_match_rules_alone(
     assert totals.lines == len(lines)
 
 
-def _awkward_lines(rng: random.Random) -> list[bytes]:
-    """Corpus auth lines mixed with every shape that must leave the raw-block path."""
-    auth = [line.encode() for line in _corpus_lines("auth.jsonl")]
+def _awkward_lines(rng: random.Random, corpus: str) -> list[bytes]:
+    """Corpus lines mixed with every shape that must leave the raw-block or plain-view path."""
+    lines = [line.encode() for line in _corpus_lines(corpus)]
     failure = (
         b"Mar  8 15:14:19 bastion sshd[811]: Failed password for root from 203.0.113.9 port 22 ssh2"
     )
+    request = b'192.0.2.5 - - [05/Mar/2024:09:20:03 +0000] "GET /?id=1 UNION SELECT 1 HTTP/1.1" 200 1 "-" "x"'
     awkward = [
         failure + b"\r",
         b"Mar  8 15:14:19 bastion sshd[811]: Failed password for r\xffot from 203.0.113.8 port 22 ssh2",
@@ -118,37 +121,74 @@ def _awkward_lines(rng: random.Random) -> list[bytes]:
         b"",
         failure[:60] + b"x" * 400 + failure[60:],
         failure + b" " + b"y" * 400,
+        request + b"\r",
+        request.replace(b"UNION", "UNI\u00d3N".encode()),
+        request.replace(b"/?id=1", b"/?id=1" + b"z" * 400),
+        b'2024/03/08 15:14:19 [error] 1#0: *1 open() failed, client: 192.0.2.9, server: x, request: "GET /?id=1 UNION SELECT 1 HTTP/1.1"',
     ]
-    lines = list(auth)
     for item in awkward:
         for _ in range(5):
             lines.insert(rng.randrange(len(lines) + 1), item)
     return lines
 
 
-@pytest.mark.parametrize("source_type", ["auto", "syslog"])
-@pytest.mark.parametrize("read_bytes", [4096, 1 << 20])
+@pytest.mark.parametrize(
+    ("corpus", "source_type"),
+    [
+        ("auth.jsonl", "auto"),
+        ("auth.jsonl", "syslog"),
+        ("web.jsonl", "auto"),
+        ("web.jsonl", "access_log"),
+    ],
+)
 def test_awkward_lines_match_rules_alone(
     detectors: tuple[Detector, Detector],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    corpus: str,
     source_type: str,
-    read_bytes: int,
 ) -> None:
     plain, prefiltered = detectors
-    monkeypatch.setattr(batch, "READ_BYTES", read_bytes)
+    # Small blocks: some hold an awkward line and fall back, others take the fast path.
+    monkeypatch.setattr(batch, "READ_BYTES", 4096)
     log = tmp_path / "awkward.log"
-    log.write_bytes(b"\n".join(_awkward_lines(random.Random(7))))  # the last line has no newline
+    lines = _awkward_lines(random.Random(7), corpus)[:4000]
+    log.write_bytes(b"\n".join(lines))  # the last line has no newline
     max_line_bytes = 300
 
     expected = _keys(_reference(plain, log, source_type, max_line_bytes))
     fast, totals = _fast(prefiltered, log, source_type, max_line_bytes)
 
+    assert expected, "the rules found nothing; the comparison would prove nothing"
     assert _keys(fast) == expected
+    assert totals.lines == len(lines)
     assert totals.parsed_lines > 0, "no block took the per-line path"
-    if read_bytes < 65536:
-        # Small blocks: some hold none of the awkward lines and take the raw-block path.
-        assert totals.fast_lines > 0, "no block took the raw-block path"
+    assert totals.fast_lines > 0, "no block took the raw-block or plain-view path"
+
+
+def test_plain_access_view_matches_parse_line() -> None:
+    rng = random.Random(5)
+    moment = datetime(2026, 12, 4, tzinfo=UTC)
+    alphabet = '%+&\\/*" \t-[]?=AZaz09\u00e9'
+    compared = 0
+    for seed in _corpus_lines("web.jsonl"):
+        for variant in range(6):
+            line = seed
+            if variant:
+                chars = list(seed)
+                position = rng.randrange(len(chars) + 1)
+                chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(
+                    0, 2
+                )
+                line = "".join(chars)
+            if not line.isascii():
+                continue
+            view = batch.plain_access_view(line)
+            if view is None:
+                continue
+            compared += 1
+            assert view == parse_line(line, "access_log", moment).view, line
+    assert compared > 1000, "too few plain lines to compare"
 
 
 def test_split_traditional_matches_re2_header() -> None:

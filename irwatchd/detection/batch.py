@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import re2
 
-from irwatchd.detection.engine import Detector
+from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
-from irwatchd.parsing.dispatch import parse_line
+from irwatchd.parsing.dispatch import guess_source_type, parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.sources.lines import RawLine, iter_lines
 
@@ -97,7 +97,7 @@ def detect_file(
     """
     moment = now or datetime.now(UTC)
     counts = totals if totals is not None else StreamTotals()
-    if source_type not in ("auto", "syslog") or not detector.has_prefilter("syslog"):
+    if source_type not in ("auto", "syslog", "access_log"):
         yield from _detect_parsed(
             detector, stream, source_type, path, max_line_bytes, moment, 0, 0, counts
         )
@@ -182,7 +182,8 @@ def _detect_parsed(
 def _is_raw_view_block(block: bytes, source_type: str, max_line_bytes: int) -> bool:
     """Return whether every line of `block` is its own view and reads the same as `iter_lines`.
 
-    That holds when the block is valid UTF-8 without CR, no line is longer than the cap, and
+    That holds when the block is valid UTF-8 without CR, no line is longer than the cap (or
+    than the detector's view limit), and
     every line parses as syslog but not as RFC 5424 (whose view is rebuilt from its fields).
     With `auto`, every line must also start with a month initial, so the guess is syslog.
     """
@@ -193,14 +194,20 @@ def _is_raw_view_block(block: bytes, source_type: str, max_line_bytes: int) -> b
             return False
     if _NOT_RAW_VIEW[source_type].search(block) is not None:
         return False
-    if len(block) > max_line_bytes + 1:
-        # Each step finds the last newline within the cap, so it passes at least one line.
-        start = 0
-        while start < len(block):
-            newline = block.rfind(b"\n", start, start + max_line_bytes + 1)
-            if newline < 0:
-                return False
-            start = newline + 1
+    return _lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS))
+
+
+def _lines_within(block: bytes, limit: int) -> bool:
+    """Return whether no line of `block` is longer than `limit` bytes, so none is cut."""
+    if len(block) <= limit + 1:
+        return True
+    # Each step finds the last newline within the limit, so it passes at least one line.
+    start = 0
+    while start < len(block):
+        newline = block.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return False
+        start = newline + 1
     return True
 
 
@@ -216,7 +223,25 @@ def _detect_block(
     counts: StreamTotals,
 ) -> Iterator[Finding]:
     """Detect in one block of complete lines: raw prefilter when it is sound, else parse all."""
-    if not _is_raw_view_block(block, source_type, max_line_bytes):
+    if source_type != "syslog":
+        access = _detect_access_block(
+            detector, block, source_type, path, max_line_bytes, moment, number_base, offset_base
+        )
+        if access is not None:
+            lines_in_block = block.count(b"\n")
+            counts.lines += lines_in_block
+            counts.fast_lines += lines_in_block
+            yield from access
+            return
+        if source_type == "access_log":
+            yield from _detect_parsed(
+                detector, io.BytesIO(block), source_type, path, max_line_bytes, moment,
+                number_base, offset_base, counts,
+            )  # fmt: skip
+            return
+    if not detector.has_prefilter("syslog") or not _is_raw_view_block(
+        block, source_type, max_line_bytes
+    ):
         yield from _detect_parsed(
             detector, io.BytesIO(block), source_type, path, max_line_bytes, moment,
             number_base, offset_base, counts,
@@ -240,3 +265,103 @@ def _detect_block(
             yield from detector.confirm(record, candidates[newline])
         else:  # pragma: no cover - `_is_raw_view_block` rules this out
             yield from detector.detect([record])
+
+
+_NOT_PLAIN = ("%", "&", "\\", "/*", "  ")
+"""Text that a step of web normalisation could change: escapes, entities, comments and runs
+of spaces. A printable ASCII line without them normalises to its fields lower-cased."""
+
+
+def plain_access_view(line: str) -> str | None:
+    """Return the view `parse_line` builds for a plain combined-format line, or None.
+
+    A plain line is printable ASCII without `_NOT_PLAIN` text, has exactly the combined
+    shape `client ident user [time] "request" status size "referer" "agent"`, and has no
+    `+` in its target (a query's `+` decodes to a space). For such a line every
+    normalisation step is a no-op but lower-casing and stripping, so the view is built from
+    the fields directly. The caller checks that the line is ASCII.
+    """
+    if not line.isprintable() or any(marker in line for marker in _NOT_PLAIN):
+        return None
+    parts = line.split('"')
+    if len(parts) != 7 or parts[4] != " " or parts[6] != "":
+        return None
+    head = parts[0].split(" ", 3)
+    if len(head) != 4 or not (head[0] and head[1] and head[2]):
+        return None
+    stamp = head[3]
+    if len(stamp) < 4 or stamp[0] != "[" or stamp[-2:] != "] " or "]" in stamp[1:-2]:
+        return None
+    numbers = parts[2][1:-1].split(" ")
+    if parts[2][:1] != " " or parts[2][-1:] != " " or len(numbers) != 2:
+        return None
+    status, size = numbers
+    if not (status == "-" or (len(status) == 3 and status.isdigit())):
+        return None
+    if not (size == "-" or size.isdigit()):
+        return None
+    method, _, rest = parts[1].partition(" ")
+    target, _, protocol = rest.rpartition(" ")
+    if not protocol.startswith("HTTP/"):
+        target = rest
+    if "+" in target:
+        return None
+    referer, agent = parts[3], parts[5]
+    agent_view = "" if agent == "-" else agent.lower().strip()
+    referer_view = "" if referer == "-" else referer.lower().strip()
+    return f"{method.lower()} {target.lower().strip()} ua:{agent_view} ref:{referer_view}"
+
+
+def _detect_access_block(
+    detector: Detector,
+    block: bytes,
+    source_type: str,
+    path: str,
+    max_line_bytes: int,
+    moment: datetime,
+    number_base: int,
+    offset_base: int,
+) -> list[Finding] | None:
+    """Detect in a block of access-log lines, parsing in full only the lines that need it.
+
+    Plain lines get their view from `plain_access_view`; the rest are parsed by `parse_line`.
+    All views are prefiltered in one scan, and only candidates become records. Return None
+    when the block does not suit this path: not ASCII, CR or over-long lines, no prefilter,
+    or (with `auto`) a line that is not guessed to be an access-log line.
+    """
+    if not detector.has_prefilter("access_log") or not block.isascii() or b"\r" in block:
+        return None
+    if not _lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS)):
+        return None
+    lines = block.decode("ascii").split("\n")
+    lines.pop()  # the block ends with a newline
+    if source_type == "auto" and any(guess_source_type(line) != "access_log" for line in lines):
+        return None
+    kind = "access_log"
+    offsets = []
+    views = []
+    records: dict[int, LogRecord] = {}
+    offset = offset_base
+    for index, line in enumerate(lines):
+        offsets.append(offset)
+        view = plain_access_view(line)
+        if view is None:
+            record = parse_line(
+                line, kind, moment, path=path, line_number=number_base + index + 1, offset=offset
+            )
+            records[index] = record
+            view = record.view
+        views.append(view)
+        offset += len(line) + 1
+    findings: list[Finding] = []
+    candidates = detector.prefilter_views(kind, views)
+    for index in sorted(candidates):
+        record = records.get(index) or parse_line(
+            lines[index], kind, moment, path=path, line_number=number_base + index + 1,
+            offset=offsets[index],
+        )  # fmt: skip
+        if record.view == views[index]:
+            findings.extend(detector.confirm(record, candidates[index]))
+        else:  # pragma: no cover - `plain_access_view` matches `parse_line` on plain lines
+            findings.extend(detector.detect([record]))
+    return findings

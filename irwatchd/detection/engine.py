@@ -46,10 +46,10 @@ _clean_source = lru_cache(maxsize=65536)(clean_source)
 MAX_VIEW_CHARS = 64 * 1024
 """Longest view the rules see. A longer view is cut to its first and last half of this size.
 
-Apache and nginx reject request lines and headers over 8 KiB by default and rsyslog cuts
-messages at 8 KiB, so real lines fit. The cut bounds the cost of a hostile line: Hyperscan
-and RE2 run in linear time, but a 1 MiB line of repeated rule fragments still cost hundreds
-of milliseconds. The head keeps `^`-anchored text and the tail keeps the `$`-anchored
+By default Apache 2.4 rejects request lines and header fields over 8190 bytes, nginx over its
+8 KiB header buffers, and rsyslog cuts messages at 8 KiB, so real lines fit. The cut bounds
+the cost of a hostile line. Hyperscan and RE2 run in linear time, but a 1 MiB line of
+repeated rule fragments still cost the prefilter up to 300 ms (tests/test_redos.py). The head keeps `^`-anchored text and the tail keeps the `$`-anchored
 attribution fields (sshd's "from ADDR port N").
 """
 
@@ -203,7 +203,8 @@ class Detector:
 
         Return, for each candidate line, the offset of its newline mapped to the rules to
         confirm on it with `confirm`. The caller guarantees that each line's view is its text
-        (true for traditional and ISO syslog lines), because rules match views. Call it only
+        (true for traditional and ISO syslog lines), because rules match views, and that no
+        line is longer than `MAX_VIEW_CHARS`, whose views are cut. Call it only
         when `has_prefilter(source_type)` is true.
         """
         entries = self._entries[source_type]
@@ -228,17 +229,13 @@ class Detector:
         """Run the rules `prefilter_lines` named for this line; at most one finding per category."""
         return self._confirm(record, rule_ids)
 
-    def _prefilter(
-        self,
-        source_type: str,
-        records: Sequence[LogRecord],
-        positions: list[int],
-        candidates: dict[int, set[int]],
-    ) -> None:
-        encoded = [
-            _detection_view(records[position].view).encode("utf-8", "replace")
-            for position in positions
-        ]
+    def prefilter_views(self, source_type: str, views: Sequence[str]) -> dict[int, set[int]]:
+        """Prefilter the views of lines of one type in one scan.
+
+        Return the index of each candidate view mapped to the rules to confirm on it with
+        `confirm`. Call it only when `has_prefilter(source_type)` is true.
+        """
+        encoded = [_detection_view(view).encode("utf-8", "replace") for view in views]
         starts = []
         offset = 0
         for chunk in encoded:
@@ -253,9 +250,24 @@ class Detector:
             line = bisect.bisect_right(starts, max(end - 1, 0)) - 1
             hits.add((line, pattern_id))
 
-        self._databases[source_type].scan(b"\n".join(encoded), match_event_handler=on_match)
+        database = self._databases[source_type]
+        database.scan(b"\n".join(encoded), match_event_handler=on_match)  # type: ignore[attr-defined]
+        candidates: dict[int, set[int]] = {}
         for line, pattern_id in hits:
-            candidates[positions[line]].add(id(entries[pattern_id][0]))
+            candidates.setdefault(line, set()).add(id(entries[pattern_id][0]))
+        return candidates
+
+    def _prefilter(
+        self,
+        source_type: str,
+        records: Sequence[LogRecord],
+        positions: list[int],
+        candidates: dict[int, set[int]],
+    ) -> None:
+        views = [records[position].view for position in positions]
+        found = self.prefilter_views(source_type, views)
+        for line, rule_ids in found.items():
+            candidates[positions[line]].update(rule_ids)
 
     def _confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
         findings = []
