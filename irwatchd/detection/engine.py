@@ -44,13 +44,14 @@ _clean_source = lru_cache(maxsize=65536)(clean_source)
 """`clean_source`, memoised: one attacking address appears on thousands of lines."""
 
 MAX_VIEW_CHARS = 64 * 1024
-"""Longest view the rules see. A longer view is cut to its first and last half of this size.
+"""Maximum view length, in characters, that rules see. Longer views keep their first and last half.
 
 By default Apache 2.4 rejects request lines and header fields over 8190 bytes, nginx over its
 8 KiB header buffers, and rsyslog cuts messages at 8 KiB, so real lines fit. The cut bounds
 the cost of a hostile line. Hyperscan and RE2 run in linear time, but a 1 MiB line of
-repeated rule fragments still cost the prefilter up to 300 ms (tests/test_redos.py). The head keeps `^`-anchored text and the tail keeps the `$`-anchored
-attribution fields (sshd's "from ADDR port N").
+repeated rule fragments still cost the prefilter up to 300 ms (tests/test_redos.py). The head
+keeps `^`-anchored text and the tail keeps the `$`-anchored attribution fields (sshd's
+"from ADDR port N").
 """
 
 _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
@@ -58,7 +59,7 @@ _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 
 
 def _detection_view(view: str) -> str:
-    # NOTE: text in the middle of an over-long view is not scanned; `MAX_VIEW_CHARS` says why.
+    # NOTE: the middle of an over-long view is not scanned; MAX_VIEW_CHARS gives the reason.
     if len(view) <= MAX_VIEW_CHARS:
         return view
     half = MAX_VIEW_CHARS // 2
