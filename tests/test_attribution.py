@@ -1,4 +1,10 @@
-"""Source attribution: which address a finding names, and that log text cannot move it."""
+"""Source attribution: which address a finding names, and that log text cannot move it.
+
+Lines from hosts LabSZ and combo are copied from the loghub OpenSSH_2k.log and Linux_2k.log
+samples (https://github.com/logpai/loghub; cite: Zhu et al., "Loghub: A Large Collection of
+System Log Datasets for AI-driven Log Analytics", ISSRE 2023), with documentation addresses.
+The other lines are synthetic.
+"""
 
 from __future__ import annotations
 
