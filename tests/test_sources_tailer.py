@@ -189,3 +189,24 @@ def test_watcher_restarts_dead_observer(tmp_path: Path) -> None:
         wait_until(wake.is_set, timeout=10)
     finally:
         watcher.stop()
+
+
+def test_second_rotation_during_drain_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("".join(f"a{seq:07d}\n" for seq in range(300_000)))  # 2.7 MB
+    tailer = make_tailer(log, tmp_path)
+    read = texts(tailer.poll())
+
+    os.rename(log, tmp_path / "auth.log.1")
+    log.write_text("b1\nb2\n")
+    read += texts(tailer.poll())
+    os.rename(log, tmp_path / "auth.log.2")
+    log.write_text("c1\n")
+    while batches := tailer.poll():
+        read += texts(batches)
+    tailer.close()
+
+    expected = [f"a{seq:07d}" for seq in range(300_000)] + ["b1", "b2", "c1"]
+    assert sorted(read) == sorted(expected)
+    assert len(read) == len(expected)
+    assert read.index("b1") > read.index("a0299999")

@@ -110,12 +110,12 @@ class Tailer:
         locations: list[tuple[str, WatchSpec | None]] = list(discovered.items())
         locations += [(location, None) for location in self.files if location not in discovered]
         for location, spec in locations:
-            if location in self._waiting:
-                continue
             followed = self.files.get(location)
             if followed is not None and not self._check_identity(followed):
-                continue  # rotated away: the new file waits until the old one is read
+                followed = None  # rotated away
             if followed is None and spec is not None:
+                # Opened at once, so a second rotation cannot take it away unseen, but read
+                # only once the file it replaced is read to its end.
                 followed = self._open(location, spec)
                 if followed is not None:
                     self.files[location] = followed
