@@ -93,6 +93,7 @@ def peak_memory_kib(daemon: DaemonProcess) -> int:
     return int(line.split()[1])
 
 
+@pytest.mark.slow
 def test_kill_9_mid_burst_loses_and_repeats_nothing(tmp_path: Path) -> None:
     logs, state = tmp_path / "logs", tmp_path / "state"
     logs.mkdir()
