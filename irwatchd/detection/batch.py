@@ -267,21 +267,24 @@ def _detect_block(
             yield from detector.detect([record])
 
 
-_NOT_PLAIN = ("%", "&", "\\", "/*", "  ")
-"""Text that a step of web normalisation could change: escapes, entities, comments and runs
-of spaces. A printable ASCII line without them normalises to its fields lower-cased."""
-
-
 def plain_access_view(line: str) -> str | None:
     """Return the view `parse_line` builds for a plain combined-format line, or None.
 
-    A plain line is printable ASCII without `_NOT_PLAIN` text, has exactly the combined
+    A plain line is printable ASCII without text that a normalisation step could change
+    (`%`, `&`, `\\`, `/*`, two spaces), has exactly the combined
     shape `client ident user [time] "request" status size "referer" "agent"`, and has no
     `+` in its target (a query's `+` decodes to a space). For such a line every
     normalisation step is a no-op but lower-casing and stripping, so the view is built from
     the fields directly. The caller checks that the line is ASCII.
     """
-    if not line.isprintable() or any(marker in line for marker in _NOT_PLAIN):
+    if (
+        "%" in line
+        or "&" in line
+        or "\\" in line
+        or "/*" in line
+        or "  " in line
+        or not line.isprintable()
+    ):
         return None
     parts = line.split('"')
     if len(parts) != 7 or parts[4] != " " or parts[6] != "":
