@@ -33,6 +33,17 @@ from irwatchd.response.tickets import TicketStore
 
 log = structlog.get_logger(__name__)
 
+BACKEND_FIELDS = (
+    "backend",
+    "nft_path",
+    "nft_table",
+    "nft_priority",
+    "command",
+    "unblock_command",
+    "timeout_seconds",
+)
+"""Blocking settings whose change on reload needs a new back-end."""
+
 MAX_CLOCK_SKEW = timedelta(hours=1)
 """A log time further than this from the clock is not trusted for windows; arrival time is."""
 
@@ -139,8 +150,9 @@ class Responder:
         self.windows = SlidingWindows(config.correlation)
         self.blocks.allowlist = Allowlist(config.blocking.allowlist)
         self.blocks.settings = config.blocking
-        if config.blocking.model_dump(exclude={"allowlist"}) != self._blocking.model_dump(
-            exclude={"allowlist"}
+        backend_fields = set(BACKEND_FIELDS)
+        if config.blocking.model_dump(include=backend_fields) != self._blocking.model_dump(
+            include=backend_fields
         ):
             # NOTE: blocks applied through the old back-end stay there until they expire.
             self.blocks.backend = build_backend(config.blocking)
