@@ -325,6 +325,7 @@ class Responder:
         )
         if result.outcome == "already_blocked":
             return
+
         # ECS allows only success, failure and unknown in event.outcome. A block that was not
         # attempted (allowlisted, invalid, rate_limited) is `unknown`, with the reason in
         # irwatchd.block_result.
@@ -333,6 +334,7 @@ class Responder:
         if result.outcome != "blocked" and marker in incident.actions_done:
             return  # this incident's skip, failure or rate limit is already audited
         incident.actions_done.add(marker)
+
         expires = datetime.fromtimestamp(result.expires_at, UTC) if result.expires_at else None
         self.audit.append(
             action_record(
@@ -351,6 +353,7 @@ class Responder:
                 },
             )
         )
+
         if outcome == "success":
             log.info(
                 "address_blocked",
