@@ -283,6 +283,7 @@ class Daemon:
             self._reload_job = ReloadJob(
                 self.config_path, self.state_dir_option, self.watch_option, self.wake
             )
+            self._write_status()
 
     def _reject_reload(self, error: str, audit: AuditLog) -> None:
         log.error(
