@@ -149,3 +149,15 @@ def test_slack_text_escapes_markup() -> None:
     text = json.loads(receiver.requests[0]["body"])["text"]
     assert "&lt;!channel&gt;&amp;&lt;https://example.org|x&gt;" in text
     assert "<" not in text
+
+
+def test_webhook_redirect_is_not_delivery() -> None:
+    receiver = HttpReceiver(free_port(), status=302)
+    receiver.start()
+    channel = WebhookChannel(type="webhook", name="soc", url=f"http://127.0.0.1:{receiver.port}/")
+    try:
+        with pytest.raises(DeliveryError, match="HTTP 302"):
+            WebhookSender(channel).send(_alert("a6"))
+    finally:
+        receiver.stop()
+    assert len(receiver.requests) == 1

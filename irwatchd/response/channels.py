@@ -87,6 +87,17 @@ def summary_text(alert: dict[str, Any]) -> str:
     )
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Turns every 3xx into an error: urllib would repeat a redirected POST as a bodiless GET,
+    and a 2xx for that GET would count as delivered, possibly from another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def _post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked in config
         url,
@@ -96,7 +107,7 @@ def _post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -
     )
     host = url.split("/")[2]
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _OPENER.open(request, timeout=timeout) as response:
             response.read()
             status = response.status
     except urllib.error.HTTPError as error:
