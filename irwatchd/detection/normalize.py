@@ -32,10 +32,12 @@ _OVERLONG_LEADS = ("%c", "%C", "%e", "%E", "%f", "%F")
 """How every `_OVERLONG` match starts; text without one of them skips the substitution."""
 _OVERLONG_RAW = re2.compile(r"[\xc0\xc1][\x80-\xff]", _OPTIONS)
 # Look-alike characters that some back ends fold to ASCII: fullwidth forms, the division
-# slash and the set minus used as path separators.
+# slash and the set minus used as path separators, and curly or prime apostrophes that
+# best-fit character conversion turns into a SQL quote.
 _LOOKALIKES = str.maketrans(
     {"\uff0e": ".", "\uff0f": "/", "\uff3c": "\\", "\u2215": "/", "\u2216": "\\", "\u2044": "/",
-     "\uff1c": "<", "\uff1e": ">", "\u2024": ".", "\ufe52": "."}
+     "\uff1c": "<", "\uff1e": ">", "\u2024": ".", "\ufe52": ".",
+     "\u2018": "'", "\u2019": "'", "\u2032": "'", "\uff07": "'", "\u02bc": "'"}
 )
 # (?s): a comment may span the CR and LF an attacker puts inside it.
 _SQL_COMMENT = re2.compile(r"(?s)/\*.*?\*/", _OPTIONS)
