@@ -163,7 +163,7 @@ def test_stuck_loop_stops_watchdog(tmp_path: Path) -> None:
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             # One ping may already be on its way; after that the loop waits on the lock.
-            time.sleep(0.3)
+            time.sleep(0.5)
             stalled_from = _kinds(notify.receive()).count("WATCHDOG")
             time.sleep(1.0)  # five watchdog intervals: the window the check is about
             stalled_to = _kinds(notify.receive()).count("WATCHDOG")
