@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 from pathlib import Path
 
@@ -200,3 +202,26 @@ def test_verify_removed_head_without_rotation(tmp_path: Path) -> None:
     assert result.returncode == 65
     assert f"{log}:1:" in result.stderr
     assert "starts at seq 3" in result.stderr
+
+
+def test_tail_colours_on_terminal(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    _write_log(log, count=1)
+    controller, terminal = pty.openpty()
+    try:
+        completed = subprocess.run(
+            irwatchd_command("audit", "tail", str(log)),
+            cwd=ROOT,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env={key: value for key, value in os.environ.items() if key != "NO_COLOR"},
+            timeout=60,
+            check=False,
+        )
+        output = os.read(controller, 65536)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert completed.returncode == 0, completed.stderr
+    assert output.startswith(b"\x1b[32m"), "a successful action is green on a terminal"
+    assert b"src=192.0.2.1" in output
