@@ -313,6 +313,8 @@ class Daemon:
         windows = responder.windows
         self.settings = settings
         self.detector = validated.detector
+        # NOTE: an error raised here, after validation passed (a firewall back-end that cannot
+        # be built, say), ends the daemon with exit 70 and systemd restarts it on the new config.
         responder.apply_config(settings.loaded)
         if windows.specs == responder.windows.specs:
             # NOTE: windows only survive a reload that leaves `correlation` unchanged; a
