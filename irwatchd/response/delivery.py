@@ -262,11 +262,23 @@ class AlertDispatcher:
             worker.start()
 
     def submit(self, alert: dict[str, Any]) -> list[str]:
-        """Queue the alert on disk for every channel and return the names of the channels."""
-        for worker in self.workers.values():
-            worker.queue.put(alert)
+        """Queue the alert on disk for every channel and return the channels that took it."""
+        queued = []
+        for name, worker in self.workers.items():
+            try:
+                worker.queue.put(alert)
+            except OSError as error:
+                log.error(
+                    "alert_queue_failed",
+                    channel=name,
+                    alert_id=alert["alert_id"],
+                    error=str(error),
+                    folder=str(worker.queue.directory),
+                )
+                continue
             worker.notify()
-        return list(self.workers)
+            queued.append(name)
+        return queued
 
     def status(self) -> dict[str, dict[str, int]]:
         """Return per-channel counts: pending, sent, failed attempts and dead-lettered."""
