@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -9,6 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from irwatchd.sources.checkpoints import Checkpoint, CheckpointStore
 from irwatchd.sources.followed import READ_CHUNK
@@ -210,3 +212,27 @@ def test_second_rotation_during_drain_loses_nothing(tmp_path: Path) -> None:
     assert sorted(read) == sorted(expected)
     assert len(read) == len(expected)
     assert read.index("b1") > read.index("a0299999")
+
+
+def test_watcher_falls_back_to_polling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wake = threading.Event()
+    watcher = DirectoryWatcher(wake, poll_seconds=0.1)
+
+    def no_watches_left(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    # The inotify observer fails as it does once fs.inotify.max_user_watches is used up.
+    monkeypatch.setattr(watcher._observer, "schedule", no_watches_left)
+    with structlog.testing.capture_logs() as logs:
+        watcher.update([str(tmp_path)])
+    wake.clear()
+    (tmp_path / "new.log").write_text("line\n")
+
+    try:
+        assert watcher.mode == "polling"
+        assert [entry["event"] for entry in logs if entry["log_level"] == "warning"] == [
+            "watch_mode_degraded"
+        ]
+        wait_until(wake.is_set, timeout=10)
+    finally:
+        watcher.stop()
