@@ -38,3 +38,16 @@ def test_repeat_waits_for_reminder_period() -> None:
     update = IncidentUpdate(_incident(START), is_new=False, escalated=False)
     assert alert_reason(update, START + timedelta(minutes=29), REMINDER) is None
     assert alert_reason(update, START + timedelta(minutes=30), REMINDER) == "reminder"
+
+
+def test_acknowledged_incident_skips_reminders() -> None:
+    incident = _incident(START)
+    incident.status = "acknowledged"
+    later = START + timedelta(hours=5)
+    assert (
+        alert_reason(IncidentUpdate(incident, is_new=False, escalated=False), later, REMINDER)
+        is None
+    )
+    assert alert_reason(
+        IncidentUpdate(incident, is_new=False, escalated=True), later, REMINDER
+    ) == ("severity_raised")

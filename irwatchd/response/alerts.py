@@ -1,8 +1,9 @@
 """Alerts: when an incident deserves one, what it contains, and its file in the state directory.
 
 An incident alerts when it opens, when its severity rises, and otherwise at most once per
-`reminder_minutes` while findings keep arriving. Every alert is written as its own JSON file
-under `alerts/` and then queued for each channel (see `irwatchd.response.delivery`).
+`reminder_minutes` while findings keep arriving, unless it is acknowledged. Every alert
+is written as its own JSON file under `alerts/` and then queued for each channel (see
+`irwatchd.response.delivery`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def alert_reason(update: IncidentUpdate, now: datetime, reminder: timedelta) -> 
         return "new_incident"
     if update.escalated:
         return "severity_raised"
+    if incident.status == "acknowledged":
+        return None  # a person is on it: only a severity rise alerts again
     if incident.last_alert_at is not None and now - incident.last_alert_at >= reminder:
         return "reminder"
     return None
