@@ -161,3 +161,15 @@ def test_webhook_redirect_is_not_delivery() -> None:
     finally:
         receiver.stop()
     assert len(receiver.requests) == 1
+
+
+def test_delivery_error_hides_url_credentials() -> None:
+    port = free_port()
+    url = f"http://user:pa55word@127.0.0.1:{port}/services/T000/B000/token123"
+    channel = SlackChannel(type="slack", name="chat", url=url, timeout_seconds=2)
+    with pytest.raises(DeliveryError) as caught:
+        SlackSender(channel).send(_alert("a7"))
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "pa55word" not in message
+    assert "token123" not in message

@@ -16,6 +16,7 @@ import smtplib
 import socket
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -105,7 +106,9 @@ def _post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "irwatchd"} | headers,
     )
-    host = url.split("/")[2]
+    # Only host and port go into messages: the URL's user info or path can carry a token.
+    parts = urllib.parse.urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             response.read()
