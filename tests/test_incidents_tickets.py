@@ -126,3 +126,16 @@ def test_incidents_cli_unknown_id(tmp_path: Path) -> None:
     invalid = run_cli("incidents", "show", "../../etc/passwd", "--state-dir", str(state))
     assert invalid.returncode == 66
     assert "not an incident id" in invalid.stderr
+
+
+def test_list_escapes_control_characters(tmp_path: Path) -> None:
+    tickets = tmp_path / "state" / "alerts" / "tickets"
+    tickets.mkdir(parents=True)
+    ticket = {"id": "inc-00000000000000bb", "status": "open", "severity": "low",
+              "category": "failed_login", "source_ip": SOURCE, "host": "evil\x1b[2J\x07",
+              "count": 1, "last_seen": "2026-01-01T00:00:00Z"}  # fmt: skip
+    (tickets / "inc-00000000000000bb.json").write_text(json.dumps(ticket))
+    listing = run_cli("incidents", "list", "--state-dir", str(tmp_path / "state"))
+    assert listing.returncode == 0, listing.stderr
+    assert "\x1b" not in listing.stdout
+    assert "host=evil\\x1b[2J\\x07" in listing.stdout

@@ -98,8 +98,8 @@ def format_record(record: dict[str, Any], colour: bool) -> str:
     if details.get("incident_id"):
         parts.append(f"incident={details['incident_id']}")
     if (record.get("user") or {}).get("name"):
-        # json.dumps keeps control characters and quotes in a user name visible and inert.
-        parts.append(f"user={json.dumps(record['user']['name'], ensure_ascii=False)}")
+        # json.dumps with ASCII output escapes every control character (C0 and C1) and quote.
+        parts.append(f"user={json.dumps(record['user']['name'])}")
     line = "  ".join(parts)
     if colour and outcome in _COLOURS:
         return f"{_COLOURS[outcome]}{line}{_RESET}"

@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action.set_defaults(handler=run_set_status, status=status)
 
 
+def printable(value: object) -> str:
+    """Return text with control characters escaped, so a logged value cannot drive the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))
+
+
 def _tickets(paths: StatePaths) -> list[dict[str, Any]]:
     documents = [read_json(path, {}) for path in paths.tickets.glob("inc-*.json")]
     return sorted(documents, key=lambda item: str(item.get("last_seen", "")), reverse=True)
@@ -66,7 +71,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(
             f"{ticket.get('id')}  {ticket.get('status'):<12}  {ticket.get('severity'):<8}  "
             f"{ticket.get('category')}  src={ticket.get('source_ip') or '-'}  "
-            f"host={ticket.get('host') or '-'}  count={ticket.get('count')}  "
+            f"host={printable(ticket.get('host') or '-')}  count={ticket.get('count')}  "
             f"last_seen={ticket.get('last_seen')}"
         )
     return EX_OK
