@@ -21,13 +21,12 @@ import structlog
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
-from irwatchd.detection.batch import detect_stream, records_from
+from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.errors import InputError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.responder import Responder, StatePaths
-from irwatchd.sources.lines import iter_lines
 from irwatchd.sources.tailer import SKIPPED_SUFFIXES, is_binary
 
 log = structlog.get_logger(__name__)
@@ -122,20 +121,16 @@ def scan(
                 log.warning("scan_binary_skipped", path=str(path))
                 result.files.append({"path": str(path), "lines": 0, "skipped": "binary"})
                 continue
-            lines_in_file = 0
+            totals = StreamTotals()
             with path.open("rb") as handle:
-                raw_lines = iter_lines(handle, loaded.config.max_line_bytes)
-
-                def counted(lines=raw_lines):  # type: ignore[no-untyped-def]
-                    nonlocal lines_in_file
-                    for line in lines:
-                        lines_in_file += 1
-                        yield line
-
-                records = records_from(counted(), source_type, str(path.resolve()))
-                for finding in detect_stream(detector, records):
+                findings = detect_file(
+                    detector, handle, source_type, str(path.resolve()),
+                    loaded.config.max_line_bytes, totals=totals,
+                )  # fmt: skip
+                for finding in findings:
                     result.findings += 1
                     responder.handle(finding)
+            lines_in_file = totals.lines
             result.lines += lines_in_file
             result.files.append({"path": str(path), "lines": lines_in_file})
         audit.sync()
