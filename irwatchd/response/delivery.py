@@ -254,12 +254,28 @@ class AlertDispatcher:
             if name in senders or name not in channels:
                 self.workers.pop(name).close(timeout=2.0)
                 self._signatures.pop(name, None)
+        self._warn_orphaned(set(channels))
         for name, sender in senders.items():
             queue = AlertQueue(self.queue_root / name, self.dead_root / f"{name}.jsonl")
             worker = ChannelWorker(sender, queue, settings)
             self.workers[name] = worker
             self._signatures[name] = wanted[name]
             worker.start()
+
+    def _warn_orphaned(self, configured: set[str]) -> None:
+        """Log queue folders of channels no longer configured that still hold alerts."""
+        if not self.queue_root.is_dir():
+            return
+        for folder in sorted(self.queue_root.iterdir()):
+            pending = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
+            if folder.name not in configured and pending:
+                log.warning(
+                    "alert_queue_orphaned",
+                    channel=folder.name,
+                    pending=pending,
+                    folder=str(folder),
+                    hint="configure the channel again to send them, or move them away",
+                )
 
     def submit(self, alert: dict[str, Any]) -> list[str]:
         """Queue the alert on disk for every channel and return the channels that took it."""
