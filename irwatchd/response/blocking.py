@@ -96,6 +96,12 @@ class BlockStore:
         self._offences = read_json(self.history_path, {})
 
     def _save(self) -> None:
+        horizon = time.time() - self.settings.offence_memory_seconds
+        self._offences = {
+            address: history
+            for address, history in self._offences.items()
+            if float(history["last_at"]) >= horizon
+        }
         write_json_atomic(self.path, self._blocks)
         write_json_atomic(self.history_path, self._offences)
 
@@ -145,6 +151,11 @@ class BlockStore:
             return BlockResult("invalid", address)
         if self.allowlist.contains(canonical):
             return BlockResult("allowlisted", canonical)
+        known = self._blocks.get(canonical)
+        if known is not None and float(known["expires_at"]) > time.time():
+            # Fast path for a flood from one blocked address: no file read per finding. The
+            # memory copy is at most one tick older than the file (`sync` reloads it).
+            return BlockResult("already_blocked", canonical, float(known["expires_at"]))
         with self._locked():
             self._load()
             now = time.time()
