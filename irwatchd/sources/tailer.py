@@ -52,7 +52,8 @@ RETIRED_GRACE_SECONDS = 5.0
 """How long a rotated-away file must stay quiet before it is closed.
 
 NOTE: a write to a rotated file after it was closed is read only if a watch spec names the
-file's new path (a watched folder); a writer that keeps an old file longer loses lines.
+file's new path, such as a watched folder. Otherwise a writer that keeps writing to the old
+file after this time loses those lines.
 """
 
 
