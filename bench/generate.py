@@ -78,13 +78,16 @@ def _syslog_time(second: int) -> str:
     return f"Dec {day:2d} {rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
 
 
-def auth_lines(count: int, seed: int = DEFAULT_SEED, sources: int = 5000) -> Iterator[str]:
+def auth_lines(
+    count: int, seed: int = DEFAULT_SEED, sources: int = 5000, failure_share: float = 0.28
+) -> Iterator[str]:
     """Yield an auth.log of `count` lines: sshd attacks from `sources` addresses amid routine noise.
 
-    The mix, by weight: 28% sshd failures (failed password or publickey, invalid user, PAM
-    authentication failure), 10% other sshd pre-authentication noise, 8% accepted log-ins and
-    their sessions, 10% sudo, 40% cron sessions and 4% systemd-logind. The clock advances about
-    12 lines per second, starting on 1 December.
+    The mix, by weight: `failure_share` (28%) sshd failures (failed password or publickey,
+    invalid user, PAM authentication failure); the rest splits as 10 : 8 : 10 : 40 : 4 between
+    other sshd pre-authentication noise, accepted log-ins and their sessions, sudo, cron
+    sessions and systemd-logind. The clock advances about 12 lines per second, starting on
+    1 December.
     """
     rng = random.Random(seed)
     pool = source_pool(rng, sources)
@@ -93,6 +96,9 @@ def auth_lines(count: int, seed: int = DEFAULT_SEED, sources: int = 5000) -> Ite
         stamp = _syslog_time(number // 12)
         pid = 1000 + rng.randrange(60000)
         roll = rng.random()
+        if roll >= failure_share:
+            # Spread the rest over the noise kinds in their default proportions.
+            roll = 0.28 + (roll - failure_share) / (1 - failure_share) * 0.72
         if roll < 0.28:
             address = rng.choice(pool)
             port = rng.randint(1024, 65535)
@@ -260,13 +266,22 @@ def write_lines(path: Path, lines: Iterator[str]) -> int:
     return written
 
 
-def ensure(path: Path, kind: str, lines: int = DEFAULT_LINES, seed: int = DEFAULT_SEED) -> Path:
+def ensure(
+    path: Path,
+    kind: str,
+    lines: int = DEFAULT_LINES,
+    seed: int = DEFAULT_SEED,
+    failure_share: float = 0.28,
+) -> Path:
     """Generate the `kind` ("auth" or "access") file at `path` unless a marker says it matches."""
     marker = path.with_name(path.name + ".params")
-    params = f"{kind} lines={lines} seed={seed}\n"
+    params = f"{kind} lines={lines} seed={seed} failure_share={failure_share}\n"
     if path.exists() and marker.exists() and marker.read_text() == params:
         return path
-    generator = auth_lines(lines, seed) if kind == "auth" else access_lines(lines, seed)
+    if kind == "auth":
+        generator = auth_lines(lines, seed, failure_share=failure_share)
+    else:
+        generator = access_lines(lines, seed)
     write_lines(path, generator)
     marker.write_text(params)
     return path
@@ -278,8 +293,9 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--failure-share", type=float, default=0.28, help="auth only")
     args = parser.parse_args()
-    ensure(args.output, args.kind, args.lines, args.seed)
+    ensure(args.output, args.kind, args.lines, args.seed, args.failure_share)
     print(f"wrote {args.output} ({args.kind}, {args.lines} lines, seed {args.seed})")
 
 
