@@ -43,7 +43,7 @@ _RE2_OPTIONS.max_mem = 64 << 20
 _clean_source = lru_cache(maxsize=65536)(clean_source)
 """`clean_source`, memoised: one attacking address appears on thousands of lines."""
 
-MAX_VIEW_CHARS = 64 * 1024
+MAX_VIEW_CHARS = 32 * 1024
 """Maximum view length, in characters, that rules see. Longer views keep their first and last half.
 
 By default Apache 2.4 rejects request lines and header fields over 8190 bytes, nginx over its
