@@ -6,6 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from irwatchd.audit.log import AuditLog
+from irwatchd.config import Config, LoadedConfig
+from irwatchd.detection.finding import Finding
+from irwatchd.parsing.record import LogRecord
+from irwatchd.response.responder import Responder, StatePaths
+from irwatchd.response.tickets import TicketStore
 from tests.helpers import ROOT, append_lines, audit_actions, run_cli, running_daemon, wait_until
 
 SOURCE = "203.0.113.50"
@@ -139,3 +145,36 @@ def test_list_escapes_control_characters(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     assert "\x1b" not in listing.stdout
     assert "host=evil\\x1b[2J\\x07" in listing.stdout
+
+
+def _finding(offset: int) -> Finding:
+    record = LogRecord(raw=_failed("root"), view=_failed("root"), source_type="syslog",
+                       path="/var/log/auth.log", offset=offset, host="bastion")  # fmt: skip
+    return Finding(rule_id="sshd-failed-auth", category="failed_login", severity="low",
+                   record=record, source_ip=SOURCE, user="root")  # fmt: skip
+
+
+def test_close_during_pending_update(tmp_path: Path) -> None:
+    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    responder.handle(_finding(0))
+    responder.handle(_finding(100))
+    (first,) = _tickets(paths.root).values()
+    assert first["count"] == 1, "the second update waits for the write interval"
+
+    TicketStore(paths.tickets).set_status(first["id"], "closed", None, "analyst")
+    responder.tick()
+    responder.close()
+    responder.handle(_finding(200))
+    responder.close()
+    audit.close()
+
+    tickets = _tickets(paths.root)
+    assert tickets[first["id"]]["status"] == "closed", "the pending write kept the close"
+    assert tickets[first["id"]]["count"] == 2
+    (follow_up,) = [t for t in tickets.values() if t["id"] != first["id"]]
+    assert follow_up["previous_id"] == first["id"]
+    assert follow_up["count"] == 1

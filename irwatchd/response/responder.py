@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,9 @@ BACKEND_FIELDS = (
     "timeout_seconds",
 )
 """Blocking settings whose change on reload needs a new back-end."""
+
+TICKET_WRITE_INTERVAL_SECONDS = 1.0
+"""Minimum time between two rewrites of one ticket; each rewrite costs two fsyncs."""
 
 MAX_CLOCK_SKEW = timedelta(hours=1)
 """A log time further than this from the clock is not trusted for windows; arrival time is."""
@@ -110,6 +114,8 @@ class Responder:
         self.incidents.restore(self.tickets.load_all())
         self.dispatcher = AlertDispatcher(paths.alerts)
         self.counts: dict[str, int] = {}
+        self._dirty_tickets: dict[str, Incident] = {}
+        self._ticket_written: dict[str, float] = {}
         self._configured = False
         self.apply_config(loaded)
         if live:
@@ -180,6 +186,7 @@ class Responder:
             log.info("block_expired", address=address)
         if self.live:
             self._apply_cli_block_changes()
+        self._flush_tickets()
         self.audit.sync()
 
     def _apply_cli_block_changes(self) -> None:
@@ -210,7 +217,8 @@ class Responder:
         }
 
     def close(self) -> None:
-        """Stop the alert channel threads; undelivered alerts stay queued on disk."""
+        """Write pending ticket updates and stop the alert threads (queued alerts stay on disk)."""
+        self._flush_tickets(force=True)
         self.dispatcher.close()
 
     def _moment(self, finding: Finding) -> datetime:
@@ -261,6 +269,8 @@ class Responder:
     def _close_idle_tickets(self) -> None:
         while self.incidents.just_closed:
             incident = self.incidents.just_closed.pop()
+            self._dirty_tickets.pop(incident.id, None)
+            self._ticket_written.pop(incident.id, None)
             if self.tickets.path_for(incident.id).exists():
                 self.tickets.write(incident)
             self.audit.append(
@@ -274,22 +284,47 @@ class Responder:
             )
 
     def _ticket(self, finding: Finding, incident: Incident, update: IncidentUpdate) -> None:
+        """Write the ticket now when it is new or escalated, else at most once per interval."""
+        last = self._ticket_written.get(incident.id)
+        recent = last is not None and time.monotonic() - last < TICKET_WRITE_INTERVAL_SECONDS
+        if self.live and recent and not (update.is_new or update.escalated):
+            self._dirty_tickets[incident.id] = incident
+            return
+        self._write_ticket(incident, finding, is_new=update.is_new)
+
+    def _write_ticket(
+        self, incident: Incident, finding: Finding | None = None, *, is_new: bool = False
+    ) -> None:
         path = self.tickets.write(incident)
+        self._ticket_written[incident.id] = time.monotonic()
+        self._dirty_tickets.pop(incident.id, None)
+        if incident.status == "closed" and self.incidents.get(incident.key) is incident:
+            # The CLI closed the ticket just before this write, which kept that status.
+            self.incidents.close(incident.key)
         self.audit.append(
             action_record(
                 "ticket",
                 "success",
                 finding=finding,
                 incident_id=incident.id,
+                source_ip=incident.source_ip,
                 details={
                     "ticket_path": str(path),
                     "count": incident.count,
                     "status": incident.status,
-                    "is_new": update.is_new,
+                    "is_new": is_new,
                     "previous_id": incident.previous_id,
                 },
             )
         )
+
+    def _flush_tickets(self, *, force: bool = False) -> None:
+        """Write tickets whose updates waited for the interval (all of them when `force`)."""
+        now = time.monotonic()
+        for incident in list(self._dirty_tickets.values()):
+            last = self._ticket_written.get(incident.id, 0.0)
+            if force or now - last >= TICKET_WRITE_INTERVAL_SECONDS:
+                self._write_ticket(incident)
 
     def _alert(self, finding: Finding, update: IncidentUpdate, moment: datetime) -> None:
         incident = update.incident
