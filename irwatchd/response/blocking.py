@@ -40,7 +40,7 @@ RATE_WINDOW_SECONDS = 60.0
 
 @dataclass(frozen=True, slots=True)
 class BlockResult:
-    """What a block request did.
+    """The result of one block request.
 
     `outcome` is one of `blocked`, `already_blocked`, `allowlisted`, `invalid`,
     `rate_limited` or `failed` (the back-end raised, and `error` is its message).

@@ -1,15 +1,15 @@
 """Disk-backed alert queues: one folder per channel, one JSON file per pending alert.
 
-Why a folder of files and not a JSONL spool: removing a delivered alert is one `unlink`, and
-recording a failed attempt rewrites one small file atomically. No step ever rewrites or
-compacts a shared spool, so a crash cannot lose another alert. The file names start with a UTC
-time stamp and a counter, so sorting them gives the order the alerts were queued in.
+Why a folder of files and not a JSONL spool: removing a delivered alert is one `unlink`,
+and recording a failed attempt rewrites one small file atomically. No step ever rewrites or
+compacts a shared spool, so a crash cannot lose another alert. The file names start with a
+UTC time stamp and a counter, so sorting them gives the order the alerts were queued in.
 
-Each channel has one sender thread, so detection never waits for a receiver. A file is
-deleted only after the receiver accepted the alert. A crash between that accept and the
-delete sends the alert again after the restart, with the same `X-Irwatchd-Alert-Id`, which is
-what a receiver deduplicates on. After `max_attempts` failures the alert moves to
-`alerts/dead/<channel>.jsonl`, the dead-letter file.
+Each channel has one sender thread, so detection waits for a disk write, never for a
+receiver. A file is deleted only after the receiver accepted the alert. A crash between
+that accept and the delete sends the alert again after the restart, with the same
+`X-Irwatchd-Alert-Id`, which is what a receiver deduplicates on. After `max_attempts`
+failures the alert moves to `alerts/dead/<channel>.jsonl`, the dead-letter file.
 """
 
 from __future__ import annotations

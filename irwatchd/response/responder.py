@@ -284,7 +284,7 @@ class Responder:
             )
 
     def _ticket(self, finding: Finding, incident: Incident, update: IncidentUpdate) -> None:
-        """Write the ticket now when it is new or escalated, else at most once per interval."""
+        """Write the ticket now when it is new or escalated; others wait for `tick` or `close`."""
         last = self._ticket_written.get(incident.id)
         recent = last is not None and time.monotonic() - last < TICKET_WRITE_INTERVAL_SECONDS
         if self.live and recent and not (update.is_new or update.escalated):
