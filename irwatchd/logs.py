@@ -122,6 +122,7 @@ class RepeatLimiter:
 
 
 _limiter: RepeatLimiter | None = None
+_standard_handler: logging.Handler | None = None
 
 
 def configure_logging(
@@ -140,6 +141,7 @@ def configure_logging(
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=True)
     _limiter = RepeatLimiter(repeat_window_seconds)
+    _route_standard_logging(level, renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -149,12 +151,39 @@ def configure_logging(
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(_number(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _route_standard_logging(level: str, renderer: structlog.typing.Processor) -> None:
+    """Render records of libraries that use `logging` (watchdog, for one) like our own events.
+
+    Without this, Python's last-resort handler would print their warnings as plain text
+    between the JSON lines. Their debug and info records stay off unless `level` is debug.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+        ],
+    )
+    global _standard_handler
+    root = logging.getLogger()
+    if _standard_handler is not None:
+        root.removeHandler(_standard_handler)
+    _standard_handler = logging.StreamHandler(sys.stderr)
+    _standard_handler.setFormatter(formatter)
+    root.addHandler(_standard_handler)
+    root.setLevel(logging.DEBUG if level == "debug" else max(logging.WARNING, _number(level)))
+
+
+def _number(level: str) -> int:
+    return logging.getLevelNamesMapping()[level.upper()]
 
 
 def report_suppressed() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from irwatchd.logs import RepeatLimiter
-from tests.helpers import start_daemon, write_service_config
+from tests.helpers import ROOT, start_daemon, write_service_config
 
 
 class FakeClock:
@@ -127,7 +129,10 @@ def test_daemon_logs_json_lines(tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path / "state", [f"{log}:syslog"], config=config)
     assert daemon.stop() == 0
 
-    entries = [json.loads(line) for line in daemon.log_text().splitlines()]
+    lines = daemon.log_text().splitlines()
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not_json == []
+    entries = [json.loads(line) for line in lines]
     levels = {entry["event"]: entry["level"] for entry in entries}
 
     assert levels["daemon_started"] == "info"
@@ -147,3 +152,26 @@ def test_report_expired_without_event(clock: FakeClock, captured: list[dict[str,
     limiter.report_expired()
 
     assert [entry["suppressed"] for entry in captured] == [1]
+
+
+def test_library_logging_rendered_as_json() -> None:
+    program = (
+        "import logging, sys\n"
+        "from irwatchd.logs import configure_logging\n"
+        "configure_logging('info', json_output=True)\n"
+        "logging.getLogger('watchdog.observers').warning('inotify limit %d', 8192)\n"
+        "logging.getLogger('watchdog.observers').info('not shown')\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+
+    assert result.returncode == 0
+    assert len(entries) == 1
+    assert entries[0]["event"] == "inotify limit 8192"
+    assert entries[0]["level"] == "warning"
+    assert entries[0]["logger"] == "watchdog.observers"
+    assert entries[0]["timestamp"].endswith("Z")
