@@ -32,9 +32,10 @@ class RepeatLimiter:
 
     Two events are identical when their level, event name and every other field are equal,
     leaving out the timestamp and the per-repeat fields in `_IGNORED_FIELDS`. The first one
-    passes, repeats within `window_seconds` are dropped and counted, and the count is logged
-    as `log_repeats_suppressed` when the window ends: on the next event of any kind, on the
-    next `report_expired()` call (the daemon makes one every 2 s), or by `flush()` at shutdown.
+    passes, and repeats within `window_seconds` are dropped and counted. After the window
+    ends, the count is logged as `log_repeats_suppressed` by the next event of any kind or
+    the next `report_expired()` call (the daemon makes one every 2 s). `flush()` logs the
+    counts of open windows at shutdown.
     """
 
     def __init__(
