@@ -34,7 +34,7 @@ SET_V6 = "blocked6"
 
 
 def nft_set_size(netns: str) -> int:
-    """Return how many elements the daemon's IPv6 set holds in the namespace (0 if absent)."""
+    """Return the number of elements in the daemon's IPv6 set in the namespace (0 if absent)."""
     listed = subprocess.run(
         [IP, "netns", "exec", netns, NFT, "-j", "list", "set", "inet", TABLE, SET_V6],
         capture_output=True,

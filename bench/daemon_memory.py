@@ -5,7 +5,8 @@ incidents (50,000) are bounded. The generated auth.log (bench/generate.py, same 
 throughput input but with a pool of 100,000 documentation addresses) is appended to the watched
 file in 8 MiB writes as fast as the daemon reads it. The script waits until the daemon's
 checkpoint reaches the end of the file, then reads its peak RSS (VmHWM) from /proc. The time
-taken is the daemon's end-to-end rate with every finding audited and answered.
+taken is the daemon's end-to-end rate, with every finding audited and every policy action
+run.
 
 Usage: `python bench/daemon_memory.py [--lines 1000000] [--sources 100000]`.
 """

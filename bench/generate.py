@@ -273,7 +273,8 @@ def ensure(
     seed: int = DEFAULT_SEED,
     failure_share: float = 0.28,
 ) -> Path:
-    """Generate the `kind` ("auth" or "access") file at `path` unless a marker says it matches."""
+    """Generate the `kind` ("auth" or "access") file at `path` unless its marker file records
+    the same parameters."""
     marker = path.with_name(path.name + ".params")
     params = f"{kind} lines={lines} seed={seed} failure_share={failure_share}\n"
     if path.exists() and marker.exists() and marker.read_text() == params:

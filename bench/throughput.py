@@ -97,14 +97,18 @@ def bench_fail2ban(name: str, kind: str, log: Path, lines: int) -> Timed | None:
     return combined
 
 
-def bench_grep(name: str, kind: str, log: Path, lines: int) -> Timed:
+def bench_grep(name: str, kind: str, log: Path, lines: int, workdir: Path) -> Timed:
+    # The count goes to a file: GNU grep stops at the first match when output is /dev/null.
     program = shutil.which("grep") or "/usr/bin/grep"
+    counted = workdir / f"grep-{name}.txt"
     timed = run_timed(
         [program, "-cE", GREP_PATTERNS[kind], str(log)],
+        stdout=counted,
         env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
     )
     report(f"{name}.grep_cE", lines=lines, seconds=timed.wall_seconds,
-           lines_per_s=round(lines_per_second(lines, timed)), peak_rss_mib=timed.peak_rss_mib)  # fmt: skip
+           lines_per_s=round(lines_per_second(lines, timed)), peak_rss_mib=timed.peak_rss_mib,
+           matching_lines=counted.read_text().strip(), exit=timed.returncode)  # fmt: skip
     return timed
 
 
@@ -156,7 +160,7 @@ def main() -> None:
         )
         ours = bench_irwatchd(name, log, args.lines, args.workdir)
         theirs = bench_fail2ban(name, kind, log, args.lines)
-        grep = bench_grep(name, kind, log, args.lines)
+        grep = bench_grep(name, kind, log, args.lines, args.workdir)
         detect = ours["detect"]
         scan = ours["scan"]
         if theirs is not None:

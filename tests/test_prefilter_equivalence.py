@@ -3,8 +3,8 @@
 Three ways to run the same rules over the same file must agree finding for finding:
 `Detector(rules, prefilter=False)` on every parsed line (the reference), the Hyperscan
 prefilter over parsed batches (`detect_stream`), and the raw-block syslog path (`detect_file`).
-The evaluation corpus supplies the lines; a second file mixes in the shapes that force the
-raw-block path to fall back (CR, invalid UTF-8, over-long lines, RFC 5424, JSON, empty lines).
+The evaluation corpus supplies the lines. A second file mixes in the shapes that force the
+fast paths to fall back: CR, invalid UTF-8, over-long lines, RFC 5424, JSON and empty lines.
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ READ_BYTES = 1 << 20
 _LATIN1 = re2.Options()
 _LATIN1.encoding = re2.Options.Encoding.LATIN1
 _LATIN1.log_errors = False
-# A line that would not be its own syslog view, found in one linear RE2 pass over a block:
-# a CR (which `iter_lines` strips from a line end), and a line that starts like RFC 5424
-# (`<PRI>` or `1 `); with `auto`, also a line whose first byte is not a month initial, since
-# `guess_source_type` could then guess another type.
+# Text that shows a line might not be its own syslog view, found in one linear RE2 pass over
+# a block. That is a CR, which `iter_lines` strips from a line end, or a line that starts
+# like RFC 5424 (`<PRI>` or `1 `). With `auto` it is also a line whose first byte is not a
+# month initial, because `guess_source_type` could then guess another type.
 _NOT_RAW_VIEW = {
     "syslog": re2.compile(rb"\r|(?:\A|\n)(?:<|1 )", _LATIN1),
     "auto": re2.compile(rb"\r|(?:\A|\n)[^JFMASOND]", _LATIN1),

@@ -26,8 +26,9 @@ class Re2Pattern:
     def __init__(self, pattern: str, options: re2.Options) -> None:
         self.pattern = pattern
         self.regexp = re2.compile(pattern, options)
-        # NOTE: `_regexp` is google-re2's C++ RE2 binding; its Match(anchor, bytes, pos, endpos)
-        # returns one (start, end) byte span per group, (-1, -1) for a group that did not take part.
+        # NOTE: `_regexp` is google-re2's binding of the C++ RE2 object, not a public API. Its
+        # Match(anchor, bytes, pos, endpos) returns one (start, end) byte span per group, and
+        # (-1, -1) for a group that did not take part.
         self._compiled = self.regexp._regexp
         self.index: dict[str, int] = dict(self.regexp.groupindex)
         # Same order as `re2` groupdict(), so dicts built from it compare and print the same.
