@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from typing import BinaryIO
@@ -33,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     """Detect findings in one file and print them; exit 65 when the input cannot be read."""
     loaded = load_config(args.config_path if args.config else default_config_path())
     detector = build_detector(loaded)
+    # Findings and records hold no reference cycles, so reference counting frees them. The
+    # cycle collector would otherwise walk every object after each 700 allocations; freeze
+    # what is loaded and collect young objects less often (about 10% of a large run).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     stream: BinaryIO
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
