@@ -69,6 +69,16 @@ CASES = [
         f"2024-03-08T13:14:19Z bastion sshd[811]: {MESSAGE}",
         datetime(2024, 3, 8, 13, 14, 19, tzinfo=UTC),
     ),
+    (
+        "traditional with year after the time",
+        f"Mar  8 15:14:19.123 2023 bastion sshd[811]: {MESSAGE}",
+        datetime(2023, 3, 8, 15, 14, 19, 123000, tzinfo=UTC),
+    ),
+    (
+        "iso 8601 with space and nanoseconds",
+        f"2024-03-08 15:14:19.123456789+05:30 bastion sshd[811]: {MESSAGE}",
+        datetime(2024, 3, 8, 9, 44, 19, 123456, tzinfo=UTC),
+    ),
     ("journald json", JOURNALD, datetime(2024, 3, 8, 15, 14, 19, 250000, tzinfo=UTC)),
 ]
 
