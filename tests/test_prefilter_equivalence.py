@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from irwatchd.config import load_config
-from irwatchd.detection import batch
+from irwatchd.detection import batch, parallel
 from irwatchd.detection.batch import StreamTotals, detect_file, detect_stream, records_from
 from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.finding import Finding
@@ -216,3 +216,32 @@ def test_split_traditional_matches_re2_header() -> None:
             assert groups[syslog._HEADER.index["year"]] is None, line
             assert groups[syslog._HEADER.index["year2"]] is None, line
     assert split_count > len(seeds), "too few lines took the split path to compare"
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_parallel_ranges_match_one_pass(
+    detectors: tuple[Detector, Detector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    _, prefiltered = detectors
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_JOB", 1024)
+    log = tmp_path / "awkward.log"
+    log.write_bytes(b"\n".join(_awkward_lines(random.Random(9), "auth.jsonl")))
+    moment = datetime(2026, 12, 4, tzinfo=UTC)
+
+    def render(finding: Finding) -> str:
+        return json.dumps(finding.to_detect_json()) + "\n"
+
+    with log.open("rb") as handle:
+        found = detect_file(prefiltered, handle, "auto", str(log), 300, now=moment)
+        single = "".join(render(item) for item in found)
+    ranges = parallel.split_ranges(str(log), jobs)
+    output = tmp_path / "parallel.jsonl"
+    with output.open("wb") as sink:
+        ok = parallel.write_findings_in_parallel(
+            prefiltered, str(log), ranges, "auto", 300, moment, render, sink
+        )
+
+    assert len(ranges) == jobs
+    assert ok
+    assert single
+    assert output.read_text() == single

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from irwatchd.config import default_config_path, load_config
 from irwatchd.detection.batch import detect_file
+from irwatchd.detection.engine import Detector
+from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
-from irwatchd.errors import EX_DATAERR, EX_OK
+from irwatchd.detection.parallel import FileRange, split_ranges, write_findings_in_parallel
+from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=["auto", "syslog", "access_log", "error_log", "json"],
         help="how to parse the lines (default: guessed per line)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes that read a large regular file in parallel ranges (default: 1)",
+    )
     parser.add_argument("file", help="log file to read, or - for standard input")
     parser.set_defaults(handler=run)
 
@@ -39,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     # what is loaded and collect young objects less often (about 10% of a large run).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    if args.jobs < 1:
+        print(f"irwatchd detect: --jobs {args.jobs} is invalid; pass 1 or more", file=sys.stderr)
+        return EX_USAGE
+    if args.jobs > 1 and args.file != "-" and os.path.isfile(args.file):
+        ranges = split_ranges(args.file, args.jobs)
+        if len(ranges) > 1:
+            return _detect_in_parallel(args, detector, ranges, loaded.config.max_line_bytes)
     stream: BinaryIO
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
@@ -56,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
             )
             for finding in findings:
-                out.write(json.dumps(finding.to_detect_json()) + "\n")
+                out.write(_render(finding))
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
         return EX_DATAERR
@@ -64,4 +82,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     out.flush()
+    return EX_OK
+
+
+def _render(finding: Finding) -> str:
+    return json.dumps(finding.to_detect_json()) + "\n"
+
+
+def _detect_in_parallel(
+    args: argparse.Namespace, detector: Detector, ranges: list[FileRange], max_line_bytes: int
+) -> int:
+    try:
+        ok = write_findings_in_parallel(
+            detector, args.file, ranges, args.source_type, max_line_bytes,
+            datetime.now(UTC), _render, sys.stdout.buffer,
+        )  # fmt: skip
+    except OSError as error:
+        print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
+        return EX_DATAERR
+    if not ok:
+        print(f"irwatchd detect: a worker failed on {args.file!r}; see the error above",
+              file=sys.stderr)  # fmt: skip
+        return EX_SOFTWARE
+    sys.stdout.flush()
     return EX_OK

@@ -90,20 +90,23 @@ def detect_file(
     *,
     now: datetime | None = None,
     totals: StreamTotals | None = None,
+    lines_before: int = 0,
+    offset_before: int = 0,
 ) -> Iterator[Finding]:
     """Yield the findings of a stream in line order, as `iter_lines` and `detect_stream` would.
 
-    `totals`, when given, is updated as lines are read.
+    `totals`, when given, is updated as lines are read. A stream that starts in the middle of
+    a file, at a line start, passes how many lines and bytes come before it there.
     """
     moment = now or datetime.now(UTC)
     counts = totals if totals is not None else StreamTotals()
+    number = lines_before
+    offset = offset_before
     if source_type not in ("auto", "syslog", "access_log"):
         yield from _detect_parsed(
-            detector, stream, source_type, path, max_line_bytes, moment, 0, 0, counts
+            detector, stream, source_type, path, max_line_bytes, moment, number, offset, counts
         )
         return
-    number = 0
-    offset = 0
     carry = b""
     while True:
         data = stream.read(READ_BYTES)

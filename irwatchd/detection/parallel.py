@@ -1,0 +1,150 @@
+"""Detect in one large file with several processes, each reading a range of whole lines.
+
+Detection of one line never depends on another, so a file split at line starts gives the same
+findings as one pass, as long as each range knows how many lines come before it. Each worker
+is a fork of the caller (the compiled rules are shared copy-on-write) and writes its output to
+its own temporary file; the caller copies the files out in range order, so the output is the
+same bytes as a single pass writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from irwatchd.detection.batch import detect_file
+from irwatchd.detection.engine import Detector
+from irwatchd.detection.finding import Finding
+
+MIN_BYTES_PER_JOB = 8 << 20
+"""Smaller files are read by one process: a fork and a range split cost more than they save."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """Whole lines of a file from byte `start` to `end` (None: to the end of the file)."""
+
+    start: int
+    end: int | None
+    lines_before: int
+
+
+def split_ranges(path: str, jobs: int) -> list[FileRange]:
+    """Split a file into at most `jobs` ranges that start at line starts."""
+    size = os.path.getsize(path)
+    jobs = max(1, min(jobs, size // MIN_BYTES_PER_JOB))
+    starts = [0]
+    with open(path, "rb") as handle:
+        for index in range(1, jobs):
+            handle.seek(size * index // jobs)
+            handle.readline()
+            position = handle.tell()
+            if starts[-1] < position < size:
+                starts.append(position)
+        counts = []
+        newlines = 0
+        handle.seek(0)
+        position = 0
+        for start in starts:
+            while position < start:
+                chunk = handle.read(min(1 << 20, start - position))
+                if not chunk:
+                    break
+                newlines += chunk.count(b"\n")
+                position += len(chunk)
+            counts.append(newlines)
+    ends: list[int | None] = [*starts[1:], None]
+    triples = zip(starts, ends, counts, strict=True)
+    return [FileRange(start, end, count) for start, end, count in triples]
+
+
+class _RangeReader:
+    """A read-only stream over `handle` that stops at byte `end` (or at the end of the file)."""
+
+    def __init__(self, handle: BinaryIO, end: int | None) -> None:
+        self._handle = handle
+        self._end = end
+
+    def read(self, size: int = -1) -> bytes:
+        if self._end is None:
+            return self._handle.read(size)
+        remaining = self._end - self._handle.tell()
+        if remaining <= 0:
+            return b""
+        return self._handle.read(remaining if size < 0 else min(size, remaining))
+
+
+def write_findings_in_parallel(
+    detector: Detector,
+    path: str,
+    ranges: list[FileRange],
+    source_type: str,
+    max_line_bytes: int,
+    now: datetime,
+    render: Callable[[Finding], str],
+    output: BinaryIO,
+) -> bool:
+    """Run one forked worker per range and copy their rendered findings to `output` in order.
+
+    Return False when a worker failed; its traceback is on standard error and nothing is
+    written, so a partial result never looks complete.
+    """
+    sinks = [tempfile.TemporaryFile() for _ in ranges]  # noqa: SIM115 - closed below
+    workers = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        for file_range, sink in zip(ranges, sinks, strict=True):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which exits without returning
+                _run_worker(
+                    detector, path, file_range, source_type, max_line_bytes, now, render, sink
+                )
+            workers.append(pid)
+        ok = True
+        for pid in workers:
+            _, status = os.waitpid(pid, 0)
+            ok = ok and os.waitstatus_to_exitcode(status) == 0
+        if ok:
+            for sink in sinks:
+                sink.seek(0)
+                shutil.copyfileobj(sink, output)
+        return ok
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+def _run_worker(
+    detector: Detector,
+    path: str,
+    file_range: FileRange,
+    source_type: str,
+    max_line_bytes: int,
+    now: datetime,
+    render: Callable[[Finding], str],
+    sink: BinaryIO,
+) -> None:  # pragma: no cover - runs in a forked child
+    code = 0
+    try:
+        with open(path, "rb") as handle, open(os.dup(sink.fileno()), "w", encoding="utf-8") as out:
+            handle.seek(file_range.start)
+            findings = detect_file(
+                detector, _RangeReader(handle, file_range.end), source_type, path, max_line_bytes,  # type: ignore[arg-type]
+                now=now, lines_before=file_range.lines_before, offset_before=file_range.start,
+            )  # fmt: skip
+            for finding in findings:
+                out.write(render(finding))
+    except BaseException:  # any failure must end the child with an error code
+        traceback.print_exc()
+        code = 70
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
