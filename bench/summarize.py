@@ -36,8 +36,9 @@ def main() -> None:
     results = parse(Path(sys.argv[1]))
     print("| command | lines/s | seconds | peak RSS MiB |")
     print("| --- | ---: | ---: | ---: |")
-    for kind in ("auth", "access"):
+    for kind in ("auth", "access", "auth_quiet"):
         print(row(results, f"{kind}.irwatchd_detect", f"{kind}: irwatchd detect"))
+        print(row(results, f"{kind}.irwatchd_detect_jobs2", f"{kind}: irwatchd detect --jobs 2"))
         print(row(results, f"{kind}.irwatchd_scan", f"{kind}: irwatchd scan"))
         for name in sorted(results):
             if name.startswith(f"{kind}.fail2ban_regex."):
@@ -45,7 +46,7 @@ def main() -> None:
                 print(row(results, name, label))
         print(row(results, f"{kind}.grep_cE", f"{kind}: LC_ALL=C grep -cE"))
     print()
-    for name in ("auth.ratio", "access.ratio", "live_latency", "burst.simulate", "burst.nftables",
+    for name in ("startup.detect_empty_file", "auth.ratio", "access.ratio", "auth_quiet.ratio", "live_latency", "burst.simulate", "burst.nftables",
                  "daemon_memory"):  # fmt: skip
         if name in results:
             pairs = ", ".join(f"{key} {value}" for key, value in results[name].items())

@@ -67,6 +67,12 @@ def bench_irwatchd(kind: str, log: Path, lines: int, workdir: Path) -> dict[str,
            lines_per_s=round(lines_per_second(lines, detect)), user_s=detect.user_seconds,
            peak_rss_mib=detect.peak_rss_mib, findings=findings, exit=detect.returncode)  # fmt: skip
     results["detect"] = detect
+    parallel = run_timed([*IRWATCHD, "detect", "--jobs", "2", str(log)], stdout=findings_path)
+    report(f"{kind}.irwatchd_detect_jobs2", lines=lines, seconds=parallel.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, parallel)), user_s=parallel.user_seconds,
+           peak_rss_mib=parallel.peak_rss_mib, findings=count_lines(findings_path),
+           exit=parallel.returncode)  # fmt: skip
+    results["detect_jobs2"] = parallel
     state = workdir / f"scan-state-{kind}"
     shutil.rmtree(state, ignore_errors=True)
     scan = run_timed([*IRWATCHD, "scan", "--state-dir", str(state), str(log)])
@@ -171,6 +177,7 @@ def main() -> None:
         if theirs is not None:
             report(f"{name}.ratio",
                    detect_vs_fail2ban=ratio(theirs.wall_seconds, detect.wall_seconds),
+                   detect_jobs2_vs_fail2ban=ratio(theirs.wall_seconds, ours["detect_jobs2"].wall_seconds),
                    scan_vs_fail2ban=ratio(theirs.wall_seconds, scan.wall_seconds),
                    fail2ban_rss_over_detect_rss=ratio(theirs.peak_rss_mib or 0, detect.peak_rss_mib or 0),
                    fail2ban_rss_over_scan_rss=ratio(theirs.peak_rss_mib or 0, scan.peak_rss_mib or 0))  # fmt: skip
