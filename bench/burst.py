@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR / "burst")
     parser.add_argument("--sources", type=int, default=10_000)
     parser.add_argument("--backend", choices=["simulate", "nftables"], default="simulate")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for all blocks")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for all blocks")
     parser.add_argument("--seed", type=int, default=20261204)
     args = parser.parse_args()
     report("machine", **machine_facts())
@@ -118,7 +118,8 @@ def main() -> None:
                nft_all_elements_after_last_write_s=(nft_done - last_write) if nft_done else ("timeout" if netns else "n/a"),
                daemon_peak_rss_mib=daemon.peak_rss_mib())  # fmt: skip
     finally:
-        daemon.stop()
+        # A daemon still busy with the burst may not stop in time and is then killed.
+        daemon.stop(timeout=20)
         if netns is not None:
             subprocess.run([IP, "netns", "del", netns], check=False, timeout=30)
         shutil.rmtree(args.workdir / "state" / "forensics", ignore_errors=True)

@@ -2,18 +2,25 @@
 # Run every benchmark in sequence and keep the output; see docs/benchmarks.md for what each
 # line means. Needs GNU time and fail2ban (apt-get install -y time fail2ban); the nftables
 # burst also needs root, /usr/sbin/ip and /usr/sbin/nft, and is skipped without them.
+# Usage: bench/run_all.sh [RESULTS_FILE] [all|daemon|throughput]
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${PYTHON:-python3}"
 out="${1:-${TMPDIR:-/tmp}/irwatchd-bench/results-$(date -u +%Y%m%dT%H%M%SZ).txt}"
+part="${2:-all}"
 mkdir -p "$(dirname "$out")"
+stamp() { echo "bench: $1 utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' _)"; }
 {
-    echo "bench: start utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' _)"
-    "$python" "$here/throughput.py"
-    "$python" "$here/live_latency.py"
-    "$python" "$here/burst.py" --backend simulate
-    "$python" "$here/burst.py" --backend nftables
-    "$python" "$here/daemon_memory.py"
-    echo "bench: end utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' _)"
-} 2>&1 | tee "$out"
+    stamp start
+    if [ "$part" != daemon ]; then
+        "$python" "$here/throughput.py"
+        "$python" "$here/live_latency.py"
+    fi
+    if [ "$part" != throughput ]; then
+        "$python" "$here/burst.py" --backend simulate
+        "$python" "$here/burst.py" --backend nftables
+        "$python" "$here/daemon_memory.py"
+    fi
+    stamp end
+} 2>&1 | tee -a "$out"
 echo "results saved in $out"
