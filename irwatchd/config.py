@@ -93,14 +93,20 @@ def _default_correlation() -> list[CorrelationSpec]:
     ]
 
 
+def _actions(*names: Action) -> list[Action]:
+    return list(names)
+
+
 class Policy(_Model):
     """The actions each severity calls for; every finding and action is audited regardless."""
 
-    low: list[Action] = Field(default_factory=lambda: ["audit"])
-    medium: list[Action] = Field(default_factory=lambda: ["audit", "alert"])
-    high: list[Action] = Field(default_factory=lambda: ["audit", "alert", "ticket", "block"])
+    low: list[Action] = Field(default_factory=lambda: _actions("audit"))
+    medium: list[Action] = Field(default_factory=lambda: _actions("audit", "alert"))
+    high: list[Action] = Field(
+        default_factory=lambda: _actions("audit", "alert", "ticket", "block")
+    )
     critical: list[Action] = Field(
-        default_factory=lambda: ["audit", "alert", "ticket", "block", "forensics"]
+        default_factory=lambda: _actions("audit", "alert", "ticket", "block", "forensics")
     )
 
     def actions_for(self, severity: str) -> list[str]:

@@ -62,7 +62,7 @@ def line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
     line = getattr(document, "line", None)
     node = document
     for part in location:
-        if isinstance(node, LineDict) and part in node:
+        if isinstance(node, LineDict) and isinstance(part, str) and part in node:
             line = node.key_lines.get(str(part), line)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):

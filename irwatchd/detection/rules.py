@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from irwatchd.detection.finding import CATEGORIES, SEVERITIES
 from irwatchd.errors import ConfigError, Problem
@@ -105,7 +106,7 @@ class Rule:
     override: bool = False
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     message = str(error["msg"])
     expected = error.get("ctx", {}).get("expected")
     if error["type"] == "extra_forbidden":
