@@ -274,7 +274,8 @@ class Detector:
         findings = []
         seen_categories = set()
         allowed = self._ids_by_type.get(record.source_type, set())
-        for rule_id in sorted(rule_ids, key=self._rank.__getitem__):
+        ordered = rule_ids if len(rule_ids) == 1 else sorted(rule_ids, key=self._rank.__getitem__)
+        for rule_id in ordered:
             compiled = self._by_id[rule_id]
             if rule_id not in allowed or compiled.rule.category in seen_categories:
                 continue

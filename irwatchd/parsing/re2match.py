@@ -16,9 +16,9 @@ _NO_SPAN = (-1, -1)
 
 
 class Re2Pattern:
-    """An RE2 pattern whose `search` returns its groups as a tuple of strings (None if unset).
+    """An RE2 pattern whose `search` returns its groups as a list of strings (None if unset).
 
-    `index[name]` is the position of a named group in that tuple; position 0 is the whole match.
+    `index[name]` is the position of a named group in that list; position 0 is the whole match.
     """
 
     __slots__ = ("_compiled", "index", "names", "pattern", "regexp")
@@ -34,7 +34,7 @@ class Re2Pattern:
         # Same order as `re2` groupdict(), so dicts built from it compare and print the same.
         self.names: tuple[tuple[str, int], ...] = tuple(self.index.items())
 
-    def search(self, text: str) -> tuple[str | None, ...] | None:
+    def search(self, text: str) -> list[str | None] | None:
         """Search `text`; return the whole match and every group, or None when there is no match."""
         data = text.encode()
         spans = self._compiled.Match(_UNANCHORED, data, 0, len(data))
@@ -42,19 +42,20 @@ class Re2Pattern:
             return None
         if len(data) == len(text):
             # ASCII text: byte offsets are character offsets.
-            return tuple(None if span == _NO_SPAN else text[span[0] : span[1]] for span in spans)
+            return [None if start < 0 else text[start:end] for start, end in spans]
         # RE2 matches UTF-8 at character boundaries, so every span decodes on its own.
-        return tuple(
-            None if span == _NO_SPAN else data[span[0] : span[1]].decode() for span in spans
-        )
+        return [None if start < 0 else data[start:end].decode() for start, end in spans]
 
     def search_named(self, text: str) -> dict[str, str] | None:
         """Search `text`; return the named groups that took part, or None when there is no match."""
         groups = self.search(text)
         if groups is None:
             return None
-        named = {name: groups[position] for name, position in self.names}
-        return {name: value for name, value in named.items() if value is not None}
+        return {
+            name: groups[position]  # type: ignore[misc]
+            for name, position in self.names
+            if groups[position] is not None
+        }
 
     def matches(self, text: str) -> bool:
         """Return whether the pattern matches anywhere in `text`."""

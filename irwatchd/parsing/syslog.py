@@ -89,11 +89,13 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     day = line[position:day_end]
     position = day_end + 1
     clock = line[position : position + 8]
+    # isdigit() also accepts non-ASCII digits, so each digit check needs isascii() as well.
     if (
         len(clock) != 8
         or clock[2] != ":"
         or clock[5] != ":"
-        or not all(clock[index] in _DIGITS for index in (0, 1, 3, 4, 6, 7))
+        or not clock.isascii()
+        or not (clock[:2].isdigit() and clock[3:5].isdigit() and clock[6:].isdigit())
         or line[position + 8 : position + 9] != " "
     ):
         return None
@@ -102,7 +104,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     if host_end <= host_start:
         return None
     host = line[host_start:host_end]
-    if len(host) == 4 and all(char in _DIGITS for char in host):
+    if len(host) == 4 and host.isascii() and host.isdigit():
         return None  # maybe a year after the clock
     if not _RE2_SPACE.isdisjoint(host):
         return None
