@@ -62,8 +62,6 @@ _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset("0123456789")
 _RE2_SPACE = frozenset("\t\n\f\r ")
 """What RE2's `\\s` matches: ASCII whitespace without the vertical tab."""
-_NOT_IN_TAG = _RE2_SPACE | {"[", ":"}
-_NOT_IN_PID = _RE2_SPACE | {"]"}
 
 
 def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, str] | None:
@@ -109,21 +107,21 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     if not _RE2_SPACE.isdisjoint(host):
         return None
     tag_start = host_end + 1
-    tag_end = tag_start
-    while tag_end < len(line) and line[tag_end] not in _NOT_IN_TAG:
-        tag_end += 1
-    if tag_end == tag_start or tag_end == len(line):
+    # The tag runs to the first space, `[` or `:`; other whitespace in it goes to RE2.
+    ends = [line.find(mark, tag_start) for mark in (" ", "[", ":")]
+    tag_end = min((end for end in ends if end >= 0), default=-1)
+    if tag_end <= tag_start or not _RE2_SPACE.isdisjoint(line[tag_start:tag_end]):
         return None
     pid = None
     if line[tag_end] == ":":
         message_start = tag_end + 1
     elif line[tag_end] == "[":
-        pid_end = tag_end + 1
-        while pid_end < len(line) and line[pid_end] not in _NOT_IN_PID:
-            pid_end += 1
-        if line[pid_end : pid_end + 2] != "]:":
+        pid_end = line.find("]", tag_end + 1)
+        if pid_end < 0 or line[pid_end + 1 : pid_end + 2] != ":":
             return None
         pid = line[tag_end + 1 : pid_end]
+        if not _RE2_SPACE.isdisjoint(pid):
+            return None
         message_start = pid_end + 2
     else:
         return None
