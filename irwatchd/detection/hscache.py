@@ -26,6 +26,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 CACHE_ENV = "IRWATCHD_CACHE_DIR"
+MAX_ENTRIES = 16
+"""Databases kept; each rule edit adds one (about 3 MiB for the default rules' web database)."""
 
 
 def cache_dir() -> Path | None:
@@ -84,6 +86,14 @@ def load_or_compile(
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".hyperscan-", delete=False) as handle:
             handle.write(hyperscan.dumpb(database))
         os.replace(handle.name, path)
+        _prune(folder)
     except OSError as error:
         log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
     return database
+
+
+def _prune(folder: Path) -> None:
+    """Delete all but the `MAX_ENTRIES` most recently written databases."""
+    entries = sorted(folder.glob("hyperscan-*.db"), key=lambda item: item.stat().st_mtime)
+    for stale in entries[:-MAX_ENTRIES]:
+        stale.unlink(missing_ok=True)
