@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from irwatchd.config import load_config
-from irwatchd.detection import batch, parallel
+from irwatchd.detection import batch, hscache, parallel
 from irwatchd.detection.batch import StreamTotals, detect_file, detect_stream, records_from
 from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.finding import Finding
@@ -245,3 +245,31 @@ def test_parallel_ranges_match_one_pass(
     assert ok
     assert single
     assert output.read_text() == single
+
+
+def test_hyperscan_cache_reuses_private_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(hscache.CACHE_ENV, str(folder))
+    compiles = []
+
+    def compile_database() -> object:
+        compiles.append(1)
+        database = hyperscan.Database()
+        database.compile(expressions=[b"Failed password"], flags=[hyperscan.HS_FLAG_PREFILTER])
+        return database
+
+    expressions, flags = [b"Failed password"], [hyperscan.HS_FLAG_PREFILTER]
+    hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
+    loaded = hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
+    hits: list[int] = []
+    loaded.scan(
+        b"sshd[1]: Failed password for root", match_event_handler=lambda *hit: hits.append(hit[2])
+    )
+
+    assert len(compiles) == 1, "the second call compiled instead of loading the cache"
+    assert hits, "the loaded database found nothing"
+    folder.chmod(0o777)
+    hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
+    assert len(compiles) == 2, "a folder others can write was trusted"
