@@ -214,8 +214,21 @@ class SyslogChannel(_Channel):
 
     type: Literal["syslog"]
     address: str = "/dev/log"
-    facility: Literal["auth", "authpriv", "daemon", "local0", "local1", "local2", "local3",
-                      "local4", "local5", "local6", "local7", "security", "user"] = "authpriv"
+    facility: Literal[
+        "auth",
+        "authpriv",
+        "daemon",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
+        "security",
+        "user",
+    ] = "authpriv"
     timeout_seconds: float = Field(default=5, gt=0)
 
 
@@ -326,8 +339,7 @@ class Metrics(_Model):
             host = ""
         if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(
-                f"{value!r} must be an IP address and a port, such as 127.0.0.1:9117 or "
-                "[::1]:9117"
+                f"{value!r} must be an IP address and a port, such as 127.0.0.1:9117 or [::1]:9117"
             )
         return value
 

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def write_json_atomic(path: Path, document: Any, *, mode: int = 0o640) -> None:
-    """Replace `path` with `document` as JSON, so readers see the old or the new file, never a mix."""
+    """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -108,14 +108,18 @@ def scan(
     collection_folder = paths.reports / "collections" / stamp
     entries = collect(files, collection_folder)
     result.collection_path = collection_folder / "collection.json"
-    write_json_atomic(result.collection_path, {"collected_at": format_rfc3339(started), "files": entries})
+    write_json_atomic(
+        result.collection_path, {"collected_at": format_rfc3339(started), "files": entries}
+    )
     simulated = loaded.config.model_copy(
         update={"blocking": loaded.config.blocking.model_copy(update={"backend": "simulate"})}
     )
     audit = AuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), paths, audit, live=False)
     try:
-        audit.append(action_record("scan_started", "success", details={"files": [str(f) for f in files]}))
+        audit.append(
+            action_record("scan_started", "success", details={"files": [str(f) for f in files]})
+        )
         for path in files:
             if is_binary(str(path)):
                 log.warning("scan_binary_skipped", path=str(path))

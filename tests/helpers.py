@@ -55,7 +55,9 @@ def irwatchd_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "irwatchd", *args]
 
 
-def run_cli(*args: str, input_text: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, input_text: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run one irwatchd command to completion and return its result."""
     return subprocess.run(
         irwatchd_command(*args), cwd=ROOT, input=input_text, capture_output=True,
@@ -66,7 +68,9 @@ def run_cli(*args: str, input_text: str | None = None, timeout: float = 60) -> s
 class DaemonProcess:
     """A running `irwatchd run` subprocess with its state directory."""
 
-    def __init__(self, process: subprocess.Popen[bytes], state_dir: Path, stderr_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], state_dir: Path, stderr_path: Path
+    ) -> None:
         self.process = process
         self.state_dir = state_dir
         self.stderr_path = stderr_path
@@ -77,7 +81,9 @@ class DaemonProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the daemon has logged that it started."""
-        wait_until(lambda: "daemon_started" in self.log_text() or self.process.poll() is not None, timeout)
+        wait_until(
+            lambda: "daemon_started" in self.log_text() or self.process.poll() is not None, timeout
+        )
         assert self.process.poll() is None, f"daemon exited early:\n{self.log_text()}"
 
     def signal(self, number: int) -> None:
@@ -93,7 +99,11 @@ class DaemonProcess:
 
 @contextmanager
 def running_daemon(
-    state_dir: Path, watches: list[str], *extra: str, config: Path = CONFIG, env: dict[str, str] | None = None
+    state_dir: Path,
+    watches: list[str],
+    *extra: str,
+    config: Path = CONFIG,
+    env: dict[str, str] | None = None,
 ) -> Iterator[DaemonProcess]:
     """Start `irwatchd run` on the given watches, wait until it is ready, and stop it afterwards."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +208,12 @@ def sequence_counts(originals: Iterable[str]) -> Counter[int]:
 
 
 def start_daemon(
-    state_dir: Path, watches: list[str], *extra: str, config: Path,
-    prefix: tuple[str, ...] = (), env: dict[str, str] | None = None,
+    state_dir: Path,
+    watches: list[str],
+    *extra: str,
+    config: Path,
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> DaemonProcess:
     """Start `irwatchd run` (after the `prefix` command, such as setpriv) and wait until ready.
 

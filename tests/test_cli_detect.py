@@ -8,7 +8,9 @@ from pathlib import Path
 from tests.helpers import run_cli
 
 FAILED = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for invalid user webmaster from 192.0.2.1 port 38926 ssh2"
-ACCEPTED = "Dec 10 06:55:49 LabSZ sshd[24200]: Accepted password for fztu from 192.0.2.1 port 38926 ssh2"
+ACCEPTED = (
+    "Dec 10 06:55:49 LabSZ sshd[24200]: Accepted password for fztu from 192.0.2.1 port 38926 ssh2"
+)
 
 
 def test_detect_prints_one_object_per_finding(tmp_path: Path) -> None:
@@ -46,7 +48,9 @@ def test_detect_unreadable_input_exits_65(tmp_path: Path) -> None:
 
 def test_detect_survives_hostile_bytes(tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
-    log.write_bytes(b"\xff\xfe\x00garbage\x00\n" + b"A" * 200_000 + b"\n" + FAILED.encode() + b"\r\n")
+    log.write_bytes(
+        b"\xff\xfe\x00garbage\x00\n" + b"A" * 200_000 + b"\n" + FAILED.encode() + b"\r\n"
+    )
     result = run_cli("detect", "--source-type", "syslog", str(log))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]

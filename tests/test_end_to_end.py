@@ -79,7 +79,10 @@ def test_attack_lines_produce_audited_responses(tmp_path: Path) -> None:
     assert jndi[0]["irwatchd"]["severity"] == "critical"
     assert jndi[0]["source"]["ip"] == log4shell["ip"]
 
-    tickets = {path.name: json.loads(path.read_text()) for path in (state / "alerts" / "tickets").glob("*.json")}
+    tickets = {
+        path.name: json.loads(path.read_text())
+        for path in (state / "alerts" / "tickets").glob("*.json")
+    }
     brute_ticket = next(t for t in tickets.values() if t["category"] == "brute_force")
     assert brute_ticket["source_ip"] == source
     assert brute_ticket["severity"] == "high"

@@ -60,7 +60,9 @@ def action_record(
     """Build the audit record of one action (block, alert, ticket, forensics, reload, ...)."""
     document: dict[str, Any] = {
         "event": {"kind": "event", "category": ["process"], "action": action, "outcome": outcome},
-        "source": {"ip": source_ip if source_ip is not None else (finding.source_ip if finding else None)},
+        "source": {
+            "ip": source_ip if source_ip is not None else (finding.source_ip if finding else None)
+        },
         "irwatchd": {"incident_id": incident_id} | (details or {}),
     }
     if finding is not None:

@@ -1,4 +1,4 @@
-"""Source address clean-up: the only way an address found in a log line becomes a finding's source."""
+"""Source address clean-up: the one path from an address in a log line to a finding's source."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from irwatchd.parsing.record import SOURCE_TYPES, LogRecord
 try:
     import hyperscan
 except ImportError:  # pragma: no cover - the pinned wheel exists for x86_64 and aarch64
-    hyperscan = None
+    hyperscan = None  # type: ignore[assignment]
 
 log = structlog.get_logger(__name__)
 

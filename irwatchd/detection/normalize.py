@@ -35,9 +35,23 @@ _OVERLONG_RAW = re2.compile(r"[\xc0\xc1][\x80-\xff]", _OPTIONS)
 # slash and the set minus used as path separators, and curly or prime apostrophes that
 # best-fit character conversion turns into a SQL quote.
 _LOOKALIKES = str.maketrans(
-    {"\uff0e": ".", "\uff0f": "/", "\uff3c": "\\", "\u2215": "/", "\u2216": "\\", "\u2044": "/",
-     "\uff1c": "<", "\uff1e": ">", "\u2024": ".", "\ufe52": ".",
-     "\u2018": "'", "\u2019": "'", "\u2032": "'", "\uff07": "'", "\u02bc": "'"}
+    {
+        "\uff0e": ".",
+        "\uff0f": "/",
+        "\uff3c": "\\",
+        "\u2215": "/",
+        "\u2216": "\\",
+        "\u2044": "/",
+        "\uff1c": "<",
+        "\uff1e": ">",
+        "\u2024": ".",
+        "\ufe52": ".",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u2032": "'",
+        "\uff07": "'",
+        "\u02bc": "'",
+    }
 )
 # (?s): a comment may span the CR and LF an attacker puts inside it.
 _SQL_COMMENT = re2.compile(r"(?s)/\*.*?\*/", _OPTIONS)
@@ -46,7 +60,7 @@ _WHITESPACE = re2.compile(r"[\s\x0b]+", _OPTIONS)
 
 
 def _apache_unescape(match: re2._Match) -> str:
-    escaped = match.group(1)
+    escaped = str(match.group(1))
     if escaped.startswith("x") and len(escaped) == 3:
         return chr(int(escaped[1:], 16))
     return {"n": "\n", "r": "\r", "t": "\t", "v": "\x0b"}.get(escaped, escaped)
@@ -56,7 +70,7 @@ def unescape_apache(text: str) -> str:
     """Undo the backslash escapes Apache and nginx write for quotes and unprintable bytes."""
     if "\\" not in text:
         return text
-    return _APACHE_ESCAPE.sub(_apache_unescape, text)
+    return str(_APACHE_ESCAPE.sub(_apache_unescape, text))
 
 
 def url_decode(text: str, *, plus_as_space: bool) -> str:
@@ -84,7 +98,7 @@ def _overlong_escape(match: re2._Match) -> str:
     for value in values[1:]:
         code = (code << 6) | (value & 0x3F)
     if code >= 0x80:
-        return match.group(0)
+        return str(match.group(0))
     return f"%{code:02x}"
 
 
@@ -98,7 +112,10 @@ def _visible_control(match: re2._Match) -> str:
 
 
 def canonical(text: str) -> str:
-    """Decode HTML entities, show control bytes as `\\xNN`, drop SQL comments, fold case and spaces."""
+    """Decode HTML entities, show control bytes as `\\xNN`, drop SQL comments.
+
+    Case is folded to lower case and runs of whitespace become one space.
+    """
     if "&" in text:
         text = html.unescape(text)
     if "/*" in text:

@@ -1,1 +1,4 @@
-"""Parsing: turn one raw log line into a `LogRecord` with its time, host, program and the text the detector reads."""
+"""Parsing: one raw log line becomes a `LogRecord`.
+
+The record holds the line's time, host and program, and the text the detector reads.
+"""

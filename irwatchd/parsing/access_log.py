@@ -66,7 +66,7 @@ def parse_access(line: str) -> AccessEntry | None:
     return AccessEntry(
         client=match[_CLIENT],  # type: ignore[arg-type]
         user=None if user == "-" else user,
-        time=parse_clf(match[_TIME]),  # type: ignore[arg-type]
+        time=parse_clf(match[_TIME]),
         method=method,
         target=target,
         protocol=protocol,

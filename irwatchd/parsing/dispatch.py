@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from irwatchd.detection.normalize import normalise_header, normalise_target
 from irwatchd.parsing.access_log import parse_access
@@ -54,7 +55,12 @@ def parse_line(
 ) -> LogRecord:
     """Parse one decoded line; a line that does not fit its type keeps the raw text as its view."""
     kind = guess_source_type(raw) if source_type == "auto" else source_type
-    where = {"path": path, "line_number": line_number, "offset": offset, "raw_sha256": raw_sha256}
+    where: dict[str, Any] = {
+        "path": path,
+        "line_number": line_number,
+        "offset": offset,
+        "raw_sha256": raw_sha256,
+    }
     if kind == "access_log":
         entry = parse_access(raw)
         if entry is not None:

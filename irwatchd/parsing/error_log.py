@@ -19,9 +19,7 @@ _APACHE = re2.compile(
     _OPTIONS,
 )
 # nginx: 2024/03/08 15:14:19 [error] 1234#0: *1 message, client: 1.2.3.4, server: x, ...
-_NGINX = re2.compile(
-    r"^(?P<date>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\] \d+#\d+: ", _OPTIONS
-)
+_NGINX = re2.compile(r"^(?P<date>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\] \d+#\d+: ", _OPTIONS)
 _NGINX_CLIENT = re2.compile(r", client: (?P<client>[^,\s]+), server: ", _OPTIONS)
 
 

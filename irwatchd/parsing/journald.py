@@ -49,10 +49,10 @@ def parse_json(line: str) -> JsonEntry | None:
         tag = f"{program}[{pid}]" if pid else f"{program}"
         # The view has the syslog shape, so syslog rules apply to journald unchanged.
         return JsonEntry(moment, host, program, f"{host or '-'} {tag}: {message}")
-    message = None
+    text: str | None = None
     for key in ("message", "msg", "log"):
         if isinstance(document.get(key), str):
-            message = document[key]
+            text = document[key]
             break
     moment = None
     for key in ("@timestamp", "timestamp", "time", "ts"):
@@ -60,4 +60,4 @@ def parse_json(line: str) -> JsonEntry | None:
             moment = parse_iso8601(document[key])
             break
     host = _text(document.get("host") or document.get("hostname"))
-    return JsonEntry(moment, host, None, message if message is not None else line)
+    return JsonEntry(moment, host, None, text if text is not None else line)

@@ -1,4 +1,4 @@
-"""Syslog headers: traditional (RFC 3164, with or without year and fractions), ISO 8601, RFC 5424."""
+"""Syslog headers: RFC 3164 (with or without year and fractions), ISO 8601 and RFC 5424."""
 
 from __future__ import annotations
 

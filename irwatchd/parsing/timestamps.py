@@ -54,8 +54,14 @@ def parse_bsd(month: str, day: str, clock: str, year: str | None, now: datetime)
         microsecond = int((fraction + "000000")[:6]) if fraction else 0
         base_year = int(year) if year else now.year
         parsed = datetime(
-            base_year, month_number, int(day), int(hours), int(minutes), int(whole),
-            microsecond, tzinfo=UTC,
+            base_year,
+            month_number,
+            int(day),
+            int(hours),
+            int(minutes),
+            int(whole),
+            microsecond,
+            tzinfo=UTC,
         )
     except ValueError:
         return None
