@@ -7,14 +7,20 @@ always simulated, because the sources of an old attack may be long gone or reass
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import json
+import lzma
 import os
 import shutil
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import structlog
 
@@ -27,7 +33,7 @@ from irwatchd.errors import InputError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.responder import Responder, StatePaths
-from irwatchd.sources.tailer import SKIPPED_SUFFIXES, is_binary
+from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
 log = structlog.get_logger(__name__)
 
@@ -47,20 +53,56 @@ class ScanResult:
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
-    """Expand directories into their regular files; raise `InputError` for a missing path."""
+    """Expand folders, recursively, into their regular files; raise `InputError` for a missing path.
+
+    Compressed rotated logs are kept: `open_log` reads them through the matching decompressor.
+    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.is_file() and not child.name.endswith(SKIPPED_SUFFIXES):
-                    files.append(child)
+            for folder, subfolders, names in os.walk(path):
+                subfolders.sort()
+                files.extend(
+                    Path(folder) / name
+                    for name in sorted(names)
+                    if (Path(folder) / name).is_file() and not name.startswith(".")
+                )
         elif path.is_file():
             files.append(path)
         else:
-            raise InputError(f"{raw!r} does not exist or is not a file or directory; "
-                             "pass log files or folders to scan")  # fmt: skip
+            raise InputError(
+                f"{raw!r} does not exist or is not a file or directory; "
+                "pass log files or folders to scan"
+            )
     return files
+
+
+_DECOMPRESSORS: dict[str, Callable[..., Any]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+    ".lzma": lzma.open,
+}
+
+
+def open_log(path: Path) -> BinaryIO | None:
+    """Open a log for reading, decompressing gzip, bzip2 and xz; None for other compressions."""
+    opener = _DECOMPRESSORS.get(path.suffix)
+    if opener is not None:
+        return cast(BinaryIO, opener(path, "rb"))
+    if path.name.endswith(SKIPPED_SUFFIXES):
+        return None
+    return path.open("rb")
+
+
+def _is_text(stream: BinaryIO) -> bool:
+    """Guess from the first 4 KiB whether a stream is text, as the tailer does for files."""
+    head = stream.read(4096)
+    if not head:
+        return True
+    control = sum(1 for byte in head if byte < 9 or 13 < byte < 32)
+    return control / len(head) <= 0.3
 
 
 def _sha256(path: Path) -> str:
@@ -120,28 +162,31 @@ def scan(
         audit.append(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
         )
-        for path in files:
-            if is_binary(str(path)):
-                log.warning("scan_binary_skipped", path=str(path))
-                result.files.append({"path": str(path), "lines": 0, "skipped": "binary"})
-                continue
-            totals = StreamTotals()
-            with path.open("rb") as handle:
-                findings = detect_file(
-                    detector, handle, source_type, str(path.resolve()),
-                    loaded.config.max_line_bytes, totals=totals,
-                )  # fmt: skip
-                for finding in findings:
-                    result.findings += 1
-                    responder.handle(finding)
-            lines_in_file = totals.lines
-            result.lines += lines_in_file
-            result.files.append({"path": str(path), "lines": lines_in_file})
         audit.sync()
-        for incident in responder.incidents.open_incidents():
-            result.by_category[incident.category] += incident.count
-            result.by_severity[incident.severity] += incident.count
-            result.by_source[incident.source_ip or "unknown"] += incident.count
+        audit_start = paths.audit_log.stat().st_size
+        for path in files:
+            result.files.append(_scan_file(path, detector, responder, loaded, source_type, result))
+        audit.sync()
+        records = _audit_records_since(paths.audit_log, audit_start)
+        findings = [r for r in records if r["event"]["action"] == "finding"]
+        result.findings = len(findings)  # correlated findings included
+        incident_ids = {r["irwatchd"].get("incident_id") for r in findings}
+        for record in findings:
+            result.by_category[record["irwatchd"]["category"]] += 1
+            result.by_severity[record["irwatchd"]["severity"]] += 1
+            result.by_source[(record.get("source") or {}).get("ip") or "unknown"] += 1
+        blocked = sorted(
+            {
+                r["source"]["ip"]
+                for r in records
+                if r["event"]["action"] == "block" and r["event"].get("outcome") == "success"
+            }
+        )
+        incidents = [
+            incident.to_json()
+            for incident in responder.incidents.open_incidents()
+            if incident.id in incident_ids
+        ]
         report = {
             "report_type": "irwatchd-incident-report",
             "generated_at": format_rfc3339(datetime.now(UTC)),
@@ -149,14 +194,14 @@ def scan(
             "collection": str(result.collection_path),
             "files": result.files,
             "lines_read": result.lines,
-            "findings": result.findings,
+            "findings": len(findings),
             "counts": {
                 "by_category": dict(result.by_category.most_common()),
                 "by_severity": dict(result.by_severity.most_common()),
                 "by_source_ip": dict(result.by_source.most_common()),
             },
-            "incidents": [incident.to_json() for incident in responder.incidents.open_incidents()],
-            "blocks_simulated": sorted(responder.blocks.active()),
+            "incidents": incidents,
+            "blocks_simulated": blocked,
         }
         result.report_path = paths.reports / "incidents" / f"incident-report-{stamp}.json"
         write_json_atomic(result.report_path, report)
@@ -167,3 +212,51 @@ def scan(
         responder.close()
         audit.close()
     return result
+
+
+def _scan_file(
+    path: Path,
+    detector: Detector,
+    responder: Responder,
+    loaded: LoadedConfig,
+    source_type: str,
+    result: ScanResult,
+) -> dict[str, Any]:
+    """Detect and respond to one file; return its entry for the report."""
+    try:
+        stream = open_log(path)
+    except OSError as error:
+        log.warning("scan_file_unreadable", path=str(path), error=str(error))
+        return {"path": str(path), "lines": 0, "skipped": f"unreadable: {error.strerror}"}
+    if stream is None:
+        log.warning("scan_compression_unsupported", path=str(path),
+                    hint="decompress it first; gzip, bzip2 and xz are read directly")  # fmt: skip
+        return {"path": str(path), "lines": 0, "skipped": "unsupported compression"}
+    totals = StreamTotals()
+    with stream:
+        try:
+            if not _is_text(stream):
+                log.warning("scan_binary_skipped", path=str(path))
+                return {"path": str(path), "lines": 0, "skipped": "binary"}
+            stream.seek(0)
+            findings = detect_file(
+                detector, stream, source_type, str(path.resolve()),
+                loaded.config.max_line_bytes, totals=totals,
+            )  # fmt: skip
+            for finding in findings:
+                result.findings += 1
+                responder.handle(finding)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+            log.warning("scan_file_damaged", path=str(path), error=str(error),
+                        lines_read=totals.lines)  # fmt: skip
+            result.lines += totals.lines
+            return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
+    result.lines += totals.lines
+    return {"path": str(path), "lines": totals.lines}
+
+
+def _audit_records_since(path: Path, offset: int) -> list[dict[str, Any]]:
+    """Return the audit records written after byte `offset`: the ones this scan added."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return [json.loads(line) for line in handle if line.strip()]

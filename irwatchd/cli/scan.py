@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"scanned {len(result.files)} file(s), {result.lines} lines, {result.findings} findings")
     for category, count in result.by_category.most_common():
         print(f"  {category:<24}{count:>8}")
+    for entry in result.files:
+        if "skipped" in entry:
+            print(f"skipped {entry['path']}: {entry['skipped']}")
     print(f"collection: {result.collection_path}")
     print(f"report: {result.report_path}")
     return EX_OK

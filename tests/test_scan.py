@@ -1,0 +1,67 @@
+"""`irwatchd scan`: one pass over old logs, compressed ones included, with a report of that pass."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from tests.helpers import ROOT, run_cli
+
+SAMPLES = ROOT / "samples"
+
+
+def _report(state: Path) -> dict:
+    reports = sorted((state / "reports" / "incidents").glob("incident-report-*.json"))
+    assert len(reports) == 1
+    return json.loads(reports[0].read_text())
+
+
+def test_scan_reads_folders_recursively_and_compressed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    (logs / "nginx").mkdir(parents=True)
+    (logs / "auth.log").write_bytes((SAMPLES / "auth.log").read_bytes())
+    with gzip.open(logs / "nginx" / "access.log.1.gz", "wb") as handle:
+        handle.write((SAMPLES / "access.log").read_bytes())
+    (logs / "wtmp").write_bytes(b"\x00\x01\x02\x03" * 100)
+    (logs / "old.log.zst").write_bytes(b"(\xb5/\xfd not really zstd")
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(logs))
+    assert result.returncode == 0, result.stderr
+    report = _report(state)
+    entries = {Path(entry["path"]).name: entry for entry in report["files"]}
+    assert entries["auth.log"]["lines"] == 60
+    assert entries["access.log.1.gz"]["lines"] == 40
+    assert entries["wtmp"]["skipped"] == "binary"
+    assert entries["old.log.zst"]["skipped"] == "unsupported compression"
+    counts = report["counts"]["by_category"]
+    assert counts["brute_force"] == 1
+    assert counts["jndi_injection"] >= 1
+    assert sum(counts.values()) == report["findings"]
+    assert sum(report["counts"]["by_severity"].values()) == report["findings"]
+    collection = json.loads(Path(report["collection"]).read_text())
+    assert len(collection["files"]) == 4
+
+
+def test_scan_report_counts_only_this_pass(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = run_cli("scan", "--state-dir", str(state), str(SAMPLES / "access.log"))
+    assert first.returncode == 0, first.stderr
+    for report in (state / "reports" / "incidents").glob("*.json"):
+        report.rename(tmp_path / report.name)
+    second = run_cli("scan", "--state-dir", str(state), str(SAMPLES / "auth.log"))
+    assert second.returncode == 0, second.stderr
+    report = _report(state)
+    assert set(report["counts"]["by_category"]) == {"failed_login", "brute_force"}
+    assert all(
+        incident["category"] in ("failed_login", "brute_force") for incident in report["incidents"]
+    )
+    brute_sources = {i["source_ip"] for i in report["incidents"] if i["category"] == "brute_force"}
+    assert len(brute_sources) == 1
+    assert report["blocks_simulated"] == sorted(brute_sources)
+
+
+def test_scan_missing_path_exits_66(tmp_path: Path) -> None:
+    result = run_cli("scan", "--state-dir", str(tmp_path / "state"), str(tmp_path / "absent.log"))
+    assert result.returncode == 66
+    assert "absent.log" in result.stderr
