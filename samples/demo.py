@@ -1,14 +1,17 @@
 """Run the daemon on the bundled sample logs and show its findings and responses as they happen.
 
-The daemon runs as a child process on `var/` of the checkout. This script creates empty log
-files under `var/demo/logs/`, appends the sample lines to them a few at a time, and prints a
-line for each finding and action that appears in `var/audit.jsonl`. Ctrl-C stops both.
+The daemon runs as a child process with its state in `var/demo/state/`, which this script
+empties first, so every run starts with no blocks or incidents and shows each response again.
+It creates empty log files under `var/demo/logs/`, appends the sample lines to them a few at a
+time, and prints a line for each finding and action that appears in the audit log. The
+daemon's own log goes to `var/demo/daemon.log`. Ctrl-C stops both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,25 +51,32 @@ def describe(record: dict, colour: bool) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state-dir", default=str(ROOT / "var"), help="default: var/")
+    parser.add_argument(
+        "--demo-dir", default=str(ROOT / "var" / "demo"), help="default: var/demo/ (emptied first)"
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="sample lines written per second")
     parser.add_argument(
         "--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)"
     )
     args = parser.parse_args()
-    state = Path(args.state_dir).absolute()
-    logs = state / "demo" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for name in LOGS:
-        (logs / name).unlink(missing_ok=True)
+    demo = Path(args.demo_dir).absolute()
+    state = demo / "state"
+    logs = demo / "logs"
+    for folder in (state, logs):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     command = [sys.executable, "-m", "irwatchd", "run", "-c", str(ROOT / "etc" / "irwatchd.yaml"),
                "--state-dir", str(state)]  # fmt: skip
     for name, kind in LOGS.items():
         command += ["--watch", f"{logs / name}:{kind}"]
     audit = state / "audit.jsonl"
-    audit_start = audit.stat().st_size if audit.exists() else 0
+    audit_start = 0
     print(f"starting: {' '.join(command)}")
-    daemon = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    # A session of its own keeps the terminal's Ctrl-C away from the daemon: this script stops
+    # it with one SIGTERM, the way systemd does.
+    with (demo / "daemon.log").open("ab") as daemon_log:
+        daemon = subprocess.Popen(command, cwd=ROOT, stderr=daemon_log, start_new_session=True)
     interrupted = False
 
     def on_interrupt(number: int, frame: object) -> None:
@@ -115,7 +125,8 @@ def main() -> int:
     print(
         f"\nstopped (daemon exit {code}). categories: {', '.join(sorted(seen['categories']))}; "
         f"{seen['block']} blocks, {seen['ticket']} ticket updates, {seen['alert']} alerts, "
-        f"{seen['forensics']} forensic copies. Try: ./run.sh irwatchd blocks list"
+        f"{seen['forensics']} forensic copies.\nState: {state}. Try: ./run.sh irwatchd blocks list "
+        f"--state-dir {state}"
     )
     return 0 if code == 0 else 1
 
