@@ -92,3 +92,15 @@ def test_check_rejects_missing_config(tmp_path: Path) -> None:
     result = run_cli("check", "-c", str(tmp_path / "absent.yaml"))
     assert result.returncode == 78
     assert "file not found" in result.stderr
+
+
+def test_detect_rejects_compressed_input(tmp_path: Path) -> None:
+    import gzip
+
+    log = tmp_path / "auth.log.1.gz"
+    with gzip.open(log, "wt") as handle:
+        handle.write(FAILED + "\n")
+    result = run_cli("detect", str(log))
+    assert result.returncode == 65
+    assert result.stdout == ""
+    assert "zcat" in result.stderr

@@ -17,6 +17,7 @@ from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.parallel import FileRange, split_ranges, write_findings_in_parallel
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
+from irwatchd.sources.discovery import is_binary
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print(f"irwatchd detect: --jobs {args.jobs} is invalid; pass 1 or more", file=sys.stderr)
         return EX_USAGE
+    if args.file != "-" and os.path.isfile(args.file) and is_binary(args.file):
+        print(
+            f"irwatchd detect: {args.file!r} is binary or compressed, not a text log; "
+            f"decompress it first, for example: zcat {args.file} | irwatchd detect -",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
     if args.jobs > 1 and args.file != "-" and os.path.isfile(args.file):
         ranges = split_ranges(args.file, args.jobs)
         if len(ranges) > 1:
