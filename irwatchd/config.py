@@ -114,22 +114,30 @@ class Policy(_Model):
         return list(getattr(self, severity))
 
 
+MAX_BLOCK_SECONDS = 10 * 365 * 86400
+"""Longest block or offence memory (10 years); longer ones overflow date conversions."""
+
+
 class Blocking(_Model):
     """How blocks are applied, how long they last, and how fast new ones may be added."""
 
     backend: Literal["simulate", "nftables", "command"] = "simulate"
-    duration_seconds: float = Field(default=3600, gt=0)
+    duration_seconds: float = Field(default=3600, ge=1, le=MAX_BLOCK_SECONDS, allow_inf_nan=False)
     allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     max_blocks_per_minute: int = Field(default=60, ge=1)
-    increment_factor: float = Field(default=2.0, ge=1)
-    max_duration_seconds: float = Field(default=7 * 86400, gt=0)
-    offence_memory_seconds: float = Field(default=7 * 86400, gt=0)
+    increment_factor: float = Field(default=2.0, ge=1, le=1000, allow_inf_nan=False)
+    max_duration_seconds: float = Field(
+        default=7 * 86400, ge=1, le=MAX_BLOCK_SECONDS, allow_inf_nan=False
+    )
+    offence_memory_seconds: float = Field(
+        default=7 * 86400, gt=0, le=MAX_BLOCK_SECONDS, allow_inf_nan=False
+    )
     nft_path: str = "/usr/sbin/nft"
     nft_table: str = Field(default="irwatchd", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
     nft_priority: int = -10
     command: list[str] = Field(default_factory=list)
     unblock_command: list[str] = Field(default_factory=list)
-    timeout_seconds: float = Field(default=10, gt=0)
+    timeout_seconds: float = Field(default=10, gt=0, le=3600, allow_inf_nan=False)
 
     @field_validator("allowlist")
     @classmethod

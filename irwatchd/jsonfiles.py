@@ -1,16 +1,72 @@
-"""Atomic JSON file writes: temporary file, fsync, rename, so a crash never leaves half a file."""
+"""Atomic JSON file writes and checked reads of the state directory's JSON files.
+
+Writes go through a temporary file, fsync and rename, so a crash never leaves half a file.
+A process running as root (`irwatchd blocks`, `irwatchd incidents` run with sudo) gives every
+file it creates the owner and group of the folder it is in. The daemon, which may run as an
+unprivileged user, can then still read and replace it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from irwatchd.errors import DataError
 
-def write_json_atomic(path: Path, document: Any, *, mode: int = 0o640) -> None:
-    """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix."""
+
+class DamagedStateError(DataError, ValueError):
+    """A state file that exists but is not valid JSON of the expected shape.
+
+    It is also a `ValueError`, as `json.JSONDecodeError` was for callers that catch that.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path} is damaged: {problem}; move it aside (for example to "
+            f"{path.name}.damaged) and irwatchd starts a new one"
+        )
+
+
+def match_owner(descriptor: int, reference: Path) -> None:
+    """Give an open file the owner and group of `reference` when running as root.
+
+    An unprivileged process cannot change owners and keeps its own, which is then the
+    daemon's user already.
+    """
+    if os.geteuid() != 0:
+        return
+    wanted = os.stat(reference)
+    current = os.fstat(descriptor)
+    if (current.st_uid, current.st_gid) != (wanted.st_uid, wanted.st_gid):
+        os.fchown(descriptor, wanted.st_uid, wanted.st_gid)
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (and create) a lock file for `flock`, owned like its folder; return the descriptor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        match_owner(descriptor, path.parent)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def write_json_atomic(
+    path: Path, document: Any, *, mode: int = 0o640, owner_of: Path | None = None
+) -> None:
+    """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix.
+
+    When running as root, the new file gets the owner and group of `owner_of`, by default
+    the folder that contains `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -18,6 +74,7 @@ def write_json_atomic(path: Path, document: Any, *, mode: int = 0o640) -> None:
             json.dump(document, handle, indent=2, sort_keys=False)
             handle.write("\n")
             handle.flush()
+            match_owner(handle.fileno(), owner_of or path.parent)
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)
         os.replace(temporary, path)
@@ -32,9 +89,34 @@ def write_json_atomic(path: Path, document: Any, *, mode: int = 0o640) -> None:
 
 
 def read_json(path: Path, default: Any) -> Any:
-    """Read a JSON file, returning `default` when it does not exist."""
+    """Read a JSON file, returning `default` when it does not exist.
+
+    Raises `DamagedStateError` when the file is not valid JSON (an empty file included).
+    """
     try:
         with path.open(encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
         return default
+    except UnicodeDecodeError as error:
+        raise DamagedStateError(path, f"not UTF-8 ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise DamagedStateError(
+            path, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+
+
+def read_json_object(path: Path, default: dict[str, Any]) -> dict[str, Any]:
+    """Read a JSON file that must contain an object; raise `DamagedStateError` otherwise."""
+    document = read_json(path, default)
+    if not isinstance(document, dict):
+        raise DamagedStateError(path, f"expected a JSON object, found {type(document).__name__}")
+    return document
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.damaged-<UTC time>` and return the new path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, target)
+    return target

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
+from irwatchd.jsonfiles import match_owner, open_lock_file
 from irwatchd.parsing.timestamps import format_rfc3339
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,13 @@ def _chain_head(path: Path) -> tuple[int, str]:
     return seq, hashlib.sha256(last).hexdigest()
 
 
+def _open_for_append(path: Path) -> BinaryIO:
+    """Open the log for appending; a file created as root gets its folder's owner."""
+    handle = path.open("ab", buffering=0)
+    match_owner(handle.fileno(), path.parent)
+    return handle
+
+
 class AuditLog:
     """A writer of the audit log; thread-safe, one `write` per record.
 
@@ -96,7 +104,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self.lock_path = path.with_name(path.name + ".lock")
         self._seq, self._prev = _chain_head(path)
-        self._handle = path.open("ab", buffering=0)
+        self._handle = _open_for_append(path)
         if self._handle.tell() > 0:
             self._repair_partial_tail()
         self._size = self._handle.tell()
@@ -152,7 +160,7 @@ class AuditLog:
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
         """Hold `audit.jsonl.lock`, which every process that appends to this log takes."""
-        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        descriptor = open_lock_file(self.lock_path)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
@@ -174,7 +182,7 @@ class AuditLog:
             return
         if on_disk is None or on_disk.st_ino != current.st_ino:
             self._handle.close()
-            self._handle = self.path.open("ab", buffering=0)
+            self._handle = _open_for_append(self.path)
         self._size = self._handle.seek(0, os.SEEK_END)
         self._seq, self._prev = _chain_head(self.path)
 
@@ -197,7 +205,7 @@ class AuditLog:
             if source.exists():
                 os.replace(source, rotated_path(self.path, number + 1))
         os.replace(self.path, rotated_path(self.path, 1))
-        self._handle = self.path.open("ab", buffering=0)
+        self._handle = _open_for_append(self.path)
         self._size = 0
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:

@@ -19,12 +19,43 @@ from irwatchd.audit.records import action_record
 from irwatchd.config import default_config_path, load_config
 from irwatchd.daemon.lock import read_pid
 from irwatchd.detection.addresses import parse_address
-from irwatchd.errors import EX_OK, DataError, IrwatchdError
+from irwatchd.errors import EX_OK, EX_USAGE, DataError, IrwatchdError, UnavailableError
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.backends import build_backend
-from irwatchd.response.blocking import BlockStore
+from irwatchd.response.backends import (
+    BackendError,
+    backend_problems,
+    build_backend,
+    canonical_address,
+)
+from irwatchd.response.blocking import BlockStore, blockable_address, check_block_seconds
 from irwatchd.response.responder import StatePaths, add_state_options
+
+
+class UsageError(IrwatchdError):
+    """An argument of `irwatchd blocks` that is not valid."""
+
+    exit_code = EX_USAGE
+
+
+def _seconds(text: str) -> float:
+    """Parse `--seconds`: a finite number from 1 to 10 years."""
+    try:
+        return check_block_seconds(float(text))
+    except ValueError as error:
+        message = str(error) if "block duration" in str(error) else f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _address(text: str) -> str:
+    """Return the canonical address, or raise `UsageError` saying why it cannot be blocked."""
+    try:
+        return blockable_address(text)
+    except ValueError as error:
+        raise UsageError(
+            f"{text!r} cannot be blocked: {error}; give a host address such as "
+            "192.0.2.7 or 2001:db8::7"
+        ) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add = actions.add_parser("add", help="block an address")
     add.add_argument("address", help="IPv4 or IPv6 address")
     add.add_argument(
-        "--seconds", type=float, help="block duration in seconds (default: from the config)"
+        "--seconds",
+        type=_seconds,
+        help="block duration in seconds, from 1 to 315360000 (10 years) (default: from the config)",
     )
     add.add_argument("--reason", default="added by hand", help="reason stored with the block")
     add_state_options(add)
@@ -97,9 +130,21 @@ def run_list(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _check_backend(store: BlockStore, running: bool) -> None:
+    """Raise `UnavailableError` when this command must apply the change and cannot."""
+    if running:
+        return
+    problems = backend_problems(store.settings)
+    if problems:
+        reasons = "; ".join(f"{key}: {message}" for key, message in problems)
+        raise UnavailableError(f"the blocking back-end cannot run ({reasons}); nothing changed")
+
+
 def run_add(args: argparse.Namespace) -> int:
     """Block one address and audit it."""
+    _address(args.address)
     store, paths, running = _store(args)
+    _check_backend(store, running)
     actor = getpass.getuser()
     result = store.block(
         args.address, reason=args.reason, incident_id=None, seconds=args.seconds, source="cli"
@@ -118,20 +163,33 @@ def run_add(args: argparse.Namespace) -> int:
         paths, "block", outcome, None if result.outcome == "invalid" else result.address, details
     )
     if result.outcome == "invalid":
-        raise DataError(f"{args.address!r} is not an IP address, such as 192.0.2.7 or 2001:db8::7")
+        raise UsageError(f"{args.address!r} cannot be blocked: {result.error}")
     if result.outcome == "allowlisted":
         raise DataError(f"{result.address} is in blocking.allowlist; remove it there to block it")
     if result.outcome == "failed":
-        raise IrwatchdError(f"blocking {result.address} failed: {result.error}")
+        raise UnavailableError(
+            f"blocking {result.address} failed: {result.error}; nothing was recorded"
+        )
     print(f"{result.address}: {result.outcome}" + ("" if running else f" ({store.backend.name})"))
     return EX_OK
 
 
 def run_remove(args: argparse.Namespace) -> int:
     """Lift one block and audit it."""
+    try:
+        canonical_address(args.address.split("%", 1)[0])
+    except ValueError:
+        raise UsageError(
+            f"{args.address!r} is not an IP address, such as 192.0.2.7 or 2001:db8::7"
+        ) from None
     store, paths, running = _store(args)
     actor = getpass.getuser()
-    was_blocked = store.unblock(args.address)
+    try:
+        was_blocked = store.unblock(args.address)
+    except BackendError as error:
+        raise UnavailableError(
+            f"unblocking {args.address} failed: {error}; the block stays recorded"
+        ) from None
     address = args.address if parse_address(args.address) is not None else None
     _audit(
         paths,
@@ -145,5 +203,8 @@ def run_remove(args: argparse.Namespace) -> int:
             "applied_by": "daemon" if running else "cli",
         },
     )
-    print(f"{args.address}: {'unblocked' if was_blocked else 'was not blocked'}")
+    if was_blocked:
+        print(f"{args.address}: unblocked")
+    else:
+        print(f"not blocked: {args.address} (nothing changed)")
     return EX_OK

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from irwatchd.errors import EX_OK
-from irwatchd.jsonfiles import read_json
+from irwatchd.errors import EX_DATAERR, EX_OK
+from irwatchd.jsonfiles import DamagedStateError, read_json_object
 from irwatchd.response.forensics import verify_all
 from irwatchd.response.responder import add_state_options, state_paths_for
 
@@ -53,14 +54,22 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print one line (or JSON object) per evidence folder."""
+    damaged = 0
     for manifest_path in sorted(_folder(args).glob("*/manifest.json")):
-        manifest = read_json(manifest_path, {})
+        try:
+            manifest = read_json_object(manifest_path, {})
+        except DamagedStateError as error:
+            print(f"irwatchd evidence list: {error}", file=sys.stderr)
+            damaged += 1
+            continue
         if args.json:
             print(json.dumps(manifest | {"path": str(manifest_path.parent)}, ensure_ascii=False))
             continue
-        names = ", ".join(str(entry["name"]) for entry in manifest.get("files", []))
+        files = manifest.get("files")
+        entries = files if isinstance(files, list) else []
+        names = ", ".join(str(entry.get("name")) for entry in entries if isinstance(entry, dict))
         print(
             f"{manifest.get('copied_at')}  {manifest.get('incident_id')}  "
             f"{manifest_path.parent}  [{names}]"
         )
-    return EX_OK
+    return EX_DATAERR if damaged else EX_OK

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sys
 from typing import Any
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
-from irwatchd.errors import EX_OK
-from irwatchd.jsonfiles import read_json
+from irwatchd.errors import EX_DATAERR, EX_OK
+from irwatchd.jsonfiles import DamagedStateError, read_json_object
 from irwatchd.response.responder import StatePaths, add_state_options, state_paths_for
 from irwatchd.response.tickets import TicketStore
 
@@ -45,6 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action = actions.add_parser(name, help=f"{text} an incident")
         action.add_argument("incident_id", help="incident id, such as inc-0123456789abcdef")
         action.add_argument("--note", help="a note stored in the ticket's status history")
+        if name == "ack":
+            action.add_argument(
+                "--reopen",
+                action="store_true",
+                help="acknowledge the incident even when it is closed, which reopens it",
+            )
         add_state_options(action)
         action.set_defaults(handler=run_set_status, status=status)
 
@@ -54,15 +61,24 @@ def printable(value: object) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))
 
 
-def _tickets(paths: StatePaths) -> list[dict[str, Any]]:
-    documents = [read_json(path, {}) for path in paths.tickets.glob("inc-*.json")]
-    return sorted(documents, key=lambda item: str(item.get("last_seen", "")), reverse=True)
+def _tickets(paths: StatePaths) -> tuple[list[dict[str, Any]], list[DamagedStateError]]:
+    """Return the readable tickets, newest activity first, and the errors of damaged ones."""
+    documents = []
+    damaged = []
+    for path in sorted(paths.tickets.glob("inc-*.json")):
+        try:
+            documents.append(read_json_object(path, {}))
+        except DamagedStateError as error:
+            damaged.append(error)
+    documents.sort(key=lambda item: str(item.get("last_seen", "")), reverse=True)
+    return documents, damaged
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print the tickets, one line each."""
+    """Print the tickets, one line each; exit 65 after the list when a ticket is damaged."""
     paths = state_paths_for(args.config, args.state_dir)
-    for ticket in _tickets(paths):
+    tickets, damaged = _tickets(paths)
+    for ticket in tickets:
         if args.status and ticket.get("status") != args.status:
             continue
         if args.json:
@@ -74,7 +90,9 @@ def run_list(args: argparse.Namespace) -> int:
             f"host={printable(ticket.get('host') or '-')}  count={ticket.get('count')}  "
             f"last_seen={ticket.get('last_seen')}"
         )
-    return EX_OK
+    for error in damaged:
+        print(f"irwatchd incidents list: {error}", file=sys.stderr)
+    return EX_DATAERR if damaged else EX_OK
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -89,7 +107,13 @@ def run_set_status(args: argparse.Namespace) -> int:
     """Set a ticket's status and audit the change."""
     paths = state_paths_for(args.config, args.state_dir)
     actor = getpass.getuser()
-    ticket = TicketStore(paths.tickets).set_status(args.incident_id, args.status, args.note, actor)
+    ticket = TicketStore(paths.tickets).set_status(
+        args.incident_id,
+        args.status,
+        args.note,
+        actor,
+        reopen=getattr(args, "reopen", False),
+    )
     # The audit log's file lock and chain catch-up make this record part of the daemon's chain.
     audit = AuditLog(paths.audit_log)
     try:

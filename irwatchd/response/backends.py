@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import subprocess
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -244,6 +245,38 @@ class CommandBackend:
         """Run the unblock command, if one is configured."""
         if self.unblock_template:
             _run(self.render(self.unblock_template, address, 0), self.timeout)
+
+
+def _program_problem(program: str) -> str | None:
+    if not os.path.isabs(program):
+        return f"{program!r} must be an absolute path"
+    if not os.path.isfile(program):
+        return f"{program} does not exist; install it or correct the path"
+    if not os.access(program, os.X_OK):
+        return f"{program} is not executable; run chmod +x on it or correct the path"
+    return None
+
+
+def backend_problems(settings: Blocking) -> list[tuple[str, str]]:
+    """Return what keeps the configured back-end from running, as (key, message) pairs.
+
+    The key is the setting to fix, such as `blocking.nft_path`. Only the programs are
+    checked: whether `nft` may change the firewall (root or `CAP_NET_ADMIN`) shows when the
+    daemon first runs it.
+    """
+    programs: list[tuple[str, str]] = []
+    if settings.backend == "nftables":
+        programs.append(("nft_path", settings.nft_path))
+    elif settings.backend == "command":
+        programs.append(("command", settings.command[0]))
+        if settings.unblock_command:
+            programs.append(("unblock_command", settings.unblock_command[0]))
+    problems = []
+    for key, program in programs:
+        problem = _program_problem(program)
+        if problem is not None:
+            problems.append((f"blocking.{key}", problem))
+    return problems
 
 
 def build_backend(settings: Blocking) -> BlockBackend:

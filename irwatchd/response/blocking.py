@@ -12,15 +12,21 @@ Repeat offenders get longer blocks, as fail2ban's `bantime.increment` does: the 
 an address within `offence_memory_seconds` lasts `duration * increment_factor ** (n - 1)`,
 capped at `max_duration_seconds`. At most `max_blocks_per_minute` new blocks are added in any
 60 seconds, so a flood of distinct (possibly forged) addresses cannot fill the firewall.
+
+A damaged `blocks.json` or `blocks.history.json` (invalid JSON, or values of the wrong type)
+stops a CLI command with exit 65. The daemon instead moves the file aside to
+`<name>.damaged-<UTC time>`, logs `state_file_damaged` and continues with empty state for it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
+import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +34,78 @@ from typing import Any
 
 import structlog
 
-from irwatchd.config import Blocking
-from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.config import MAX_BLOCK_SECONDS, Blocking
+from irwatchd.jsonfiles import (
+    DamagedStateError,
+    move_aside,
+    open_lock_file,
+    read_json_object,
+    write_json_atomic,
+)
 from irwatchd.response.allowlist import Allowlist
 from irwatchd.response.backends import BackendError, BlockBackend, canonical_address
 
 log = structlog.get_logger(__name__)
 
 RATE_WINDOW_SECONDS = 60.0
+
+
+def blockable_address(text: str) -> str:
+    """Return the canonical text of an address that may be blocked, or raise ValueError.
+
+    Unspecified, multicast and broadcast addresses are rejected: no single attacker sends
+    from them, and blocking them drops traffic of many hosts or none.
+    """
+    canonical = canonical_address(text.split("%", 1)[0])
+    address = ipaddress.ip_address(canonical)
+    if address.is_unspecified:
+        raise ValueError(f"{canonical} is the unspecified address, not a host")
+    if address.is_multicast:
+        raise ValueError(f"{canonical} is a multicast address, not a host")
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{canonical} is the broadcast address, not a host")
+    return canonical
+
+
+def check_block_seconds(seconds: float) -> float:
+    """Return `seconds` when it is a finite block duration from 1 s to 10 years, else raise."""
+    if not math.isfinite(seconds) or not 1 <= seconds <= MAX_BLOCK_SECONDS:
+        raise ValueError(
+            f"block duration {seconds!r} is invalid; give a number of seconds from 1 to "
+            f"{MAX_BLOCK_SECONDS} (10 years)"
+        )
+    return seconds
+
+
+def _is_time(value: object) -> bool:
+    """Return whether `value` is a finite number of seconds since the epoch, as JSON stores it."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= 2 * MAX_BLOCK_SECONDS + time.time()
+    )
+
+
+def _blocks_problem(document: dict[str, Any]) -> str | None:
+    for address, entry in document.items():
+        if not isinstance(entry, dict):
+            return f"the block of {address!r} is {type(entry).__name__}, not an object"
+        if not _is_time(entry.get("expires_at")):
+            return f"the block of {address!r} has an invalid expires_at {entry.get('expires_at')!r}"
+    return None
+
+
+def _history_problem(document: dict[str, Any]) -> str | None:
+    for address, entry in document.items():
+        if not isinstance(entry, dict):
+            return f"the history of {address!r} is {type(entry).__name__}, not an object"
+        count = entry.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return f"the history of {address!r} has an invalid count {count!r}"
+        if not _is_time(entry.get("last_at")):
+            return f"the history of {address!r} has an invalid last_at {entry.get('last_at')!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +135,16 @@ class BlockStore:
         settings: Blocking | None = None,
         *,
         apply: bool = True,
+        recover_damaged: bool = False,
     ) -> None:
         self.path = path
         self.backend = backend
         self.allowlist = allowlist
         self.settings = settings or Blocking()
         self.apply = apply
+        self.recover_damaged = recover_damaged
+        self.last_error: str | None = None
+        """The message of the back-end's last failure, or None after a success."""
         self.history_path = path.with_name(path.stem + ".history.json")
         self._blocks: dict[str, dict[str, Any]] = {}
         self._offences: dict[str, dict[str, Any]] = {}
@@ -81,10 +155,7 @@ class BlockStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(
-            self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o640
-        )
+        descriptor = open_lock_file(self.path.with_name(self.path.name + ".lock"))
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
@@ -92,8 +163,37 @@ class BlockStore:
             os.close(descriptor)
 
     def _load(self) -> None:
-        self._blocks = read_json(self.path, {})
-        self._offences = read_json(self.history_path, {})
+        self._blocks = self._read_checked(self.path, _blocks_problem)
+        self._offences = self._read_checked(self.history_path, _history_problem)
+
+    def _read_checked(
+        self, path: Path, find_problem: Callable[[dict[str, Any]], str | None]
+    ) -> dict[str, dict[str, Any]]:
+        """Read one of the two files; raise on damage, or move it aside when recovering."""
+        try:
+            document = read_json_object(path, {})
+            problem = find_problem(document)
+            if problem is not None:
+                raise DamagedStateError(path, problem)
+        except DamagedStateError as error:
+            if not self.recover_damaged:
+                raise
+            moved_to = move_aside(path)
+            log.error(
+                "state_file_damaged",
+                path=str(path),
+                moved_to=str(moved_to),
+                error=error.problem,
+                action="continuing with empty state for this file",
+            )
+            return {}
+        return document
+
+    def _backend_failed(self, error: BackendError) -> None:
+        self.last_error = str(error)
+
+    def _backend_succeeded(self) -> None:
+        self.last_error = None
 
     def _save(self) -> None:
         horizon = time.time() - self.settings.offence_memory_seconds
@@ -123,7 +223,10 @@ class BlockStore:
             and now - float(history["last_at"]) <= self.settings.offence_memory_seconds
         ):
             previous = int(history["count"])
-        seconds = self.settings.duration_seconds * self.settings.increment_factor**previous
+        try:
+            seconds = self.settings.duration_seconds * self.settings.increment_factor**previous
+        except OverflowError:
+            seconds = math.inf
         return min(seconds, self.settings.max_duration_seconds), previous + 1
 
     def _rate_limited(self) -> bool:
@@ -143,12 +246,15 @@ class BlockStore:
     ) -> BlockResult:
         """Block an address unless it is invalid, allowlisted, already blocked or over the rate cap.
 
-        `seconds` overrides the computed duration (the CLI's `--seconds`).
+        `seconds` overrides the computed duration (the CLI's `--seconds`); a value outside
+        1 s to 10 years raises ValueError.
         """
+        if seconds is not None:
+            check_block_seconds(seconds)
         try:
-            canonical = canonical_address(address.split("%", 1)[0])
-        except ValueError:
-            return BlockResult("invalid", address)
+            canonical = blockable_address(address)
+        except ValueError as error:
+            return BlockResult("invalid", address, error=str(error))
         if self.allowlist.contains(canonical):
             return BlockResult("allowlisted", canonical)
         known = self._blocks.get(canonical)
@@ -171,6 +277,7 @@ class BlockStore:
                 try:
                     self.backend.add(canonical, duration)
                 except BackendError as error:
+                    self._backend_failed(error)
                     log.error(
                         "block_failed",
                         address=canonical,
@@ -179,6 +286,7 @@ class BlockStore:
                         error=str(error),
                     )
                     return BlockResult("failed", canonical, error=str(error))
+                self._backend_succeeded()
                 self._applied.add(canonical)
             self._recent.append(time.monotonic())
             expires_at = now + duration
@@ -198,17 +306,26 @@ class BlockStore:
         return BlockResult("blocked", canonical, expires_at, duration, offence)
 
     def unblock(self, address: str) -> bool:
-        """Lift a block and return whether one was recorded; an absent block is not an error."""
+        """Lift a block and return whether one was recorded; an absent block is not an error.
+
+        Raises `BackendError` when the back-end fails, and then keeps the block recorded.
+        """
         try:
             canonical = canonical_address(address.split("%", 1)[0])
         except ValueError:
             return False
         with self._locked():
             self._load()
-            entry = self._blocks.pop(canonical, None)
+            entry = self._blocks.get(canonical)
             if self.apply:
-                self.backend.remove(canonical)
+                try:
+                    self.backend.remove(canonical)
+                except BackendError as error:
+                    self._backend_failed(error)
+                    raise
+                self._backend_succeeded()
                 self._applied.discard(canonical)
+            self._blocks.pop(canonical, None)
             self._save()
         return entry is not None
 
@@ -234,6 +351,7 @@ class BlockStore:
         try:
             self.backend.remove(address)
         except BackendError as error:
+            self._backend_failed(error)
             log.error(
                 "unblock_failed", address=address, backend=self.backend.name, error=str(error)
             )
@@ -249,6 +367,7 @@ class BlockStore:
                 try:
                     self.backend.add(address, float(entry["expires_at"]) - now)
                 except BackendError as error:
+                    self._backend_failed(error)
                     log.error("block_restore_failed", address=address, error=str(error))
                     continue
                 self._applied.add(address)
@@ -270,8 +389,10 @@ class BlockStore:
                 try:
                     self.backend.add(address, float(active[address]["expires_at"]) - now)
                 except BackendError as error:
+                    self._backend_failed(error)
                     log.error("block_failed", address=address, error=str(error))
                     continue
+                self._backend_succeeded()
                 self._applied.add(address)
             for address in removed:
                 self._remove_quietly(address)

@@ -20,7 +20,7 @@ import structlog
 from irwatchd.config import Forensics
 from irwatchd.correlation.incidents import Incident
 from irwatchd.errors import DataError, InputError
-from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.jsonfiles import DamagedStateError, read_json, write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 
 log = structlog.get_logger(__name__)
@@ -131,11 +131,25 @@ def save_evidence(directory: Path, incident: Incident, settings: Forensics | Non
 
 def verify_manifest(manifest_path: Path) -> int:
     """Hash every file a manifest lists again; return how many matched or raise `DataError`."""
-    manifest = read_json(manifest_path, None)
+    try:
+        manifest = read_json(manifest_path, None)
+    except DamagedStateError as error:
+        raise DataError(
+            f"{manifest_path} is damaged ({error.problem}); the evidence in "
+            f"{manifest_path.parent} cannot be verified and may have been tampered with"
+        ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        raise DataError(f"{manifest_path} is not a forensic manifest (no `files` list)")
+        raise DataError(f"{manifest_path} is damaged: not a forensic manifest (no `files` list)")
     for entry in manifest["files"]:
-        path = manifest_path.parent / str(entry["name"])
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("name"), str)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise DataError(
+                f"{manifest_path} is damaged: a `files` entry lacks a `name` or `sha256` string"
+            )
+        path = manifest_path.parent / entry["name"]
         if not path.is_file():
             raise DataError(f"{path} is missing; it is listed in {manifest_path}")
         actual = sha256_file(path)

@@ -23,10 +23,16 @@ from irwatchd.config import Blocking, LoadedConfig, default_config_path, load_co
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
+from irwatchd.errors import ConfigError, Problem
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.alerts import alert_document, alert_reason, write_alert_file
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.backends import BackendError, NftablesBackend, build_backend
+from irwatchd.response.backends import (
+    BackendError,
+    NftablesBackend,
+    backend_problems,
+    build_backend,
+)
 from irwatchd.response.blocking import BlockStore
 from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
@@ -103,11 +109,15 @@ class Responder:
         self.live = live
         config = loaded.config
         self._blocking: Blocking = config.blocking
+        if live:
+            # Stop at start with exit 78 rather than fail at the first attack.
+            _check_backend(loaded)
         self.blocks = BlockStore(
             paths.blocks,
             build_backend(config.blocking),
             Allowlist(config.blocking.allowlist),
             config.blocking,
+            recover_damaged=True,
         )
         self.tickets = TicketStore(paths.tickets)
         self.incidents = IncidentTracker(max_evidence=config.tickets.max_evidence_lines)
@@ -128,6 +138,7 @@ class Responder:
             try:
                 backend.ensure_table()
             except BackendError as error:
+                self.blocks.last_error = str(error)
                 log.error("block_backend_unavailable", backend=backend.name, error=str(error))
                 self.audit.append(
                     action_record("block_backend", "failure", details={"error": str(error)})
@@ -162,6 +173,11 @@ class Responder:
         ):
             # NOTE: blocks applied through the old back-end stay there until they expire.
             self.blocks.backend = build_backend(config.blocking)
+            self.blocks.last_error = None
+            for key, message in backend_problems(config.blocking):
+                # A reload keeps running: the back-end reports unhealthy until fixed.
+                self.blocks.last_error = f"{key}: {message}"
+                log.error("block_backend_unavailable", key=key, error=message)
             self._blocking = config.blocking
             if self.live:
                 self._restore_blocks()
@@ -209,6 +225,18 @@ class Responder:
                     details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"},
                 )
             )
+
+    def blocking_health(self) -> dict[str, object]:
+        """Return the blocking back-end's health for status.json.
+
+        `healthy` is false from a failed back-end run (or a reloaded back-end whose program
+        is missing) until the next successful one.
+        """
+        return {
+            "backend": self.blocks.backend.name,
+            "healthy": self.blocks.last_error is None,
+            "last_error": self.blocks.last_error,
+        }
 
     def queue_depths(self) -> dict[str, int]:
         """Return the number of alerts waiting on disk per channel, as `alerts_<channel>`."""
@@ -430,6 +458,16 @@ class Responder:
                 details={"manifest_path": str(manifest)},
             )
         )
+
+
+def _check_backend(loaded: LoadedConfig) -> None:
+    """Raise `ConfigError` naming each `blocking:` key whose program is missing."""
+    problems = [
+        Problem(str(loaded.path or "(built-in defaults)"), None, key, message)
+        for key, message in backend_problems(loaded.config.blocking)
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def state_paths_for(config: str | None, state_dir: str | None) -> StatePaths:

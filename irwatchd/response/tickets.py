@@ -8,6 +8,9 @@ Each ticket carries `thehive`, a TheHive alert body (POST /api/alert of TheHive 
 `alert` fields of TheHive 5) built from the incident. It has title, description, severity
 1-4, date in epoch milliseconds, tags, type, source, sourceRef, and observables of dataType
 `ip` and `other`. TheHive has no `user` dataType, so users are `other` with a `user` tag.
+
+A damaged ticket (invalid JSON, or not an object) is skipped by the daemon at start. When the
+daemon must rewrite one, it first moves it aside to `<name>.damaged-<UTC time>`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ import structlog
 
 from irwatchd.correlation.incidents import STATUSES, Incident
 from irwatchd.errors import DataError, InputError
-from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.jsonfiles import (
+    DamagedStateError,
+    move_aside,
+    open_lock_file,
+    read_json_object,
+    write_json_atomic,
+)
 from irwatchd.parsing.timestamps import format_rfc3339
 
 log = structlog.get_logger(__name__)
@@ -96,8 +105,7 @@ class TicketStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the tickets lock, shared by the daemon and the CLI."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        descriptor = open_lock_file(self.directory / ".lock")
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
@@ -113,7 +121,13 @@ class TicketStore:
             return None
         if self._written_mtime.get(incident.id) == mtime:
             return None
-        document = read_json(path, {})
+        try:
+            document = read_json_object(path, {})
+        except DamagedStateError as error:
+            log.error(
+                "ticket_damaged", path=str(path), incident_id=incident.id, error=error.problem
+            )
+            return None
         status = document.get("status")
         return status if status in STATUSES and status != incident.status else None
 
@@ -121,7 +135,7 @@ class TicketStore:
         """Write or update the incident's ticket, keeping an ack or close made by someone else."""
         path = self.path_for(incident.id)
         with self.locked():
-            existing = read_json(path, {})
+            existing = self._read_or_move_aside(path, incident.id)
             on_disk = existing.get("status")
             if on_disk in ("acknowledged", "closed") and on_disk != incident.status:
                 incident.status = on_disk
@@ -132,31 +146,59 @@ class TicketStore:
             self._written_mtime[incident.id] = path.stat().st_mtime_ns
         return path
 
+    def _read_or_move_aside(self, path: Path, incident_id: str) -> dict[str, Any]:
+        """Read a ticket before a rewrite; a damaged one is moved aside and read as empty."""
+        try:
+            return read_json_object(path, {})
+        except DamagedStateError as error:
+            moved_to = move_aside(path)
+            log.error(
+                "ticket_damaged",
+                path=str(path),
+                moved_to=str(moved_to),
+                incident_id=incident_id,
+                error=error.problem,
+                action="writing a new ticket",
+            )
+            return {}
+
     def load_all(self) -> list[Incident]:
         """Read every ticket back into incidents; an unreadable ticket is logged and skipped."""
         incidents = []
         for path in sorted(self.directory.glob("inc-*.json")):
             try:
-                incidents.append(Incident.from_json(read_json(path, {})))
+                incidents.append(Incident.from_json(read_json_object(path, {})))
             except (ValueError, KeyError, TypeError) as error:
                 log.error("ticket_unreadable", path=str(path), error=str(error))
         return incidents
 
     def read(self, incident_id: str) -> dict[str, Any]:
-        """Return one ticket or raise `InputError` naming the id."""
-        document = read_json(self.path_for(incident_id), None)
-        if document is None:
+        """Return one ticket; raise `InputError` when it is missing, `DataError` when damaged."""
+        path = self.path_for(incident_id)
+        if not path.exists():
             raise InputError(f"no ticket for incident {incident_id} in {self.directory}")
-        if not isinstance(document, dict):
-            raise DataError(f"ticket {incident_id} is not a JSON object")
-        return document
+        return read_json_object(path, {})
 
     def set_status(
-        self, incident_id: str, status: str, note: str | None, actor: str
+        self,
+        incident_id: str,
+        status: str,
+        note: str | None,
+        actor: str,
+        *,
+        reopen: bool = False,
     ) -> dict[str, Any]:
-        """Change a ticket's status (the CLI's ack and close) and return the new ticket."""
+        """Change a ticket's status (the CLI's ack and close) and return the new ticket.
+
+        Acknowledging a closed ticket raises `DataError` unless `reopen` is set.
+        """
         with self.locked():
             document = self.read(incident_id)
+            if document.get("status") == "closed" and status != "closed" and not reopen:
+                raise DataError(
+                    f"incident {incident_id} is closed; pass --reopen to set it to {status}, "
+                    "or leave it closed (a new finding opens a new incident)"
+                )
             document["status"] = status
             history = document.setdefault("status_history", [])
             history.append(
