@@ -29,6 +29,7 @@ from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
 from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
+from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.errors import InputError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -243,7 +244,7 @@ def _scan_file(
                 detector, stream, source_type, str(path.resolve()),
                 loaded.config.max_line_bytes, totals=totals,
             )  # fmt: skip
-            for finding in findings:
+            for finding in attribute_stream(findings, ProcessContext()):
                 result.findings += 1
                 responder.handle(finding)
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:

@@ -16,6 +16,7 @@ from irwatchd.detection.engine import Detector
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.parallel import FileRange, split_ranges, write_findings_in_parallel
+from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             findings = detect_file(
                 detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
             )
-            for finding in findings:
+            for finding in attribute_stream(findings, ProcessContext()):
                 out.write(_render(finding))
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)

@@ -19,6 +19,7 @@ from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.finding import Finding
+from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import DataError, InputError
 from irwatchd.parsing.dispatch import parse_line
 
@@ -125,13 +126,14 @@ def evaluate(
     items = _read_corpus(path)
     now = datetime.now(UTC)
     findings: dict[int, list[Finding]] = defaultdict(list)
+    context = ProcessContext()
     for start in range(0, len(items), _BATCH):
         chunk = items[start : start + _BATCH]
         records = [
             parse_line(item["line"], source_type, now, line_number=start + index + 1)
             for index, item in enumerate(chunk)
         ]
-        for finding in detector.detect(records):
+        for finding in context.attribute(detector.detect(records)):
             findings[finding.record.line_number].append(finding)
     result = Evaluation()
     for number, item in enumerate(items, start=1):
