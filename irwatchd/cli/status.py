@@ -66,6 +66,7 @@ def format_status(state: DaemonState) -> str:
         )
     if not status:
         return "\n".join(lines)
+    lines += _problem_lines(status)
     lines += [
         f"  config:       {status.get('config_path') or 'built-in defaults'}",
         f"  state dir:    {state.state_dir}",
@@ -88,6 +89,22 @@ def format_status(state: DaemonState) -> str:
             f"  ({row['source_type']})"
         )
     return "\n".join(lines)
+
+
+def _problem_lines(status: dict[str, Any]) -> list[str]:
+    """Return a WARNING line for each warning and a failing write, and the last error."""
+    lines = [f"WARNING: {warning}" for warning in status.get("warnings") or []]
+    error = status.get("last_error")
+    if isinstance(error, dict):
+        text = (
+            f"{error.get('operation')} failed at {error.get('time')} on {error.get('path')}: "
+            f"{error.get('error')}"
+        )
+        if status.get("degraded"):
+            lines.append(f"WARNING: degraded, writes are failing: {text}; {error.get('hint')}")
+        else:
+            lines.append(f"  last error:   {text} (recovered since)")
+    return lines
 
 
 def _age(state: DaemonState) -> str:

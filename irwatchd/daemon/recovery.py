@@ -27,6 +27,7 @@ import structlog
 from irwatchd.audit.log import rotated_path
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
+from irwatchd.metrics import CountingAuditLog
 from irwatchd.parsing.record import LogRecord
 from irwatchd.parsing.timestamps import parse_iso8601
 from irwatchd.sources.checkpoints import AuditPosition
@@ -97,6 +98,27 @@ def recover(
     log.info("audit_recovered", path=str(audit_path), dedup_keys=len(keys),
              findings_replayed=replayed, keys_from=keys_from)  # fmt: skip
     return Recovered(keys, replayed)
+
+
+class RecordingAuditLog(CountingAuditLog):
+    """An audit log that remembers the dedup key of every finding record it wrote.
+
+    The key is stored as soon as the record is written, so a later step that fails (an
+    alert, ticket or block write) cannot make the retried poll record the finding again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded_keys: set[str] = set()
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write the record, then remember its dedup key if it is a finding record."""
+        written = super().append(record)
+        if written.get("event", {}).get("action") == "finding":
+            key = _dedup_key(written)
+            if key:
+                self.recorded_keys.add(key)
+        return written
 
 
 def _dedup_key(record: dict[str, Any]) -> str:

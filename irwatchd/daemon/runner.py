@@ -29,7 +29,7 @@ from irwatchd.audit.records import action_record
 from irwatchd.config import Config
 from irwatchd.daemon.lock import StateLock
 from irwatchd.daemon.notify import Notifier
-from irwatchd.daemon.recovery import recover, write_failure_hint
+from irwatchd.daemon.recovery import RecordingAuditLog, recover, write_failure_hint
 from irwatchd.daemon.reloading import ReloadJob
 from irwatchd.daemon.settings import DaemonSettings, ValidatedConfiguration, resolve_settings
 from irwatchd.daemon.statusfile import (
@@ -37,6 +37,7 @@ from irwatchd.daemon.statusfile import (
     STATUS_INTERVAL_SECONDS,
     LastReload,
     RateMeter,
+    WriteFailure,
     file_rows,
     queue_depths,
     status_line,
@@ -47,7 +48,7 @@ from irwatchd.detection.loader import build_detector
 from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.logs import flush_suppressed, report_suppressed
-from irwatchd.metrics import CountingAuditLog, DaemonMetrics, MetricsServer
+from irwatchd.metrics import DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.response.responder import Responder, StatePaths, dedup_key
 from irwatchd.sources.checkpoints import CheckpointStore
@@ -91,9 +92,10 @@ class Daemon:
         self._rate = RateMeter()
         self._last_status = 0.0
         self._seen_keys: set[str] = set()
-        # Dedup keys of findings recorded since the last checkpoint, for lines read again
-        # after a failed write.
-        self._recorded_keys: set[str] = set()
+        # The last failed write, kept for `irwatchd status`; `degraded` stays true until the
+        # same step succeeds again.
+        self.last_error: WriteFailure | None = None
+        self.degraded = False
         # Set by `run` once the pipeline exists; `_tick` reports on them.
         self._tailer: Tailer | None = None
         self._responder: Responder | None = None
@@ -118,7 +120,7 @@ class Daemon:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(number, self._on_signal)
         lock = _lock_state_dir(self.paths)
-        audit = CountingAuditLog(self.paths.audit_log, metrics=self.metrics)
+        audit = RecordingAuditLog(self.paths.audit_log, metrics=self.metrics)
         responder = Responder(self.settings.loaded, self.paths, audit)
         checkpoints = CheckpointStore(self.paths.checkpoints)
         self._seen_keys = recover(
@@ -145,6 +147,9 @@ class Daemon:
             log.info("daemon_started", pid=os.getpid(), state_dir=str(self.paths.root),
                      files=len(tailer.files), rules=len(self.detector.rules),
                      mode=watcher.mode)  # fmt: skip
+            if not tailer.files:
+                log.warning("no_files_watched", paths=self._watched_paths(),
+                            hint=self._no_files_hint())  # fmt: skip
             self.notifier.ready(self._status_line())
             while not self.stop_requested:
                 self.wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))
@@ -160,12 +165,16 @@ class Daemon:
                     # TODO: an expired block whose unblock record failed is not audited.
                     log.error("block_upkeep_failed", error=str(error),
                               hint=write_failure_hint(error, self.paths.root))  # fmt: skip
+                    self._note_write_failure("block_upkeep", error, str(self.paths.blocks))
+                else:
+                    self._note_write_success("block_upkeep")
                 self._tick()
             self.notifier.stopping()
             log.info("daemon_stopping", pid=os.getpid())
             self._poll(tailer, responder, audit, checkpoints)
             audit.append(action_record("stop", "success", details={"pid": os.getpid()}))
         finally:
+            _ignore_stop_signals()
             self._shutdown(lock, audit)
         log.info("daemon_stopped", pid=os.getpid(), lines_read=self.lines_read,
                  findings=self.findings)  # fmt: skip
@@ -196,7 +205,11 @@ class Daemon:
             report_suppressed()
 
     def _poll(
-        self, tailer: Tailer, responder: Responder, audit: AuditLog, checkpoints: CheckpointStore
+        self,
+        tailer: Tailer,
+        responder: Responder,
+        audit: RecordingAuditLog,
+        checkpoints: CheckpointStore,
     ) -> None:
         # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed and
         # checkpointed piece by piece and memory stays bounded.
@@ -204,20 +217,26 @@ class Daemon:
             batches = tailer.poll()
             if not batches:
                 return
+            handled = 0
             try:
                 for batch in batches:
-                    self._process(batch, responder)
+                    handled += self._process(batch, responder, audit.recorded_keys)
                 audit.sync()
             except OSError as error:
-                # The lines after the last checkpoint are read again on the next poll; the
-                # findings recorded before the failure are skipped by their keys.
+                # The lines after the last checkpoint are read again on the next poll. The
+                # audit log stored the key of each finding it recorded before the failure,
+                # so those findings are skipped and never recorded twice.
                 tailer.rewind()
+                path = error.filename or str(audit.path)
                 log.error(
-                    "findings_not_recorded", path=error.filename or str(audit.path),
+                    "findings_not_recorded", path=path,
                     error=str(error), hint=write_failure_hint(error, self.paths.root),
                 )  # fmt: skip
+                self._note_write_failure("record_findings", error, str(path))
                 return
-            self._recorded_keys.clear()
+            if handled:
+                self._note_write_success("record_findings")
+            audit.recorded_keys.clear()
             self._save_checkpoints(tailer, audit, checkpoints)
             self._tick()
             if self.stop_requested or self.reload_requested:
@@ -235,8 +254,35 @@ class Daemon:
             # only reads more lines again.
             log.error("checkpoint_write_failed", path=str(checkpoints.path), error=str(error),
                       hint=write_failure_hint(error, self.paths.root))  # fmt: skip
+            self._note_write_failure("save_checkpoints", error, str(checkpoints.path))
+        else:
+            self._note_write_success("save_checkpoints")
 
-    def _process(self, batch: LineBatch, responder: Responder) -> None:
+    def _note_write_failure(self, operation: str, error: OSError, path: str) -> None:
+        """Mark the daemon degraded and publish the error in `status.json` at once."""
+        is_new = not self.degraded
+        self.degraded = True
+        self.last_error = WriteFailure(
+            operation, path, error.strerror or str(error), utc_now(),
+            write_failure_hint(error, self.paths.root),
+        )  # fmt: skip
+        if is_new and self._tailer is not None:
+            self._write_status()
+
+    def _note_write_success(self, operation: str) -> None:
+        """Clear the degraded mark once the step that failed last has succeeded."""
+        if not self.degraded or self.last_error is None:
+            return
+        if self.last_error.operation != operation:
+            return
+        self.degraded = False
+        log.info("write_recovered", operation=operation, path=self.last_error.path,
+                 failed_at=self.last_error.time)  # fmt: skip
+        if self._tailer is not None:
+            self._write_status()
+
+    def _process(self, batch: LineBatch, responder: Responder, recorded_keys: set[str]) -> int:
+        """Parse and detect one batch and hand each new finding on; return how many."""
         followed = batch.file
         now = datetime.now(UTC)
         records = []
@@ -251,17 +297,20 @@ class Daemon:
                 line_number=line.number, offset=line.offset, raw_sha256=line.invalid_utf8_sha256,
             ))  # fmt: skip
         self.lines_read += len(records)
+        handled = 0
         for finding in self.detector.detect(records):
             key = dedup_key(finding)
-            if key in self._seen_keys or key in self._recorded_keys:
+            if key in self._seen_keys or key in recorded_keys:
                 # Recorded before a crash or a failed write; its windows were counted then
                 # (or again by `recover` at start).
-                # TODO: a crash between a finding's audit record and its actions (ticket,
-                # alert, block) skips those actions here; record action intents first.
+                # TODO: a crash or a failed write between a finding's audit record and its
+                # actions (ticket, alert, block) skips the actions not yet run; record action
+                # intents first.
                 continue
             self.findings += 1
             responder.handle(finding)
-            self._recorded_keys.add(key)
+            handled += 1
+        return handled
 
     def _handle_reload(self, audit: AuditLog) -> None:
         """Start a reload on SIGHUP, and swap the configuration in once it is validated.
@@ -401,6 +450,9 @@ class Daemon:
                 "listen": self.metrics_server.listen if self.metrics_server else None,
                 "error": self.metrics_error,
             },
+            "degraded": self.degraded,
+            "last_error": self.last_error.to_json() if self.last_error else None,
+            "warnings": self._warnings(),
         }
         self.metrics.publish(document)
         try:
@@ -408,6 +460,39 @@ class Daemon:
         except OSError as error:
             log.warning("status_write_failed", path=str(self.paths.root / STATUS_FILE),
                         error=str(error))  # fmt: skip
+
+    def _watched_paths(self) -> list[str]:
+        return [spec.path for spec in self.settings.watch_specs]
+
+    def _no_files_hint(self) -> str:
+        if self.watch_option:
+            fix = "fix the --watch paths"
+        else:
+            fix = f"fix the paths under `sources` in {self.settings.loaded.path or 'the config'}"
+        return (
+            f"create the log files, {fix}, or pass --watch PATH:TYPE; the daemon starts "
+            "reading matching files as they appear"
+        )
+
+    def _warnings(self) -> list[str]:
+        """Return the problems `irwatchd status` should show while the daemon runs."""
+        assert self._tailer is not None
+        warnings = []
+        if not self._tailer.files:
+            paths = ", ".join(self._watched_paths())
+            warnings.append(f"no file matches {paths}; {self._no_files_hint()}")
+        return warnings
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGTERM, SIGINT and SIGHUP for the rest of the process's life.
+
+    The daemon is stopping already, so another signal has nothing left to do. Python's
+    finalization resets handlers written in Python to the default action, which would let a
+    SIGTERM sent during the exit end the process with status 143; SIG_IGN stays in place.
+    """
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _path_or_none(path: Path | None) -> str | None:

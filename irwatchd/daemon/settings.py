@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +14,29 @@ from irwatchd.errors import ConfigError, Problem
 from irwatchd.sources.tailer import WatchSpec, specs_from_paths
 
 _TYPES = ("syslog", "access_log", "error_log", "json", "auto")
+_TYPE_LIKE = re.compile(r"[a-z][a-z_]*")
 
 
 def parse_watch_option(value: str) -> tuple[str, str]:
-    """Split `PATH[:TYPE]` into a path and a source type (default `auto`)."""
+    """Split `PATH[:TYPE]` into a path and a source type (default `auto`).
+
+    Raises `ConfigError` for an empty path, and for a suffix after the last `:` that looks
+    like a type name (a lowercase word) but is not one, such as the typo `sylog`.
+    """
     path, separator, kind = value.rpartition(":")
-    if separator and kind in _TYPES and path:
+    if separator and kind in _TYPES:
+        if not path:
+            raise _watch_error(value, "the path before the type is empty")
         return path, kind
+    if separator and path and _TYPE_LIKE.fullmatch(kind):
+        raise _watch_error(value, f"unknown source type {kind!r}; use one of {', '.join(_TYPES)}")
+    if not value.strip():
+        raise _watch_error(value, "the path is empty; pass a file, directory or glob")
     return value, "auto"
+
+
+def _watch_error(value: str, reason: str) -> ConfigError:
+    return ConfigError([Problem("--watch", None, "", f"invalid value {value!r}: {reason}")])
 
 
 @dataclass(frozen=True)

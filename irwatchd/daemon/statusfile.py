@@ -102,6 +102,31 @@ class LastReload:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class WriteFailure:
+    """The last failed write to the state directory, as shown by `irwatchd status`.
+
+    `operation` names the step that failed: `record_findings` (the audit log or a response
+    action after the finding's record), `save_checkpoints` or `block_upkeep`.
+    """
+
+    operation: str
+    path: str
+    error: str
+    time: str
+    hint: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form written to `status.json` as `last_error`."""
+        return {
+            "operation": self.operation,
+            "path": self.path,
+            "error": self.error,
+            "time": self.time,
+            "hint": self.hint,
+        }
+
+
 def status_line(files: int, rate: float, incidents: int, blocks: int) -> str:
     """Return the one-line summary systemd shows as the service status."""
     return (
