@@ -113,3 +113,24 @@ def test_verify_reports_missing_file(tmp_path: Path) -> None:
     result = run_cli("evidence", "verify", str(tmp_path / "forensics"))
     assert result.returncode == 65
     assert "evidence.log is missing" in result.stderr
+
+
+def test_verify_reports_damaged_manifest(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a\n")
+    manifest_path = save_evidence(tmp_path / "forensics", _incident(log, [0]))
+    os.chmod(manifest_path.parent, 0o755)
+    os.chmod(manifest_path, 0o644)
+    cases = {
+        "{bad": "invalid JSON",
+        "": "invalid JSON",
+        '{"files": [1]}': "lacks a `name` or `sha256`",
+        "[]": "not a forensic manifest",
+    }
+    for content, reason in cases.items():
+        manifest_path.write_text(content)
+        result = run_cli("evidence", "verify", str(tmp_path / "forensics"))
+        assert result.returncode == 65, (content, result.stderr)
+        assert f"{manifest_path} is damaged" in result.stderr
+        assert reason in result.stderr
+        assert "Traceback" not in result.stderr

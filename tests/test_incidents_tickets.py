@@ -178,3 +178,34 @@ def test_close_during_pending_update(tmp_path: Path) -> None:
     (follow_up,) = [t for t in tickets.values() if t["id"] != first["id"]]
     assert follow_up["previous_id"] == first["id"]
     assert follow_up["count"] == 1
+
+
+def test_ack_of_closed_incident_needs_reopen(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    tickets = state / "alerts" / "tickets"
+    tickets.mkdir(parents=True)
+    incident_id = "inc-00000000000000cc"
+    path = tickets / f"{incident_id}.json"
+    path.write_text(json.dumps({"id": incident_id, "status": "closed"}))
+    cli_state = ["--state-dir", str(state)]
+
+    rejected = run_cli("incidents", "ack", incident_id, *cli_state)
+    assert rejected.returncode == 65
+    assert f"incident {incident_id} is closed; pass --reopen" in rejected.stderr
+    assert json.loads(path.read_text())["status"] == "closed"
+    assert audit_actions(state, "incident_ack") == []
+
+    reopened = run_cli("incidents", "ack", incident_id, "--reopen", *cli_state)
+    assert reopened.returncode == 0, reopened.stderr
+    assert json.loads(path.read_text())["status"] == "acknowledged"
+
+
+def test_show_of_damaged_ticket_exits_65(tmp_path: Path) -> None:
+    tickets = tmp_path / "state" / "alerts" / "tickets"
+    tickets.mkdir(parents=True)
+    (tickets / "inc-00000000000000dd.json").write_text("[1, 2]")
+    result = run_cli(
+        "incidents", "show", "inc-00000000000000dd", "--state-dir", str(tmp_path / "state")
+    )
+    assert result.returncode == 65
+    assert "is damaged: expected a JSON object, found list" in result.stderr

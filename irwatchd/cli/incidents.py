@@ -85,7 +85,8 @@ def run_list(args: argparse.Namespace) -> int:
             print(json.dumps(ticket, ensure_ascii=False))
             continue
         print(
-            f"{ticket.get('id')}  {ticket.get('status'):<12}  {ticket.get('severity'):<8}  "
+            f"{ticket.get('id')}  {printable(ticket.get('status')):<12}  "
+            f"{printable(ticket.get('severity')):<8}  "
             f"{ticket.get('category')}  src={ticket.get('source_ip') or '-'}  "
             f"host={printable(ticket.get('host') or '-')}  count={ticket.get('count')}  "
             f"last_seen={ticket.get('last_seen')}"
