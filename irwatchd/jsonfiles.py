@@ -41,14 +41,14 @@ def match_owner(descriptor: int, reference: Path) -> None:
     """
     if os.geteuid() != 0:
         return
-    wanted = os.stat(reference)
+    expected = os.stat(reference)
     current = os.fstat(descriptor)
-    if (current.st_uid, current.st_gid) != (wanted.st_uid, wanted.st_gid):
-        os.fchown(descriptor, wanted.st_uid, wanted.st_gid)
+    if (current.st_uid, current.st_gid) != (expected.st_uid, expected.st_gid):
+        os.fchown(descriptor, expected.st_uid, expected.st_gid)
 
 
 def open_lock_file(path: Path) -> int:
-    """Open (and create) a lock file for `flock`, owned like its folder; return the descriptor."""
+    """Open or create a lock file for `flock`, owned like its folder, and return its descriptor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
@@ -107,7 +107,7 @@ def read_json(path: Path, default: Any) -> Any:
 
 
 def read_json_object(path: Path, default: dict[str, Any]) -> dict[str, Any]:
-    """Read a JSON file that must contain an object; raise `DamagedStateError` otherwise."""
+    """Read a JSON file that must contain an object, or raise `DamagedStateError`."""
     document = read_json(path, default)
     if not isinstance(document, dict):
         raise DamagedStateError(path, f"expected a JSON object, found {type(document).__name__}")
