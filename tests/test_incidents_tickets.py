@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.config import Config, LoadedConfig
+from irwatchd.correlation.incidents import Incident
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response.responder import Responder, StatePaths
@@ -209,3 +211,26 @@ def test_show_of_damaged_ticket_exits_65(tmp_path: Path) -> None:
     )
     assert result.returncode == 65
     assert "is damaged: expected a JSON object, found list" in result.stderr
+
+
+def test_write_moves_damaged_ticket_aside(tmp_path: Path) -> None:
+    moment = datetime.now(UTC)
+    incident = Incident(
+        id="inc-00000000000000ee",
+        category="brute_force",
+        source_ip=SOURCE,
+        host=None,
+        first_seen=moment,
+        last_seen=moment,
+        severity="low",
+    )
+    store = TicketStore(tmp_path / "tickets")
+    store.directory.mkdir()
+    path = store.path_for(incident.id)
+    path.write_text('"not an object"')
+    assert store.status_changed_on_disk(incident) is None
+
+    store.write(incident)
+    (moved,) = store.directory.glob(f"{path.name}.damaged-*")
+    assert moved.read_text() == '"not an object"'
+    assert json.loads(path.read_text())["id"] == incident.id
