@@ -11,7 +11,16 @@ from pathlib import Path
 import structlog
 
 from irwatchd import __version__
-from irwatchd.errors import EX_NOPERM, EX_OK, EX_SOFTWARE, EX_USAGE, IrwatchdError
+from irwatchd.config import CHECKOUT_CONFIG, INSTALLED_CONFIG, default_config_path
+from irwatchd.errors import (
+    EX_NOPERM,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_USAGE,
+    ConfigError,
+    IrwatchdError,
+    Problem,
+)
 from irwatchd.logs import configure_logging
 
 SUBCOMMANDS = (
@@ -55,6 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that load rules, so the built-in defaults without a config file cannot serve them.
+_NEEDS_CONFIG = frozenset({"run", "check", "detect", "scan", "eval"})
+# Commands that need a config only to find the state directory.
+_NEEDS_CONFIG_OR_STATE_DIR = frozenset({"status", "reload"})
+
+
+def _require_config(args: argparse.Namespace) -> None:
+    """Raise `ConfigError` when a command needs a config and none was given or found.
+
+    Without this, an installed copy with no /etc config would fall back to built-in defaults
+    and fail later with a message about rules.files or a state directory under the cwd.
+    """
+    if args.config_path is not None or default_config_path() is not None:
+        return
+    needs = args.command in _NEEDS_CONFIG or (
+        args.command in _NEEDS_CONFIG_OR_STATE_DIR and not getattr(args, "state_dir", None)
+    )
+    if not needs:
+        return
+    message = f"no config file found at {INSTALLED_CONFIG} or {CHECKOUT_CONFIG}; pass -c FILE"
+    if args.command in _NEEDS_CONFIG_OR_STATE_DIR:
+        message += " or --state-dir DIR"
+    raise ConfigError([Problem("-c", None, "", message)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return its exit code."""
     parser = build_parser()
@@ -70,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = getattr(args, "config", None)
     args.config_path = Path(config) if config else None
     try:
+        _require_config(args)
         return int(args.handler(args))
     except IrwatchdError as error:
         print(f"irwatchd {args.command}: {error}", file=sys.stderr)

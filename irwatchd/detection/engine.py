@@ -79,11 +79,23 @@ def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
         return Re2Pattern(pattern, _RE2_OPTIONS)
     except re2.error as error:
         detail = error.args[0].decode() if isinstance(error.args[0], bytes) else str(error)
+        if _is_unsupported_syntax(detail):
+            fix = "RE2 has no backreferences or lookaround, so rewrite the pattern without them"
+        else:
+            fix = "fix the pattern"
         raise ConfigError(
             [Problem(rule.path, rule.line, f"rules.{rule.id}.pattern",
-                     f"RE2 cannot compile {pattern!r}: {detail}; RE2 has no backreferences "
-                     "or lookaround, so rewrite the pattern without them")]
+                     f"RE2 cannot compile {pattern!r}: {detail}; {fix}")]
         ) from None  # fmt: skip
+
+
+def _is_unsupported_syntax(detail: str) -> bool:
+    """Return whether RE2's message is about lookaround (`(?=`) or a backreference (`\\1`)."""
+    lookaround = ("(?=", "(?!", "(?<=", "(?<!")
+    if any(detail.startswith(f"invalid perl operator: {start}") for start in lookaround):
+        return True
+    escape = "invalid escape sequence: \\"
+    return detail.startswith(escape) and detail[len(escape) : len(escape) + 1].isdigit()
 
 
 def _hyperscan_flags() -> int:

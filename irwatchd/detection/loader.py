@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from irwatchd.config import LoadedConfig
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.detection.rules import Rule, expand_rule_paths, load_rules
 from irwatchd.errors import ConfigError, Problem
+from irwatchd.yamlload import line_of, load_yaml
 
 
 def build_detector(loaded: LoadedConfig, *, prefilter: bool = True) -> Detector:
@@ -16,7 +17,32 @@ def build_detector(loaded: LoadedConfig, *, prefilter: bool = True) -> Detector:
         where = str(loaded.path) if loaded.path is not None else "built-in defaults"
         raise ConfigError(
             [Problem(where, None, "rules.files",
-                     f"no rule file matches {settings.files!r}; point it at etc/rules.d/*.yaml")]
+                     f"no rule file matches {settings.files!r} (relative paths start at "
+                     f"{loaded.base}); point it at rule files, such as rules.d/*.yaml next "
+                     "to the config file")]
         )  # fmt: skip
-    rules = load_rules(paths, settings.disabled)
-    return Detector(rules, prefilter=prefilter)
+    rules = load_rules(paths)
+    _check_disabled(loaded, rules)
+    disabled = set(settings.disabled)
+    return Detector([rule for rule in rules if rule.id not in disabled], prefilter=prefilter)
+
+
+def _check_disabled(loaded: LoadedConfig, rules: list[Rule]) -> None:
+    """Raise `ConfigError` naming each id in `rules.disabled` that no rule file defines."""
+    known = {rule.id for rule in rules}
+    unknown = [rule_id for rule_id in loaded.config.rules.disabled if rule_id not in known]
+    if not unknown:
+        return
+    where = str(loaded.path) if loaded.path is not None else "built-in defaults"
+    line = None
+    if loaded.path is not None:
+        try:
+            line = line_of(load_yaml(loaded.path), ("rules", "disabled"))
+        except ConfigError:
+            line = None  # the file changed since it was loaded; report without a line
+    raise ConfigError(
+        [Problem(where, line, "rules.disabled",
+                 f"unknown rule id {rule_id!r}; remove it, or fix its spelling to match an "
+                 "`id:` in the rule files")
+         for rule_id in unknown]
+    )  # fmt: skip
