@@ -43,3 +43,15 @@ def test_later_line_of_process_fills_earlier_one(tmp_path: Path) -> None:
     sources = _detect(tmp_path, [CHECK_PASS, RHOST])
     assert sources[1] == "198.51.100.4"
     assert sources[2] == "198.51.100.4"
+
+
+def test_daemon_attributes_by_process(tmp_path: Path) -> None:
+    from tests.helpers import append_lines, audit_actions, running_daemon, wait_until
+
+    log = tmp_path / "auth.log"
+    state = tmp_path / "state"
+    with running_daemon(state, [f"{log}:syslog"]):
+        append_lines(log, [INVALID, PREAUTH])
+        wait_until(lambda: len(audit_actions(state, "finding")) >= 2)
+    findings = audit_actions(state, "finding")
+    assert [record["source"]["ip"] for record in findings] == ["192.0.2.1", "192.0.2.1"]

@@ -45,6 +45,7 @@ from irwatchd.daemon.statusfile import (
 )
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
+from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.logs import flush_suppressed, report_suppressed
@@ -76,6 +77,7 @@ class Daemon:
         self.detector: Detector = build_detector(self.settings.loaded)
         self.paths = StatePaths(self.settings.state_dir)
         self.force_polling = force_polling or os.environ.get("IRWATCHD_FORCE_POLLING") == "1"
+        self.process_context = ProcessContext()
         self.wake = threading.Event()
         self.stop_requested = False
         self.reload_requested = False
@@ -298,7 +300,7 @@ class Daemon:
             ))  # fmt: skip
         self.lines_read += len(records)
         handled = 0
-        for finding in self.detector.detect(records):
+        for finding in self.process_context.attribute(self.detector.detect(records)):
             key = dedup_key(finding)
             if key in self._seen_keys or key in recorded_keys:
                 # Recorded before a crash or a failed write; its windows were counted then
