@@ -37,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--jobs",
         type=int,
         default=1,
-        help="processes that read a large regular file in parallel ranges (default: 1)",
+        help="processes that read a large regular file in parallel ranges (default: 1); "
+        "above 1, lines without an address are not attributed by process",
     )
     parser.add_argument("file", help="log file to read, or - for standard input")
     parser.set_defaults(handler=run)

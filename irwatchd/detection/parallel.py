@@ -22,7 +22,6 @@ from typing import BinaryIO
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.finding import Finding
-from irwatchd.detection.process_context import ProcessContext, attribute_stream
 
 MIN_BYTES_PER_JOB = 8 << 20
 """Smaller files are read by one process: a fork and a range split cost more than they save."""
@@ -141,7 +140,7 @@ def _run_worker(
                 detector, _RangeReader(handle, file_range.end), source_type, path, max_line_bytes,  # type: ignore[arg-type]
                 now=now, lines_before=file_range.lines_before, offset_before=file_range.start,
             )  # fmt: skip
-            for finding in attribute_stream(findings, ProcessContext()):
+            for finding in findings:
                 out.write(render(finding))
     except BaseException:  # any failure must end the child with an error code
         traceback.print_exc()
