@@ -56,6 +56,7 @@ def test_status_json_while_running(tmp_path: Path) -> None:
     assert document["findings"] == 2
     assert document["open_incidents"] == 2
     assert document["active_blocks"] == 0
+    assert document["blocking"] == {"backend": "simulate", "healthy": True, "last_error": None}
     assert isinstance(document["lines_per_second"], float | int)
     assert document["queues"]["rotated_files"] == 0
     assert document["queues"]["partial_line_bytes"] == 0

@@ -94,6 +94,12 @@ def format_status(state: DaemonState) -> str:
 def _problem_lines(status: dict[str, Any]) -> list[str]:
     """Return a WARNING line for each warning and a failing write, and the last error."""
     lines = [f"WARNING: {warning}" for warning in status.get("warnings") or []]
+    blocking = status.get("blocking") or {}
+    if blocking and not blocking.get("healthy", True):
+        lines.append(
+            f"WARNING: blocking back-end {blocking.get('backend')} is failing: "
+            f"{blocking.get('last_error')}; blocks are recorded but not enforced until it works"
+        )
     error = status.get("last_error")
     if isinstance(error, dict):
         text = (

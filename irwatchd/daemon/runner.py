@@ -442,6 +442,7 @@ class Daemon:
             "findings": self.findings,
             "open_incidents": len(responder.incidents),
             "active_blocks": len(responder.blocks.active()),
+            "blocking": responder.blocking_health(),
             "queues": queue_depths(tailer, responder),
             "files": file_rows(tailer),
             "reloads": self.reloads,
