@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import json
 import lzma
 import os
 import shutil
@@ -37,6 +36,43 @@ from irwatchd.response.responder import Responder, StatePaths
 from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _FindingSummary:
+    category: str
+    severity: str
+    source_ip: str | None
+    incident_id: str | None
+
+
+class ScanAuditLog(AuditLog):
+    """The audit log, also keeping what the report counts of the records this scan writes.
+
+    The report is built from these copies rather than by reading the file back, because the
+    audit log may rotate in the middle of a long scan.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.findings: list[_FindingSummary] = []
+        self.blocked: set[str] = set()
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write the record, then keep the fields the report counts."""
+        written = super().append(record)
+        event = written.get("event", {})
+        source = (written.get("source") or {}).get("ip")
+        if event.get("action") == "finding":
+            details = written["irwatchd"]
+            self.findings.append(
+                _FindingSummary(
+                    details["category"], details["severity"], source, details.get("incident_id")
+                )
+            )
+        elif event.get("action") == "block" and event.get("outcome") == "success" and source:
+            self.blocked.add(source)
+        return written
 
 
 @dataclass
@@ -157,32 +193,25 @@ def scan(
     simulated = loaded.config.model_copy(
         update={"blocking": loaded.config.blocking.model_copy(update={"backend": "simulate"})}
     )
-    audit = AuditLog(paths.audit_log)
+    audit = ScanAuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), paths, audit, live=False)
     try:
         audit.append(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
         )
-        audit.sync()
-        audit_start = paths.audit_log.stat().st_size
+        audit.findings.clear()
+        audit.blocked.clear()
         for path in files:
             result.files.append(_scan_file(path, detector, responder, loaded, source_type, result))
         audit.sync()
-        records = _audit_records_since(paths.audit_log, audit_start)
-        findings = [r for r in records if r["event"]["action"] == "finding"]
+        findings = audit.findings
         result.findings = len(findings)  # correlated findings included
-        incident_ids = {r["irwatchd"].get("incident_id") for r in findings}
-        for record in findings:
-            result.by_category[record["irwatchd"]["category"]] += 1
-            result.by_severity[record["irwatchd"]["severity"]] += 1
-            result.by_source[(record.get("source") or {}).get("ip") or "unknown"] += 1
-        blocked = sorted(
-            {
-                r["source"]["ip"]
-                for r in records
-                if r["event"]["action"] == "block" and r["event"].get("outcome") == "success"
-            }
-        )
+        incident_ids = {finding.incident_id for finding in findings}
+        for finding in findings:
+            result.by_category[finding.category] += 1
+            result.by_severity[finding.severity] += 1
+            result.by_source[finding.source_ip or "unknown"] += 1
+        blocked = sorted(audit.blocked)
         incidents = [
             incident.to_json()
             for incident in responder.incidents.open_incidents()
@@ -254,10 +283,3 @@ def _scan_file(
             return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
     result.lines += totals.lines
     return {"path": str(path), "lines": totals.lines}
-
-
-def _audit_records_since(path: Path, offset: int) -> list[dict[str, Any]]:
-    """Return the audit records written after byte `offset`: the ones this scan added."""
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        return [json.loads(line) for line in handle if line.strip()]

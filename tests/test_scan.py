@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 from tests.helpers import ROOT, run_cli
@@ -65,3 +66,20 @@ def test_scan_missing_path_exits_66(tmp_path: Path) -> None:
     result = run_cli("scan", "--state-dir", str(tmp_path / "state"), str(tmp_path / "absent.log"))
     assert result.returncode == 66
     assert "absent.log" in result.stderr
+
+
+def test_scan_report_survives_audit_rotation(tmp_path: Path) -> None:
+    config_dir = tmp_path / "etc"
+    shutil.copytree(ROOT / "etc", config_dir)
+    config = config_dir / "irwatchd.yaml"
+    config.write_text(config.read_text() + "\naudit:\n  max_bytes: 4096\n  keep_files: 50\n")
+    state = tmp_path / "state"
+    result = run_cli(
+        "scan", "-c", str(config), "--state-dir", str(state), str(SAMPLES / "auth.log")
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list(state.glob("audit.jsonl.*"))) >= 2, "the audit log rotated during the scan"
+    report = _report(state)
+    assert report["counts"]["by_category"]["brute_force"] == 1
+    assert report["counts"]["by_category"]["failed_login"] >= 5
+    assert len(report["blocks_simulated"]) == 1
