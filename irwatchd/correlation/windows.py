@@ -23,7 +23,6 @@ DEFAULT_MAX_SOURCES = 100_000
 class _SourceWindow:
     times: deque[float] = field(default_factory=deque)
     fired: bool = False
-    evidence: deque[Finding] = field(default_factory=deque)
 
 
 class SlidingWindows:
@@ -62,16 +61,12 @@ class SlidingWindows:
                 window.times.popleft()
             if not window.times:
                 window.fired = False
-                window.evidence.clear()
             # A "repeated N times" line counts N failures, but never more than the threshold
             # needs, so memory per source stays bounded.
             for _ in range(min(finding.count, spec.threshold)):
                 window.times.append(stamp)
             while len(window.times) > spec.threshold:
                 window.times.popleft()
-            window.evidence.append(finding)
-            while len(window.evidence) > spec.threshold:
-                window.evidence.popleft()
             if not window.fired and len(window.times) >= spec.threshold:
                 window.fired = True
                 emitted.append(
@@ -88,8 +83,3 @@ class SlidingWindows:
                     )
                 )  # fmt: skip
         return emitted
-
-    def evidence_for(self, name: str, source_ip: str) -> list[Finding]:
-        """Return the findings that made up a window's current count."""
-        window = self._windows.get((name, source_ip))
-        return list(window.evidence) if window else []
