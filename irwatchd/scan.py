@@ -1,7 +1,7 @@
 """One-pass scan of old logs: collect copies, detect and correlate, respond, write a report.
 
-A scan runs the same rules, windows and policy as the daemon, with two differences: windows
-use the times written in the log (old lines are correlated as they happened), and blocking is
+A scan runs the same rules, windows and policy as the daemon, with two differences. Windows
+use the times written in the log, so old lines are correlated as they happened. Blocking is
 always simulated, because the sources of an old attack may be long gone or reassigned.
 """
 
@@ -77,7 +77,7 @@ class ScanAuditLog(AuditLog):
 
 @dataclass
 class ScanResult:
-    """What a scan read and found, and where it wrote its report."""
+    """The files and lines a scan read, its counts, and the paths of its report and collection."""
 
     files: list[dict[str, Any]] = field(default_factory=list)
     lines: int = 0
