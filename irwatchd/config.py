@@ -63,7 +63,7 @@ class Sources(_Model):
 
 
 class RulesSettings(_Model):
-    """Which rule files to load and which rule ids to switch off."""
+    """Rule files to load and rule ids to switch off."""
 
     files: list[str] = Field(default_factory=lambda: ["rules.d/*.yaml"])
     disabled: list[str] = Field(default_factory=list)
@@ -115,11 +115,11 @@ class Policy(_Model):
 
 
 MAX_BLOCK_SECONDS = 10 * 365 * 86400
-"""Longest block or offence memory (10 years); longer ones overflow date conversions."""
+"""Maximum block or offence memory (10 years); longer ones overflow date conversions."""
 
 
 class Blocking(_Model):
-    """How blocks are applied, how long they last, and how fast new ones may be added."""
+    """Block settings: the back-end, block duration, and the rate cap on new blocks."""
 
     backend: Literal["simulate", "nftables", "command"] = "simulate"
     duration_seconds: float = Field(default=3600, ge=1, le=MAX_BLOCK_SECONDS, allow_inf_nan=False)
@@ -270,7 +270,7 @@ Channel = Annotated[
 
 
 class Alerts(_Model):
-    """Where alerts go besides the alert files in the state directory, and how often."""
+    """Alert channels besides the alert files in the state directory, and alert frequency."""
 
     channels: list[Channel] = Field(default_factory=list)
     webhook_url: str | None = None
@@ -316,7 +316,7 @@ class Tickets(_Model):
 
 
 class Forensics(_Model):
-    """What a forensic copy takes from each source file: the evidence's byte range or all."""
+    """Scope of a forensic copy of each source file: the evidence's byte range or the whole file."""
 
     scope: Literal["segment", "file"] = "segment"
     context_bytes: int = Field(default=4096, ge=0)
@@ -331,7 +331,7 @@ class AuditSettings(_Model):
 
 
 class Metrics(_Model):
-    """The Prometheus endpoint: off unless enabled, and on loopback unless told otherwise."""
+    """The Prometheus endpoint: off unless enabled, and bound to `listen` (loopback by default)."""
 
     enabled: bool = False
     listen: str = "127.0.0.1:9117"

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status_document(state: DaemonState) -> dict[str, Any]:
-    """Merge the last status file with what the lock says now.
+    """Merge the last status file with the lock's current state.
 
     `running` and `pid` come from the lock, because a killed daemon leaves a status file
     that still has `running: true`.

@@ -1,10 +1,10 @@
 """The daemon's main loop: wait for a change, read new lines, detect, respond, checkpoint.
 
-Everything that touches state runs on this one thread, in this order for each poll: read
-complete lines, parse and detect them in one batch per file, hand each finding to the
-responder (which writes the audit log before it acts), fsync the audit log, and only then
-move the file checkpoints past those lines. A crash at any point therefore re-reads lines
-whose findings may already be audited, never skips one; the dedup keys drop the repeats.
+Everything that touches state runs on this one thread. Each poll reads complete lines,
+parses and detects them in one batch per file, and hands each finding to the responder, which
+writes the audit log before it acts. It then fsyncs the audit log, and only then moves the
+file checkpoints past those lines. A crash at any point therefore re-reads lines whose
+findings may already be audited and never skips one. The dedup keys drop the repeats.
 
 Signals only set flags and wake the loop. A reload validates the new configuration on a
 worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and

@@ -4,7 +4,7 @@ Stage one compiles every rule pattern of a source type into one Hyperscan databa
 prefilter mode and scans the batch's views joined by newlines, so lines that no rule can
 match cost no Python work. Stage two runs the rule's RE2 pattern, which has the named groups,
 only on the (line, rule) pairs stage one reported. Both engines run in time linear in the
-input; no backtracking engine ever sees log text.
+input; no backtracking engine ever reads log text.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Detector:
         hits: set[tuple[int, int]] = set()
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            # As in `_prefilter`, a hit belongs to the line that holds its last byte.
+            # As in `_prefilter`, a hit belongs to the line that contains its last byte.
             hits.add((max(end - 1, 0), pattern_id))
 
         self._databases[source_type].scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Build the detector a config asks for: its rule files, minus disabled ids, compiled once."""
+"""Build the detector a config names: its rule files, minus disabled ids, compiled once."""
 
 from __future__ import annotations
 

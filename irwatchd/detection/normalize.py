@@ -94,7 +94,9 @@ def _overlong_escape(match: re2._Match) -> str:
     lead = match.group(1)
     escapes = [lead[:2]] + [part for part in lead[2:].split("%") if part] + [match.group(2)]
     values = [int(escape, 16) for escape in escapes]
-    code = values[0] & (0x1F if len(values) == 2 else 0x0F if len(values) == 3 else 0x07)
+    # The lead byte of a 2-, 3- or 4-byte UTF-8 sequence keeps 5, 4 or 3 payload bits.
+    lead_mask = {2: 0x1F, 3: 0x0F}.get(len(values), 0x07)
+    code = values[0] & lead_mask
     for value in values[1:]:
         code = (code << 6) | (value & 0x3F)
     if code >= 0x80:

@@ -1,7 +1,7 @@
 """Detect in one large file with several processes, each reading a range of whole lines.
 
 Detection of one line never depends on another, so a file split at line starts gives the same
-findings as one pass, as long as each range knows how many lines come before it. Each worker
+findings as one pass, as long as each range is given the number of lines before it. Each worker
 is a fork of the caller (the compiled rules are shared copy-on-write) and writes its output to
 its own temporary file; the caller copies the files out in range order, so the output is the
 same bytes as a single pass writes.

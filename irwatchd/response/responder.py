@@ -60,7 +60,7 @@ MAX_CLOCK_SKEW = timedelta(hours=1)
 
 @dataclass(frozen=True, slots=True)
 class StatePaths:
-    """Where each kind of state lives under the state directory."""
+    """Paths of each kind of state under the state directory."""
 
     root: Path
     audit_log: Path = field(init=False)

@@ -3,7 +3,7 @@
 A checkpoint belongs to a file identity, not to a path. The identity is (device, inode) plus
 the SHA-256 of the first bytes, so a rotated file keeps its checkpoint under its new name,
 and a new file that got an old inode number back does not inherit it. The file also stores
-the audit log's size and inode at the moment of the save, so a restart knows which audit
+the audit log's size and inode at the moment of the save, so a restart can tell which audit
 records came after the checkpoints.
 """
 

@@ -2,7 +2,8 @@
 
 Events only wake the reader; they never carry data, so a lost, merged or late event costs at
 most one poll interval. When inotify watches cannot be added (the per-user watch limit, or a
-filesystem without inotify), the watcher falls back to watchdog's polling observer and says so.
+filesystem without inotify), the watcher falls back to watchdog's polling observer and logs
+a warning.
 """
 
 from __future__ import annotations
