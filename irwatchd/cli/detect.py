@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from irwatchd.config import default_config_path, load_config
-from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
-from irwatchd.detection.parallel import FileRange, split_ranges, write_findings_in_parallel
-from irwatchd.detection.process_context import ProcessContext, attribute_stream
+from irwatchd.detection.parallel import FileRange, split_ranges, write_in_parallel
+from irwatchd.detection.process_context import ProcessContext
+from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
 
@@ -80,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         with stream:
-            findings = detect_file(
+            rows = detect_rows(
                 detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
             )
-            for finding in attribute_stream(findings, ProcessContext()):
-                out.write(_render(finding))
+            renderer = RowRenderer()
+            for group in attribute_rows(rows, ProcessContext()):
+                out.write(renderer.render(group))
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
         return EX_DATAERR
@@ -95,18 +94,22 @@ def run(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _render(finding: Finding) -> str:
-    return json.dumps(finding.to_detect_json()) + "\n"
-
-
 def _detect_in_parallel(
     args: argparse.Namespace, detector: Detector, ranges: list[FileRange], max_line_bytes: int
 ) -> int:
-    try:
-        ok = write_findings_in_parallel(
-            detector, args.file, ranges, args.source_type, max_line_bytes,
-            datetime.now(UTC), _render, sys.stdout.buffer,
+    now = datetime.now(UTC)
+
+    def write_range(stream: BinaryIO, file_range: FileRange, out: TextIO) -> None:
+        rows = detect_rows(
+            detector, stream, args.source_type, args.file, max_line_bytes, now=now,
+            lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
+        renderer = RowRenderer()
+        for group in rows:
+            out.write(renderer.render(group))
+
+    try:
+        ok = write_in_parallel(args.file, ranges, write_range, sys.stdout.buffer)
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR

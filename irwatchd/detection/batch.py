@@ -103,6 +103,75 @@ def detect_file(
     a file, at a line start, passes how many lines and bytes come before it there.
     """
     moment = now or datetime.now(UTC)
+    parts = walk_file(
+        detector, stream, source_type, path, max_line_bytes, moment,
+        totals=totals, lines_before=lines_before, offset_before=offset_before,
+    )  # fmt: skip
+    for part in parts:
+        if isinstance(part, RawCandidates):
+            yield from _raw_findings(detector, part, path, moment)
+        else:
+            yield part
+
+
+@dataclass(frozen=True, slots=True)
+class RawCandidates:
+    """A block of syslog lines that are their own views, with the lines the prefilter named.
+
+    `candidates` maps the offset of a candidate line's newline in `block` to the rules to
+    confirm on it with `Detector.confirm_groups`. `number_base` and `offset_base` are the line
+    count and byte offset of the block's start in the file.
+    """
+
+    block: bytes
+    candidates: dict[int, set[int]]
+    source_type: str
+    number_base: int
+    offset_base: int
+
+    def lines(self) -> Iterator[tuple[int, int, str, set[int]]]:
+        """Yield (line number, byte offset, text, rule ids) of each candidate, in line order."""
+        block = self.block
+        counted_to = 0
+        number = self.number_base
+        for newline in sorted(self.candidates):
+            start = block.rfind(b"\n", 0, newline) + 1
+            number += block.count(b"\n", counted_to, start)
+            counted_to = start
+            text = block[start:newline].decode("utf-8")
+            yield number + 1, self.offset_base + start, text, self.candidates[newline]
+
+
+def _raw_findings(
+    detector: Detector, part: RawCandidates, path: str, moment: datetime
+) -> Iterator[Finding]:
+    for number, offset, text, rule_ids in part.lines():
+        record = parse_line(
+            text, part.source_type, moment, path=path, line_number=number, offset=offset
+        )
+        if record.view is text or record.view == text:
+            yield from detector.confirm(record, rule_ids)
+        else:  # pragma: no cover - `_is_raw_view_block` rules this out
+            yield from detector.detect([record])
+
+
+def walk_file(
+    detector: Detector,
+    stream: BinaryIO,
+    source_type: str,
+    path: str,
+    max_line_bytes: int,
+    moment: datetime,
+    *,
+    totals: StreamTotals | None = None,
+    lines_before: int = 0,
+    offset_before: int = 0,
+) -> Iterator[Finding | RawCandidates]:
+    """Yield the findings of a stream in line order, leaving raw syslog blocks unconfirmed.
+
+    A block that takes the raw prefilter path comes out as `RawCandidates`, so the caller
+    decides what to build from its candidate lines; every other line comes out as findings.
+    """
     counts = totals if totals is not None else StreamTotals()
     number = lines_before
     offset = offset_before
@@ -230,7 +299,7 @@ def _detect_block(
     number_base: int,
     offset_base: int,
     counts: StreamTotals,
-) -> Iterator[Finding]:
+) -> Iterator[Finding | RawCandidates]:
     """Detect in one block of complete lines: raw prefilter when it is sound, else parse all."""
     if source_type != "syslog":
         access = _detect_access_block(
@@ -260,20 +329,8 @@ def _detect_block(
     counts.lines += lines_in_block
     counts.fast_lines += lines_in_block
     candidates = detector.prefilter_lines("syslog", block)
-    counted_to = 0
-    number = number_base
-    for newline in sorted(candidates):
-        start = block.rfind(b"\n", 0, newline) + 1
-        number += block.count(b"\n", counted_to, start)
-        counted_to = start
-        text = block[start:newline].decode("utf-8")
-        record = parse_line(
-            text, source_type, moment, path=path, line_number=number + 1, offset=offset_base + start
-        )
-        if record.view is text or record.view == text:
-            yield from detector.confirm(record, candidates[newline])
-        else:  # pragma: no cover - `_is_raw_view_block` rules this out
-            yield from detector.detect([record])
+    if candidates:
+        yield RawCandidates(block, candidates, source_type, number_base, offset_base)
 
 
 def plain_access_view(line: str) -> str | None:

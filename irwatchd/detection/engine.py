@@ -283,36 +283,35 @@ class Detector:
             candidates[positions[line]].update(rule_ids)
 
     def _confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
-        findings = []
+        return [
+            self._finding(rule, record, groups)
+            for rule, groups in self.confirm_groups(record.view, record.source_type, rule_ids)
+        ]
+
+    def confirm_groups(
+        self, view: str, source_type: str, rule_ids: set[int]
+    ) -> list[tuple[Rule, dict[str, str]]]:
+        """Run the named rules on one view, most severe first; at most one match per category.
+
+        Return each matching rule with its named groups. `rule_ids` come from
+        `prefilter_lines` or `prefilter_views`; rules that do not apply to `source_type` are
+        skipped.
+        """
+        matches = []
         seen_categories = set()
-        allowed = self._ids_by_type.get(record.source_type, set())
+        allowed = self._ids_by_type.get(source_type, set())
         ordered = rule_ids if len(rule_ids) == 1 else sorted(rule_ids, key=self._rank.__getitem__)
         for rule_id in ordered:
             compiled = self._by_id[rule_id]
             if rule_id not in allowed or compiled.rule.category in seen_categories:
                 continue
-            finding = self._match(compiled, record)
-            if finding is not None:
-                findings.append(finding)
-                seen_categories.add(compiled.rule.category)
-        return findings
-
-    def _match(self, compiled: _CompiledRule, record: LogRecord) -> Finding | None:
-        view = _detection_view(record.view)
-        groups = None
-        for pattern in compiled.patterns:
-            groups = pattern.search_named(view)
+            groups = _match_groups(compiled, view)
             if groups is not None:
-                break
-        if groups is None:
-            return None
-        if any(ignore.matches(view) for ignore in compiled.ignore):
-            return None
-        rule = compiled.rule
-        if record.source_type in _ATTRIBUTED_BY_SERVER:
-            source_ip = _clean_source(record.client_ip)
-        else:
-            source_ip = _clean_source(groups.get("source_ip"))
+                matches.append((compiled.rule, groups))
+                seen_categories.add(compiled.rule.category)
+        return matches
+
+    def _finding(self, rule: Rule, record: LogRecord, groups: dict[str, str]) -> Finding:
         # `count` is how many failed attempts the line stands for: 0 for a line that repeats
         # what another line of the same attempt already counted, N for "repeated N times".
         count = rule.count
@@ -323,8 +322,30 @@ class Detector:
             category=rule.category,
             severity=rule.severity,
             record=record,
-            source_ip=source_ip,
+            source_ip=source_address(record.source_type, record.client_ip, groups),
             user=groups.get("user") or None,
             count=count,
             fields=groups,
         )
+
+
+def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
+    """Return the named groups of the rule's first matching pattern, or None (or ignored)."""
+    view = _detection_view(view)
+    groups = None
+    for pattern in compiled.patterns:
+        groups = pattern.search_named(view)
+        if groups is not None:
+            break
+    if groups is None:
+        return None
+    if any(ignore.matches(view) for ignore in compiled.ignore):
+        return None
+    return groups
+
+
+def source_address(source_type: str, client_ip: str | None, groups: dict[str, str]) -> str | None:
+    """Return a finding's source address: the server-written client field, else the rule's group."""
+    if source_type in _ATTRIBUTED_BY_SERVER:
+        return _clean_source(client_ip)
+    return _clean_source(groups.get("source_ip"))

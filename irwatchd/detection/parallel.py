@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector
@@ -81,6 +81,10 @@ class _RangeReader:
         return self._handle.read(remaining if size < 0 else min(size, remaining))
 
 
+RangeWriter = Callable[[BinaryIO, FileRange, TextIO], None]
+"""Writes the output for the lines of one range, read from a stream that starts at its start."""
+
+
 def write_findings_in_parallel(
     detector: Detector,
     path: str,
@@ -96,6 +100,26 @@ def write_findings_in_parallel(
     Return False when a worker failed; its traceback is on standard error and nothing is
     written, so a partial result never looks complete.
     """
+
+    def write_range(stream: BinaryIO, file_range: FileRange, out: TextIO) -> None:
+        findings = detect_file(
+            detector, stream, source_type, path, max_line_bytes, now=now,
+            lines_before=file_range.lines_before, offset_before=file_range.start,
+        )  # fmt: skip
+        for finding in findings:
+            out.write(render(finding))
+
+    return write_in_parallel(path, ranges, write_range, output)
+
+
+def write_in_parallel(
+    path: str, ranges: list[FileRange], write_range: RangeWriter, output: BinaryIO
+) -> bool:
+    """Run `write_range` in one forked worker per range and copy their output in order.
+
+    Return False when a worker failed; its traceback is on standard error and nothing is
+    written, so a partial result never looks complete.
+    """
     sinks = [tempfile.TemporaryFile() for _ in ranges]  # noqa: SIM115 - closed below
     workers = []
     sys.stdout.flush()
@@ -104,9 +128,7 @@ def write_findings_in_parallel(
         for file_range, sink in zip(ranges, sinks, strict=True):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which exits without returning
-                _run_worker(
-                    detector, path, file_range, source_type, max_line_bytes, now, render, sink
-                )
+                _run_worker(path, file_range, write_range, sink)
             workers.append(pid)
         ok = True
         for pid in workers:
@@ -123,25 +145,13 @@ def write_findings_in_parallel(
 
 
 def _run_worker(
-    detector: Detector,
-    path: str,
-    file_range: FileRange,
-    source_type: str,
-    max_line_bytes: int,
-    now: datetime,
-    render: Callable[[Finding], str],
-    sink: BinaryIO,
+    path: str, file_range: FileRange, write_range: RangeWriter, sink: BinaryIO
 ) -> None:  # pragma: no cover - runs in a forked child
     code = 0
     try:
         with open(path, "rb") as handle, open(os.dup(sink.fileno()), "w", encoding="utf-8") as out:
             handle.seek(file_range.start)
-            findings = detect_file(
-                detector, _RangeReader(handle, file_range.end), source_type, path, max_line_bytes,  # type: ignore[arg-type]
-                now=now, lines_before=file_range.lines_before, offset_before=file_range.start,
-            )  # fmt: skip
-            for finding in findings:
-                out.write(render(finding))
+            write_range(_RangeReader(handle, file_range.end), file_range, out)  # type: ignore[arg-type]
     except BaseException:  # any failure must end the child with an error code
         traceback.print_exc()
         code = 70

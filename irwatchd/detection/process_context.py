@@ -24,21 +24,37 @@ from irwatchd.parsing.record import LogRecord
 
 _PROCESS_TYPES = frozenset({"syslog", "json"})
 
+ProcessKey = tuple[str, str, str]
+"""(host, program, PID) of the process that wrote a line."""
 
-def process_key(record: LogRecord) -> tuple[str, str, str] | None:
+ATTRIBUTION_GROUP = 1024
+"""Findings `attribute_stream` attributes together; the lookahead stays within one group."""
+
+
+def process_key(record: LogRecord) -> ProcessKey | None:
     """Return (host, program, pid) of a syslog-shaped record, or None when it has no PID."""
-    if record.source_type not in _PROCESS_TYPES or not record.program:
+    return process_key_of(record.source_type, record.host, record.program, record.view)
+
+
+def process_key_of(
+    source_type: str, host: str | None, program: str | None, view: str
+) -> ProcessKey | None:
+    """Return (host, program, pid) from a line's parsed fields, or None when it has no PID.
+
+    The PID is the digits between the first `program[` in the view and the next `]`.
+    """
+    if source_type not in _PROCESS_TYPES or not program:
         return None
-    tag = f"{record.program}["
-    start = record.view.find(tag)
+    tag = f"{program}["
+    start = view.find(tag)
     if start < 0:
         return None
     start += len(tag)
-    end = record.view.find("]", start)
-    pid = record.view[start:end]
+    end = view.find("]", start)
+    pid = view[start:end]
     if end < 0 or not pid.isdigit():
         return None
-    return (record.host or "", record.program, pid)
+    return (host or "", program, pid)
 
 
 class ProcessContext:
@@ -53,30 +69,40 @@ class ProcessContext:
         self.max_processes = max_processes
         self.max_age_seconds = max_age_seconds
         self.lookahead_seconds = lookahead_seconds
-        self._seen: OrderedDict[tuple[str, str, str], tuple[str, datetime | None]] = OrderedDict()
+        self._seen: OrderedDict[ProcessKey, tuple[str, datetime | None]] = OrderedDict()
 
     def apply(self, finding: Finding) -> Finding:
         """Remember the finding's address, or give it the one its process showed earlier."""
         key = process_key(finding.record)
         if key is None:
             return finding
-        moment = finding.record.time
         if finding.source_ip is not None:
-            self._seen[key] = (finding.source_ip, moment)
-            self._seen.move_to_end(key)
-            if len(self._seen) > self.max_processes:
-                self._seen.popitem(last=False)
+            self.remember(key, finding.source_ip, finding.record.time)
             return finding
+        address = self.recall(key, finding.record.time)
+        if address is None:
+            return finding
+        fields = finding.fields | {"source_ip_from": "process"}
+        return dataclasses.replace(finding, source_ip=address, fields=fields)
+
+    def remember(self, key: ProcessKey, address: str, moment: datetime | None) -> None:
+        """Store `address` as the last one process `key` showed, at log time `moment`."""
+        self._seen[key] = (address, moment)
+        self._seen.move_to_end(key)
+        if len(self._seen) > self.max_processes:
+            self._seen.popitem(last=False)
+
+    def recall(self, key: ProcessKey, moment: datetime | None) -> str | None:
+        """Return the address process `key` showed last, unless it is older than the max age."""
         known = self._seen.get(key)
         if known is None:
-            return finding
+            return None
         address, seen_at = known
         if moment is not None and seen_at is not None:
             age = (moment - seen_at).total_seconds()
             if age < 0 or age > self.max_age_seconds:
-                return finding
-        fields = finding.fields | {"source_ip_from": "process"}
-        return dataclasses.replace(finding, source_ip=address, fields=fields)
+                return None
+        return address
 
     def attribute(self, findings: Iterable[Finding]) -> list[Finding]:
         """Attribute a batch of findings in line order: earlier lines first, then later ones."""
@@ -90,21 +116,39 @@ class ProcessContext:
         key = process_key(finding.record)
         if key is None:
             return finding
-        for candidate in later:
-            if candidate.source_ip is None or process_key(candidate.record) != key:
+        address = self.address_ahead(
+            key,
+            finding.record.time,
+            ((process_key(item.record), item.record.time, item.source_ip) for item in later),
+        )
+        if address is None:
+            return finding
+        fields = finding.fields | {"source_ip_from": "process"}
+        return dataclasses.replace(finding, source_ip=address, fields=fields)
+
+    def address_ahead(
+        self,
+        key: ProcessKey,
+        moment: datetime | None,
+        later: Iterable[tuple[ProcessKey | None, datetime | None, str | None]],
+    ) -> str | None:
+        """Return the first address process `key` shows in `later` within the lookahead time.
+
+        `later` holds (process key, log time, address) of the findings after this one.
+        """
+        for candidate_key, candidate_time, address in later:
+            if address is None or candidate_key != key:
                 continue
-            start, end = finding.record.time, candidate.record.time
-            if start is not None and end is not None:
-                gap = (end - start).total_seconds()
+            if moment is not None and candidate_time is not None:
+                gap = (candidate_time - moment).total_seconds()
                 if gap < 0 or gap > self.lookahead_seconds:
-                    return finding
-            fields = finding.fields | {"source_ip_from": "process"}
-            return dataclasses.replace(finding, source_ip=candidate.source_ip, fields=fields)
-        return finding
+                    return None
+            return address
+        return None
 
 
 def attribute_stream(
-    findings: Iterable[Finding], context: ProcessContext, group: int = 1024
+    findings: Iterable[Finding], context: ProcessContext, group: int = ATTRIBUTION_GROUP
 ) -> Iterator[Finding]:
     """Attribute a stream of findings in groups, so the lookahead works without holding it all."""
     pending: list[Finding] = []

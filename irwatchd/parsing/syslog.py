@@ -64,6 +64,17 @@ _RE2_SPACE = frozenset("\t\n\f\r ")
 """What RE2's `\\s` matches: ASCII whitespace without the vertical tab."""
 
 
+_STAMP_PREFIX = 16
+"""Length of the most common time prefix, `Mmm dd hh:mm:ss ` or `Mmm  d hh:mm:ss `."""
+_MAX_CACHED_STAMPS = 4096
+_stamps: dict[str, tuple[str, str, str]] = {}
+"""Time prefixes of `_STAMP_PREFIX` characters already split, mapped to (month, day, clock).
+
+Lines are written in time order, so consecutive lines share a prefix, and each split depends
+on the prefix alone.
+"""
+
+
 def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, str] | None:
     """Split the most common header, `Mmm dd hh:mm:ss host tag[pid]: message`, without RE2.
 
@@ -72,9 +83,66 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     an odd tag), which `parse_syslog` then hands to RE2. A test compares the two on random
     lines. The header parse is most of the cost of a matching syslog line.
     """
+    if "\n" in line:
+        return None
+    stamp = _stamps.get(line[:_STAMP_PREFIX])
+    if stamp is None:
+        split = _split_stamp(line)
+        if split is None:
+            return None
+        month, day, clock, host_start = split
+        if host_start == _STAMP_PREFIX:
+            if len(_stamps) >= _MAX_CACHED_STAMPS:
+                _stamps.clear()
+            _stamps[line[:_STAMP_PREFIX]] = (month, day, clock)
+    else:
+        month, day, clock = stamp
+        host_start = _STAMP_PREFIX
+    host_end = line.find(" ", host_start)
+    if host_end <= host_start:
+        return None
+    host = line[host_start:host_end]
+    if len(host) == 4 and host.isascii() and host.isdigit():
+        return None  # maybe a year after the clock
+    if not _RE2_SPACE.isdisjoint(host):
+        return None
+    tag_start = host_end + 1
+    # The tag runs to the first space, `[` or `:`; other whitespace in it goes to RE2.
+    tag_end = line.find(" ", tag_start)
+    if tag_end < 0:
+        tag_end = len(line)
+    bracket = line.find("[", tag_start, tag_end)
+    if bracket >= 0:
+        tag_end = bracket
+    colon = line.find(":", tag_start, tag_end)
+    if colon >= 0:
+        tag_end = colon
+    if tag_end <= tag_start or tag_end == len(line):
+        return None
+    tag = line[tag_start:tag_end]
+    if not _RE2_SPACE.isdisjoint(tag):
+        return None
+    pid = None
+    if line[tag_end] == ":":
+        message_start = tag_end + 1
+    elif line[tag_end] == "[":
+        pid_end = line.find("]", tag_end + 1)
+        if pid_end < 0 or line[pid_end + 1 : pid_end + 2] != ":":
+            return None
+        pid = line[tag_end + 1 : pid_end]
+        if not _RE2_SPACE.isdisjoint(pid):
+            return None
+        message_start = pid_end + 2
+    else:
+        return None
+    return month, day, clock, host, tag, pid, line[message_start:]
+
+
+def _split_stamp(line: str) -> tuple[str, str, str, int] | None:
+    """Return (month, day, clock, host start) of a traditional time prefix, or None."""
     if len(line) < 16 or line[0] not in _UPPER or line[1] not in _LOWER or line[2] not in _LOWER:
         return None
-    if line[3] != " " or "\n" in line:
+    if line[3] != " ":
         return None
     position = 4
     while position < len(line) and line[position] == " ":
@@ -97,35 +165,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
         or line[position + 8 : position + 9] != " "
     ):
         return None
-    host_start = position + 9
-    host_end = line.find(" ", host_start)
-    if host_end <= host_start:
-        return None
-    host = line[host_start:host_end]
-    if len(host) == 4 and host.isascii() and host.isdigit():
-        return None  # maybe a year after the clock
-    if not _RE2_SPACE.isdisjoint(host):
-        return None
-    tag_start = host_end + 1
-    # The tag runs to the first space, `[` or `:`; other whitespace in it goes to RE2.
-    ends = [line.find(mark, tag_start) for mark in (" ", "[", ":")]
-    tag_end = min((end for end in ends if end >= 0), default=-1)
-    if tag_end <= tag_start or not _RE2_SPACE.isdisjoint(line[tag_start:tag_end]):
-        return None
-    pid = None
-    if line[tag_end] == ":":
-        message_start = tag_end + 1
-    elif line[tag_end] == "[":
-        pid_end = line.find("]", tag_end + 1)
-        if pid_end < 0 or line[pid_end + 1 : pid_end + 2] != ":":
-            return None
-        pid = line[tag_end + 1 : pid_end]
-        if not _RE2_SPACE.isdisjoint(pid):
-            return None
-        message_start = pid_end + 2
-    else:
-        return None
-    return line[:3], day, clock, host, line[tag_start:tag_end], pid, line[message_start:]
+    return line[:3], day, clock, position + 9
 
 
 def parse_syslog(line: str, now: datetime) -> SyslogHeader | None:

@@ -1,0 +1,194 @@
+"""Findings as the rows `irwatchd detect` prints, built without a record per line.
+
+`detect` prints seven fields per finding. On a raw syslog block (see `batch.walk_file`),
+building a `LogRecord` and a `Finding` for each candidate line cost more than the rule match
+itself, so `detect_rows` builds `DetectRow`s straight from the candidate lines. It runs the
+same rules in the same order, splits the header the same way, and `attribute_rows` applies
+the same process attribution as `attribute_stream`. Lines outside raw blocks still become
+findings first. A test compares the rendered rows with the rendered findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json import dumps
+from json.encoder import encode_basestring_ascii
+from typing import BinaryIO
+
+from irwatchd.detection.batch import RawCandidates, StreamTotals, walk_file
+from irwatchd.detection.engine import Detector, source_address
+from irwatchd.detection.finding import Finding
+from irwatchd.detection.process_context import (
+    ATTRIBUTION_GROUP,
+    ProcessContext,
+    ProcessKey,
+    process_key,
+    process_key_of,
+)
+from irwatchd.parsing.syslog import parse_syslog, split_traditional
+from irwatchd.parsing.timestamps import format_rfc3339, parse_bsd
+
+
+@dataclass(slots=True)
+class DetectRow:
+    """One finding as `detect` prints it, with the process key that attribution needs."""
+
+    line: int
+    rule_id: str
+    category: str
+    severity: str
+    source_ip: str | None
+    user: str | None
+    time: datetime | None
+    process: ProcessKey | None
+
+
+def row_from_finding(finding: Finding) -> DetectRow:
+    """Return the row of a finding that `Detector` built."""
+    record = finding.record
+    return DetectRow(
+        record.line_number,
+        finding.rule_id,
+        finding.category,
+        finding.severity,
+        finding.source_ip,
+        finding.user,
+        record.time,
+        process_key(record),
+    )
+
+
+def detect_rows(
+    detector: Detector,
+    stream: BinaryIO,
+    source_type: str,
+    path: str,
+    max_line_bytes: int,
+    *,
+    now: datetime | None = None,
+    totals: StreamTotals | None = None,
+    lines_before: int = 0,
+    offset_before: int = 0,
+) -> Iterator[list[DetectRow]]:
+    """Yield the rows of a stream in line order, in lists; the same findings as `detect_file`."""
+    moment = now or datetime.now(UTC)
+    builder = _RawRowBuilder(detector, moment)
+    pending: list[DetectRow] = []
+    parts = walk_file(
+        detector, stream, source_type, path, max_line_bytes, moment,
+        totals=totals, lines_before=lines_before, offset_before=offset_before,
+    )  # fmt: skip
+    for part in parts:
+        if isinstance(part, RawCandidates):
+            builder.add_rows(part, pending)
+        else:
+            pending.append(row_from_finding(part))
+        if len(pending) >= ATTRIBUTION_GROUP:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
+class _RawRowBuilder:
+    """Rows from the candidate lines of raw syslog blocks, as `_raw_findings` would find them."""
+
+    def __init__(self, detector: Detector, moment: datetime) -> None:
+        self._detector = detector
+        self._moment = moment
+
+    def add_rows(self, part: RawCandidates, rows: list[DetectRow]) -> None:
+        confirm = self._detector.confirm_groups
+        # `walk_file` makes raw blocks only of lines that parse as (or fall back to) syslog.
+        for number, _, text, rule_ids in part.lines():
+            matches = confirm(text, "syslog", rule_ids)
+            if not matches:
+                continue
+            time, host, program = self._header(text)
+            process = process_key_of("syslog", host, program, text)
+            for rule, groups in matches:
+                source_ip = source_address("syslog", None, groups)
+                user = groups.get("user") or None
+                row = DetectRow(
+                    number, rule.id, rule.category, rule.severity, source_ip, user, time, process
+                )
+                rows.append(row)
+
+    def _header(self, text: str) -> tuple[datetime | None, str | None, str | None]:
+        """Return the time, host and program `parse_syslog` finds in a line."""
+        split = split_traditional(text)
+        if split is None:
+            header = parse_syslog(text, self._moment)
+            if header is None:
+                return None, None, None
+            return header.time, header.host, header.program
+        time = parse_bsd(split[0], split[1], split[2], None, self._moment)
+        return time, split[3], split[4]
+
+
+def attribute_rows(
+    row_lists: Iterable[list[DetectRow]], context: ProcessContext, group: int = ATTRIBUTION_GROUP
+) -> Iterator[list[DetectRow]]:
+    """Attribute rows in groups of `group`, as `attribute_stream` does with findings."""
+    pending: list[DetectRow] = []
+    for rows in row_lists:
+        pending.extend(rows)
+        while len(pending) >= group:
+            chunk, pending = pending[:group], pending[group:]
+            _attribute_group(chunk, context)
+            yield chunk
+    if pending:
+        _attribute_group(pending, context)
+        yield pending
+
+
+def _attribute_group(rows: list[DetectRow], context: ProcessContext) -> None:
+    """Attribute one group in place, as `ProcessContext.attribute` does."""
+    unattributed = False
+    for row in rows:
+        key = row.process
+        if key is None:
+            continue
+        if row.source_ip is not None:
+            context.remember(key, row.source_ip, row.time)
+        else:
+            row.source_ip = context.recall(key, row.time)
+            unattributed = unattributed or row.source_ip is None
+    if not unattributed:
+        return
+    for index, row in enumerate(rows):
+        if row.source_ip is None and row.process is not None:
+            later = ((item.process, item.time, item.source_ip) for item in rows[index + 1 :])
+            row.source_ip = context.address_ahead(row.process, row.time, later)
+
+
+class RowRenderer:
+    """Render rows as the JSON lines `detect` prints, the bytes `json.dumps` writes.
+
+    Each rule's id, category and severity are encoded once. Every other string goes through
+    the C encoder `json.dumps` itself uses, so attacker-written text is escaped the same way.
+    """
+
+    def __init__(self) -> None:
+        self._rule_fields: dict[str, str] = {}
+
+    def render(self, rows: Iterable[DetectRow]) -> str:
+        """Return one JSON object per row, each ending in a newline."""
+        lines = []
+        for row in rows:
+            fields = self._rule_fields.get(row.rule_id)
+            if fields is None:
+                fields = self._rule_fields[row.rule_id] = dumps(
+                    {"rule": row.rule_id, "category": row.category, "severity": row.severity}
+                )[1:-1]
+            source_ip = "null" if row.source_ip is None else encode_basestring_ascii(row.source_ip)
+            user = "null" if row.user is None else encode_basestring_ascii(row.user)
+            stamp = format_rfc3339(row.time)
+            time = "null" if stamp is None else encode_basestring_ascii(stamp)
+            lines.append(
+                f'{{"line": {row.line}, {fields}, "source_ip": {source_ip}, '
+                f'"user": {user}, "time": {time}}}\n'
+            )
+        return "".join(lines)

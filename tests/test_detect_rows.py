@@ -1,0 +1,148 @@
+"""`detect_rows` and `RowRenderer` print what `detect_file`, attribution and `json.dumps` print."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from irwatchd.config import load_config
+from irwatchd.detection import batch
+from irwatchd.detection.batch import detect_file
+from irwatchd.detection.engine import Detector, hyperscan
+from irwatchd.detection.process_context import ProcessContext, attribute_stream
+from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
+from irwatchd.detection.rules import expand_rule_paths, load_rules
+from tests.helpers import CONFIG, CORPUS
+
+pytestmark = pytest.mark.skipif(hyperscan is None, reason="hyperscan is not installed")
+
+MOMENT = datetime(2026, 12, 4, 12, tzinfo=UTC)
+
+# User names an attacker can put in a line: every one must come out escaped as json.dumps does.
+HOSTILE_USERS = [
+    'quo"te',
+    "back\\slash",
+    "tab\there",
+    "ctrl\x01\x1f\x7f",
+    "nul\x00byte",
+    "caf\u00e9",
+    "line\u2028sep",
+    "emoji\U0001f600",
+    "</script>",
+]
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    loaded = load_config(CONFIG)
+    return Detector(load_rules(expand_rule_paths(loaded.config.rules.files, loaded.base)))
+
+
+def _expected(detector: Detector, path: Path, source_type: str, group: int) -> str:
+    with path.open("rb") as handle:
+        findings = detect_file(detector, handle, source_type, str(path), 300, now=MOMENT)
+        attributed = attribute_stream(findings, ProcessContext(), group)
+        return "".join(json.dumps(finding.to_detect_json()) + "\n" for finding in attributed)
+
+
+def _rendered(detector: Detector, path: Path, source_type: str, group: int) -> str:
+    renderer = RowRenderer()
+    with path.open("rb") as handle:
+        rows = detect_rows(detector, handle, source_type, str(path), 300, now=MOMENT)
+        return "".join(
+            renderer.render(chunk) for chunk in attribute_rows(rows, ProcessContext(), group)
+        )
+
+
+def _corpus_lines(name: str) -> list[bytes]:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"evaluation corpus file {path} is absent")
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line)["line"].encode() for line in handle]
+
+
+def _hostile_lines() -> list[bytes]:
+    lines = []
+    for number, user in enumerate(HOSTILE_USERS):
+        lines.append(
+            f"Mar  8 15:14:{number:02} bastion sshd[81{number}]: Failed password for invalid "
+            f"user {user} from 203.0.113.{number} port 22 ssh2".encode()
+        )
+    # Invalid UTF-8 and a CR send their blocks down the per-line path.
+    lines.append(
+        b"Mar  8 15:14:30 bastion sshd[830]: Failed password for r\xff\xfeot from 192.0.2.8 port 22"
+    )
+    lines.append(b'Mar  8 15:14:31 bastion sshd[831]: Invalid user a\\b"c from 192.0.2.9 port 22\r')
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("corpus", "source_type"),
+    [
+        ("auth.jsonl", "auto"),
+        ("auth.jsonl", "syslog"),
+        ("privesc.jsonl", "auto"),
+        ("web.jsonl", "auto"),
+        ("web.jsonl", "access_log"),
+    ],
+)
+@pytest.mark.parametrize("group", [3, 1024])
+def test_rows_print_as_findings(
+    detector: Detector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: str,
+    source_type: str,
+    group: int,
+) -> None:
+    # Small blocks: some hold a CR or invalid UTF-8 and take the per-line path.
+    monkeypatch.setattr(batch, "READ_BYTES", 4096)
+    lines = _corpus_lines(corpus)
+    rng = random.Random(13)
+    for item in _hostile_lines():
+        for _ in range(3):
+            lines.insert(rng.randrange(len(lines) + 1), item)
+    log = tmp_path / "mixed.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+
+    expected = _expected(detector, log, source_type, group)
+    rendered = _rendered(detector, log, source_type, group)
+
+    assert expected, "nothing was found; the comparison would prove nothing"
+    assert rendered == expected
+
+
+def test_rows_escape_hostile_users(detector: Detector, tmp_path: Path) -> None:
+    log = tmp_path / "hostile.log"
+    log.write_bytes(b"\n".join(_hostile_lines()) + b"\n")
+
+    rendered = _rendered(detector, log, "syslog", 1024)
+    rows = [json.loads(line) for line in rendered.splitlines()]
+
+    assert rendered.isascii()
+    users = [row["user"] for row in rows]
+    for user in HOSTILE_USERS:
+        assert user in users, f"{user!r} did not survive the JSON round trip"
+    assert "r\ufffd\ufffdot" in users
+    assert 'a\\b"c' in users
+
+
+def test_rows_attribute_address_by_process(detector: Detector, tmp_path: Path) -> None:
+    log = tmp_path / "process.log"
+    log.write_text(
+        "Mar  8 15:14:19 bastion sshd[811]: input_userauth_request: invalid user zed [preauth]\n"
+        "Mar  8 15:14:20 bastion sshd[811]: Invalid user zed from 203.0.113.5 port 22\n"
+        "Mar  8 15:14:21 bastion sshd[811]: input_userauth_request: invalid user zed [preauth]\n"
+    )
+
+    rendered = _rendered(detector, log, "syslog", 1024)
+    rows = [json.loads(line) for line in rendered.splitlines()]
+
+    assert rendered == _expected(detector, log, "syslog", 1024)
+    assert [row["line"] for row in rows] == [1, 2, 3]
+    assert [row["source_ip"] for row in rows] == ["203.0.113.5"] * 3
