@@ -273,3 +273,28 @@ def test_hyperscan_cache_reuses_private_database(
     folder.chmod(0o777)
     hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
     assert len(compiles) == 2, "a folder others can write was trusted"
+
+
+def test_hyperscan_cache_loads_when_first_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(hscache.CACHE_ENV, str(tmp_path / "cache"))
+    compiles = []
+
+    def compile_database() -> object:
+        compiles.append(1)
+        database = hyperscan.Database()
+        database.compile(expressions=[b"Invalid user"], flags=[hyperscan.HS_FLAG_PREFILTER])
+        return database
+
+    expressions, flags = [b"Invalid user"], [hyperscan.HS_FLAG_PREFILTER]
+    hscache.load_later_or_compile(hyperscan, expressions, flags, compile_database)
+    assert len(compiles) == 1, "an uncached database was not compiled at once"
+    loader = hscache.load_later_or_compile(hyperscan, expressions, flags, compile_database)
+    first = loader()
+    hits: list[int] = []
+    first.scan(b"sshd[1]: Invalid user x", match_event_handler=lambda *hit: hits.append(hit[2]))
+
+    assert len(compiles) == 1, "a cached database was compiled again"
+    assert loader() is first, "a second call loaded the database again"
+    assert hits, "the loaded database found nothing"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,7 +20,7 @@ import structlog
 
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.finding import Finding, severity_rank
-from irwatchd.detection.hscache import load_or_compile
+from irwatchd.detection.hscache import load_later_or_compile
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.parsing.re2match import Re2Pattern
@@ -107,10 +107,10 @@ def _hyperscan_flags() -> int:
     )
 
 
-def _compile_hyperscan(entries: list[tuple[_CompiledRule, str]]) -> object:
+def _compile_hyperscan(entries: list[tuple[_CompiledRule, str]]) -> Callable[[], object]:
     expressions = [pattern.encode() for _, pattern in entries]
     flags = [_hyperscan_flags()] * len(entries)
-    return load_or_compile(hyperscan, expressions, flags, lambda: _compile_database(entries))
+    return load_later_or_compile(hyperscan, expressions, flags, lambda: _compile_database(entries))
 
 
 def _compile_database(entries: list[tuple[_CompiledRule, str]]) -> object:
@@ -148,7 +148,8 @@ class Detector:
         self.use_prefilter = prefilter and hyperscan is not None
         self._by_type: dict[str, list[_CompiledRule]] = defaultdict(list)
         self._entries: dict[str, list[tuple[_CompiledRule, int]]] = {}
-        self._databases: dict[str, object] = {}
+        # Database loaders by source type; a cached database loads at its first scan.
+        self._databases: dict[str, Callable[[], object]] = {}
         # Severity order of every rule by id, so `_confirm` visits only the candidates in order.
         self._rank: dict[int, int] = {}
         self._by_id: dict[int, _CompiledRule] = {}
@@ -169,7 +170,7 @@ class Detector:
         if self.use_prefilter:
             # Most rules name both syslog and json, so types with the same rule list share one
             # database: a Hyperscan compile can take a second for a large rule set.
-            compiled_for: dict[tuple[tuple[int, int], ...], object] = {}
+            compiled_for: dict[tuple[tuple[int, int], ...], Callable[[], object]] = {}
             for source_type in SOURCE_TYPES:
                 entries = [
                     (compiled, index)
@@ -227,7 +228,8 @@ class Detector:
             # As in `_prefilter`, a hit belongs to the line that contains its last byte.
             hits.add((max(end - 1, 0), pattern_id))
 
-        self._databases[source_type].scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]
+        database = self._databases[source_type]()
+        database.scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]
         candidates: dict[int, set[int]] = {}
         newline_of: dict[int, int] = {}
         for position, pattern_id in hits:
@@ -263,7 +265,7 @@ class Detector:
             line = bisect.bisect_right(starts, max(end - 1, 0)) - 1
             hits.add((line, pattern_id))
 
-        database = self._databases[source_type]
+        database = self._databases[source_type]()
         database.scan(b"\n".join(encoded), match_event_handler=on_match)  # type: ignore[attr-defined]
         candidates: dict[int, set[int]] = {}
         for line, pattern_id in hits:

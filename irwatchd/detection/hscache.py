@@ -13,6 +13,7 @@ input for the scanner.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -57,15 +58,37 @@ def cache_key(version: str, expressions: list[bytes], flags: list[int]) -> str:
     return digest.hexdigest()
 
 
+def _cache_path(hyperscan: Any, expressions: list[bytes], flags: list[int]) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    return folder / f"hyperscan-{cache_key(hyperscan.__version__, expressions, flags)}.db"
+
+
+def load_later_or_compile(
+    hyperscan: Any, expressions: list[bytes], flags: list[int], compile_database: Callable[[], Any]
+) -> Callable[[], Any]:
+    """Return a function that returns the database, compiling it now unless it is cached.
+
+    A cached database compiled before, so only its load is put off until the first call: a
+    run that never scans lines of its source type never spends the memory. Each call returns
+    the same database.
+    """
+    path = _cache_path(hyperscan, expressions, flags)
+    if path is None or not (_is_private(path.parent) and _is_private(path)):
+        database = load_or_compile(hyperscan, expressions, flags, compile_database)
+        return lambda: database
+    return functools.cache(lambda: load_or_compile(hyperscan, expressions, flags, compile_database))
+
+
 def load_or_compile(
     hyperscan: Any, expressions: list[bytes], flags: list[int], compile_database: Callable[[], Any]
 ) -> Any:
     """Return the cached database for these expressions, or compile it and try to cache it."""
-    folder = cache_dir()
-    if folder is None:
+    path = _cache_path(hyperscan, expressions, flags)
+    if path is None:
         return compile_database()
-    key = cache_key(hyperscan.__version__, expressions, flags)
-    path = folder / f"hyperscan-{key}.db"
+    folder = path.parent
     if _is_private(folder) and _is_private(path):
         try:
             database = hyperscan.loadb(path.read_bytes(), hyperscan.HS_MODE_BLOCK)
