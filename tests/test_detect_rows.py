@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from irwatchd.cli.main import build_parser
 from irwatchd.config import load_config
-from irwatchd.detection import batch
+from irwatchd.detection import batch, parallel
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
@@ -146,3 +147,52 @@ def test_rows_attribute_address_by_process(detector: Detector, tmp_path: Path) -
     assert rendered == _expected(detector, log, "syslog", 1024)
     assert [row["line"] for row in rows] == [1, 2, 3]
     assert [row["source_ip"] for row in rows] == ["203.0.113.5"] * 3
+
+
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_jobs_output_matches_one_pass(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    jobs: str,
+) -> None:
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_JOB", 4096)
+    lines = [line.decode() for line in _corpus_lines("auth.jsonl")][:3000]
+    # Each process shows its address once, then lines without one follow in later ranges,
+    # so the output is right only if attribution crosses range boundaries.
+    for pid in range(40):
+        lines.insert(
+            pid * 10,
+            f"Mar  8 15:14:19 bastion sshd[{9000 + pid}]: Invalid user u{pid} from "
+            f"198.51.100.{pid} port 22",
+        )
+        lines.append(
+            f"Mar  8 15:14:20 bastion sshd[{9000 + pid}]: input_userauth_request: invalid "
+            f"user u{pid} [preauth]"
+        )
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join(lines) + "\n")
+    arguments = ["detect", "-c", str(CONFIG), "--source-type", "syslog"]
+
+    assert _run_detect([*arguments, "--jobs", "1", str(log)]) == 0
+    single = _findings_printed(capsys.readouterr().out)
+    assert _run_detect([*arguments, "--jobs", jobs, str(log)]) == 0
+    forked = _findings_printed(capsys.readouterr().out)
+
+    last = json.loads(single.splitlines()[-1])
+    assert len(parallel.split_ranges(str(log), int(jobs))) == int(jobs)
+    assert last["line"] == len(lines)
+    assert last["source_ip"] == "198.51.100.39", "the last line was not attributed by process"
+    assert forked == single
+
+
+def _run_detect(argv: list[str]) -> int:
+    """Run `irwatchd detect` in this process, without `main` reconfiguring the logging."""
+    args = build_parser("detect").parse_args(argv)
+    args.config_path = Path(args.config)
+    return int(args.handler(args))
+
+
+def _findings_printed(output: str) -> str:
+    """Return the JSON lines of `output`, without the log lines structlog prints by default."""
+    return "".join(line for line in output.splitlines(keepends=True) if line.startswith("{"))

@@ -6,15 +6,22 @@ import argparse
 import gc
 import os
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from irwatchd.config import default_config_path, load_config
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
-from irwatchd.detection.parallel import FileRange, split_ranges, write_in_parallel
+from irwatchd.detection.parallel import FileRange, run_in_parallel, split_ranges
 from irwatchd.detection.process_context import ProcessContext
-from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
+from irwatchd.detection.row_transfer import attribute_rendered, dump_rendered, load_rendered
+from irwatchd.detection.rows import (
+    DetectRow,
+    RowRenderer,
+    attribute_rows,
+    detect_rows,
+)
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
 
@@ -34,12 +41,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="processes that read a large regular file in parallel ranges (default: 1); "
-        "above 1, lines without an address are not attributed by process",
+        default=default_jobs(),
+        help="processes that read a regular file in parallel ranges of at least 8 MiB each "
+        "(default: the CPUs this process may run on, here %(default)s); the output is the "
+        "same bytes as with 1",
     )
     parser.add_argument("file", help="log file to read, or - for standard input")
     parser.set_defaults(handler=run)
+
+
+def default_jobs() -> int:
+    """Return how many CPUs this process may run on, as grep-like tools that use them all do."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,47 +91,59 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EX_DATAERR
-    out = sys.stdout
     try:
         with stream:
             rows = detect_rows(
                 detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
             )
-            renderer = RowRenderer()
-            for group in attribute_rows(rows, ProcessContext()):
-                out.write(renderer.render(group))
+            _print_rows(rows)
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
         return EX_DATAERR
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
-    out.flush()
+    sys.stdout.flush()
     return EX_OK
+
+
+def _print_rows(rows: Iterable[list[DetectRow]]) -> None:
+    """Attribute rows by process and print them, as one pass over the file does."""
+    renderer = RowRenderer()
+    for group in attribute_rows(rows, ProcessContext()):
+        sys.stdout.write(renderer.render(group))
 
 
 def _detect_in_parallel(
     args: argparse.Namespace, detector: Detector, ranges: list[FileRange], max_line_bytes: int
 ) -> int:
+    """Detect in each range in a forked worker, then attribute and print here, in order.
+
+    Attribution runs in this process over the rows of all ranges, so a line without an
+    address gets the one its process showed in an earlier range, as in one pass.
+    """
     now = datetime.now(UTC)
 
-    def write_range(stream: BinaryIO, file_range: FileRange, out: TextIO) -> None:
+    def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
         rows = detect_rows(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
             lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
         renderer = RowRenderer()
         for group in rows:
-            out.write(renderer.render(group))
+            dump_rendered(group, renderer, sink)
 
     try:
-        ok = write_in_parallel(args.file, ranges, write_range, sys.stdout.buffer)
+        with run_in_parallel(args.file, ranges, write_range) as sinks:
+            if sinks is None:
+                print(f"irwatchd detect: a worker failed on {args.file!r}; see the error above",
+                      file=sys.stderr)  # fmt: skip
+                return EX_SOFTWARE
+            records = (record for sink in sinks for record in load_rendered(sink))
+            for lines in attribute_rendered(records, ProcessContext()):
+                sys.stdout.write("".join(lines))
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
-    if not ok:
-        print(f"irwatchd detect: a worker failed on {args.file!r}; see the error above",
-              file=sys.stderr)  # fmt: skip
-        return EX_SOFTWARE
     sys.stdout.flush()
     return EX_OK

@@ -3,8 +3,9 @@
 Detection of one line never depends on another, so a file split at line starts gives the same
 findings as one pass, as long as each range is given the number of lines before it. Each worker
 is a fork of the caller (the compiled rules are shared copy-on-write) and writes its output to
-its own temporary file; the caller copies the files out in range order, so the output is the
-same bytes as a single pass writes.
+its own temporary file, which the caller reads in range order. Attribution by process does
+depend on earlier lines, so `irwatchd detect` runs it in the caller over all ranges in order
+(see `row_transfer.py`), and its output is the same bytes as a single pass writes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector
@@ -81,8 +83,8 @@ class _RangeReader:
         return self._handle.read(remaining if size < 0 else min(size, remaining))
 
 
-RangeWriter = Callable[[BinaryIO, FileRange, TextIO], None]
-"""Writes the output for the lines of one range, read from a stream that starts at its start."""
+RangeWriter = Callable[[BinaryIO, FileRange, BinaryIO], None]
+"""Writes the output for one range to a sink, reading from a stream that starts at its start."""
 
 
 def write_findings_in_parallel(
@@ -101,26 +103,32 @@ def write_findings_in_parallel(
     written, so a partial result never looks complete.
     """
 
-    def write_range(stream: BinaryIO, file_range: FileRange, out: TextIO) -> None:
+    def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
         findings = detect_file(
             detector, stream, source_type, path, max_line_bytes, now=now,
             lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
         for finding in findings:
-            out.write(render(finding))
+            sink.write(render(finding).encode())
 
-    return write_in_parallel(path, ranges, write_range, output)
+    with run_in_parallel(path, ranges, write_range) as sinks:
+        if sinks is None:
+            return False
+        for sink in sinks:
+            shutil.copyfileobj(sink, output)
+        return True
 
 
-def write_in_parallel(
-    path: str, ranges: list[FileRange], write_range: RangeWriter, output: BinaryIO
-) -> bool:
-    """Run `write_range` in one forked worker per range and copy their output in order.
+@contextmanager
+def run_in_parallel(
+    path: str, ranges: list[FileRange], write_range: RangeWriter
+) -> Iterator[list[BinaryIO] | None]:
+    """Run `write_range` in one forked worker per range; yield their outputs in range order.
 
-    Return False when a worker failed; its traceback is on standard error and nothing is
-    written, so a partial result never looks complete.
+    Each output is a temporary file, rewound, and closed when the block ends. Yield None
+    when a worker failed: its traceback is on standard error.
     """
-    sinks = [tempfile.TemporaryFile() for _ in ranges]  # noqa: SIM115 - closed below
+    sinks: list[BinaryIO] = [tempfile.TemporaryFile() for _ in ranges]  # noqa: SIM115 - closed below
     workers = []
     sys.stdout.flush()
     sys.stderr.flush()
@@ -134,11 +142,9 @@ def write_in_parallel(
         for pid in workers:
             _, status = os.waitpid(pid, 0)
             ok = ok and os.waitstatus_to_exitcode(status) == 0
-        if ok:
-            for sink in sinks:
-                sink.seek(0)
-                shutil.copyfileobj(sink, output)
-        return ok
+        for sink in sinks:
+            sink.seek(0)
+        yield sinks if ok else None
     finally:
         for sink in sinks:
             sink.close()
@@ -149,7 +155,7 @@ def _run_worker(
 ) -> None:  # pragma: no cover - runs in a forked child
     code = 0
     try:
-        with open(path, "rb") as handle, open(os.dup(sink.fileno()), "w", encoding="utf-8") as out:
+        with open(path, "rb") as handle, open(os.dup(sink.fileno()), "wb") as out:
             handle.seek(file_range.start)
             write_range(_RangeReader(handle, file_range.end), file_range, out)  # type: ignore[arg-type]
     except BaseException:  # any failure must end the child with an error code

@@ -137,31 +137,55 @@ def attribute_rows(
         pending.extend(rows)
         while len(pending) >= group:
             chunk, pending = pending[:group], pending[group:]
-            _attribute_group(chunk, context)
+            _attribute_row_group(chunk, context)
             yield chunk
     if pending:
-        _attribute_group(pending, context)
+        _attribute_row_group(pending, context)
         yield pending
 
 
-def _attribute_group(rows: list[DetectRow], context: ProcessContext) -> None:
-    """Attribute one group in place, as `ProcessContext.attribute` does."""
-    unattributed = False
-    for row in rows:
-        key = row.process
-        if key is None:
+def _attribute_row_group(rows: list[DetectRow], context: ProcessContext) -> None:
+    addresses = [row.source_ip for row in rows]
+    attributed = attribute_group(
+        [row.process for row in rows], [row.time for row in rows], addresses, context
+    )
+    if attributed is not addresses:
+        for row, address in zip(rows, attributed, strict=True):
+            row.source_ip = address
+
+
+def attribute_group(
+    processes: list[ProcessKey | None],
+    times: list[datetime | None],
+    addresses: list[str | None],
+    context: ProcessContext,
+) -> list[str | None]:
+    """Return the addresses of one group of findings after `ProcessContext.attribute`.
+
+    The lists hold each finding's process key, log time and address, in line order. Return
+    `addresses` itself when no finding lacks an address, else a new list.
+    """
+    if None not in addresses:
+        for process, time, address in zip(processes, times, addresses, strict=True):
+            if process is not None:
+                context.remember(process, address, time)  # type: ignore[arg-type]
+        return addresses
+    result = list(addresses)
+    for index, process in enumerate(processes):
+        if process is None:
             continue
-        if row.source_ip is not None:
-            context.remember(key, row.source_ip, row.time)
+        address = result[index]
+        if address is not None:
+            context.remember(process, address, times[index])
         else:
-            row.source_ip = context.recall(key, row.time)
-            unattributed = unattributed or row.source_ip is None
-    if not unattributed:
-        return
-    for index, row in enumerate(rows):
-        if row.source_ip is None and row.process is not None:
-            later = ((item.process, item.time, item.source_ip) for item in rows[index + 1 :])
-            row.source_ip = context.address_ahead(row.process, row.time, later)
+            result[index] = context.recall(process, times[index])
+    for index, process in enumerate(processes):
+        if result[index] is None and process is not None:
+            later = zip(
+                processes[index + 1 :], times[index + 1 :], result[index + 1 :], strict=True
+            )
+            result[index] = context.address_ahead(process, times[index], later)
+    return result
 
 
 class RowRenderer:
@@ -176,6 +200,10 @@ class RowRenderer:
 
     def render(self, rows: Iterable[DetectRow]) -> str:
         """Return one JSON object per row, each ending in a newline."""
+        return "".join(self.render_lines(rows))
+
+    def render_lines(self, rows: Iterable[DetectRow]) -> list[str]:
+        """Return one JSON object per row, each ending in a newline, as a list."""
         lines = []
         for row in rows:
             fields = self._rule_fields.get(row.rule_id)
@@ -191,4 +219,16 @@ class RowRenderer:
                 f'{{"line": {row.line}, {fields}, "source_ip": {source_ip}, '
                 f'"user": {user}, "time": {time}}}\n'
             )
-        return "".join(lines)
+        return lines
+
+    @staticmethod
+    def with_source_ip(line: str, address: str) -> str:
+        """Return a rendered line that had no source address with `address` in its place.
+
+        The first `"source_ip": null` in a line is that field: the fields before it are a
+        number and JSON strings, and a quote inside a JSON string is escaped.
+        """
+        return line.replace(_NO_SOURCE, f'"source_ip": {encode_basestring_ascii(address)}', 1)
+
+
+_NO_SOURCE = '"source_ip": null'
