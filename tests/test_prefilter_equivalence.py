@@ -24,7 +24,7 @@ from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.rules import expand_rule_paths, load_rules
 from irwatchd.parsing import syslog
-from irwatchd.parsing.dispatch import parse_line
+from irwatchd.parsing.dispatch import guess_source_type, parse_line
 from irwatchd.sources.lines import iter_lines
 from tests.helpers import CONFIG, CORPUS
 
@@ -166,7 +166,7 @@ def test_awkward_lines_match_rules_alone(
     assert totals.fast_lines > 0, "no block took the raw-block or plain-view path"
 
 
-def test_plain_access_view_matches_parse_line() -> None:
+def test_combined_access_view_matches_parse_line() -> None:
     rng = random.Random(5)
     moment = datetime(2026, 12, 4, tzinfo=UTC)
     alphabet = '%+&\\/*" \t-[]?=AZaz09\u00e9'
@@ -183,12 +183,36 @@ def test_plain_access_view_matches_parse_line() -> None:
                 line = "".join(chars)
             if not line.isascii():
                 continue
-            view = batch.plain_access_view(line)
+            view = batch.combined_access_view(line)
             if view is None:
                 continue
             compared += 1
             assert view == parse_line(line, "access_log", moment).view, line
-    assert compared > 1000, "too few plain lines to compare"
+    assert compared > 1000, "too few combined-shape lines to compare"
+
+
+def test_block_check_matches_access_guess() -> None:
+    rng = random.Random(17)
+    seeds = [line for name in CORPUS_FILES for line in _corpus_lines(name)]
+    seeds += ["", "type=USER_AUTH msg=x", "node=a type=b", "[Fri Mar 08] [error] x", "1 2"]
+    seeds += ["2024/03/08 15:14:19 [error] x", "2024-03-08T15:14:19Z host x", "2024-03-08 x"]
+    alphabet = " /-T{<[0123456789JFMASONDtypenode="
+    checked = 0
+    for seed in seeds:
+        for variant in range(6):
+            chars = list(seed)
+            if variant:
+                position = rng.randrange(min(len(chars), 12) + 1)
+                chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(
+                    0, 2
+                )
+            line = "".join(chars)
+            if not line.isascii() or "\n" in line or "\r" in line:
+                continue
+            checked += 1
+            flagged = batch._NOT_ACCESS_LOG.search(line.encode() + b"\n") is not None
+            assert flagged == (guess_source_type(line) != "access_log"), repr(line)
+    assert checked > 1000, "too few lines to compare"
 
 
 def test_split_traditional_matches_re2_header() -> None:

@@ -14,13 +14,15 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import accumulate
 from typing import BinaryIO
 
 import re2
 
 from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
-from irwatchd.parsing.dispatch import guess_source_type, parse_line
+from irwatchd.parsing.dispatch import access_view, parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.sources.lines import RawLine, iter_lines
 
@@ -45,6 +47,15 @@ _NOT_RAW_VIEW = {
     "syslog": re2.compile(rb"\r|(?:\A|\n)(?:<|1 )", _LATIN1),
     "auto": re2.compile(rb"\r|(?:\A|\n)[^JFMASOND]", _LATIN1),
 }
+
+# A line that `guess_source_type` would not guess to be an access-log line, found in one
+# linear RE2 pass over an ASCII block: an empty line, a first byte of JSON, syslog or an
+# Apache error log, an auditd record, or the dates of nginx error logs and ISO syslog headers.
+_NOT_ACCESS_LOG = re2.compile(
+    rb"(?:\A|\n)(?:\n|[{<\[JFMASOND]|type=|node="
+    rb"|[0-9][^\n]{3}/[^\n]{2}/[^\n]{3}|[0-9][^\n]{3}-[^\n]{5}[T ])",
+    _LATIN1,
+)
 
 
 @dataclass
@@ -333,24 +344,19 @@ def _detect_block(
         yield RawCandidates(block, candidates, source_type, number_base, offset_base)
 
 
-def plain_access_view(line: str) -> str | None:
-    """Return the view `parse_line` builds for a plain combined-format line, or None.
+def combined_access_view(line: str) -> str | None:
+    """Return the view `parse_line` builds for a combined-format line of a simple shape, or None.
 
-    A plain line is printable ASCII without text that a normalisation step could change
-    (`%`, `&`, `\\`, `/*`, two spaces), has exactly the combined
-    shape `client ident user [time] "request" status size "referer" "agent"`, and has no
-    `+` in its target (a query's `+` decodes to a space). For such a line every
-    normalisation step is a no-op but lower-casing and stripping, so the view is built from
-    the fields directly. The caller checks that the line is ASCII.
+    The line must be printable ASCII without a backslash (so no field holds an escaped quote)
+    and have exactly the shape `client ident user [time] "request" status size "referer"
+    "agent"`, whose fields `str.split` then finds as the RE2 parse would. The view of a plain
+    line, one without text that a normalisation step could change (`%`, `&`, `/*`, two spaces,
+    or `+` in the target, which a query decodes to a space), is built from the fields directly:
+    every step but lower-casing and stripping is a no-op there. Other lines get the view from
+    `access_view`, memoised, because the same request, referer and agent recur on many lines.
+    The caller checks that the line is ASCII.
     """
-    if (
-        "%" in line
-        or "&" in line
-        or "\\" in line
-        or "/*" in line
-        or "  " in line
-        or not line.isprintable()
-    ):
+    if "\\" in line or not line.isprintable():
         return None
     parts = line.split('"')
     if len(parts) != 7 or parts[4] != " " or parts[6] != "":
@@ -373,12 +379,15 @@ def plain_access_view(line: str) -> str | None:
     target, _, protocol = rest.rpartition(" ")
     if not protocol.startswith("HTTP/"):
         target = rest
-    if "+" in target:
-        return None
     referer, agent = parts[3], parts[5]
+    if "%" in line or "&" in line or "/*" in line or "  " in line or "+" in target:
+        return _memoised_access_view(method, target, referer, agent)
     agent_view = "" if agent == "-" else agent.lower().strip()
     referer_view = "" if referer == "-" else referer.lower().strip()
     return f"{method.lower()} {target.lower().strip()} ua:{agent_view} ref:{referer_view}"
+
+
+_memoised_access_view = lru_cache(maxsize=4096)(access_view)
 
 
 def _detect_access_block(
@@ -393,8 +402,9 @@ def _detect_access_block(
 ) -> list[Finding] | None:
     """Detect in a block of access-log lines, parsing in full only the lines that need it.
 
-    Plain lines get their view from `plain_access_view`; the rest are parsed by `parse_line`.
-    All views are prefiltered in one scan, and only candidates become records. Return None
+    Lines of the simple combined shape get their view from `combined_access_view`; the rest
+    are parsed by `parse_line`. Each distinct view is prefiltered once (see
+    `Detector.prefilter_repeated_views`), and only candidates become records. Return None
     when the block does not suit this path: not ASCII, CR or over-long lines, no prefilter,
     or (with `auto`) a line that is not guessed to be an access-log line.
     """
@@ -402,28 +412,25 @@ def _detect_access_block(
         return None
     if not _lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS)):
         return None
+    if source_type == "auto" and _NOT_ACCESS_LOG.search(block) is not None:
+        return None
     lines = block.decode("ascii").split("\n")
     lines.pop()  # the block ends with a newline
-    if source_type == "auto" and any(guess_source_type(line) != "access_log" for line in lines):
-        return None
     kind = "access_log"
-    offsets = []
-    views = []
+    offsets = list(accumulate((len(line) + 1 for line in lines), initial=offset_base))
+    views: list[str] = []
     records: dict[int, LogRecord] = {}
-    offset = offset_base
-    for index, line in enumerate(lines):
-        offsets.append(offset)
-        view = plain_access_view(line)
+    for index, view in enumerate([combined_access_view(line) for line in lines]):
         if view is None:
             record = parse_line(
-                line, kind, moment, path=path, line_number=number_base + index + 1, offset=offset
-            )
+                lines[index], kind, moment, path=path, line_number=number_base + index + 1,
+                offset=offsets[index],
+            )  # fmt: skip
             records[index] = record
             view = record.view
         views.append(view)
-        offset += len(line) + 1
     findings: list[Finding] = []
-    candidates = detector.prefilter_views(kind, views)
+    candidates = detector.prefilter_repeated_views(kind, views)
     for index in sorted(candidates):
         record = records.get(index) or parse_line(
             lines[index], kind, moment, path=path, line_number=number_base + index + 1,
@@ -431,6 +438,6 @@ def _detect_access_block(
         )  # fmt: skip
         if record.view == views[index]:
             findings.extend(detector.confirm(record, candidates[index]))
-        else:  # pragma: no cover - `plain_access_view` matches `parse_line` on plain lines
+        else:  # pragma: no cover - `combined_access_view` matches `parse_line`
             findings.extend(detector.detect([record]))
     return findings

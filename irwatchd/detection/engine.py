@@ -54,6 +54,9 @@ keeps `^`-anchored text and the tail keeps the `$`-anchored attribution fields (
 "from ADDR port N").
 """
 
+MAX_CACHED_VIEWS = 8192
+"""Views whose candidate rules `prefilter_repeated_views` keeps; the cache empties when full."""
+
 _ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
 
@@ -154,6 +157,8 @@ class Detector:
         self._rank: dict[int, int] = {}
         self._by_id: dict[int, _CompiledRule] = {}
         self._ids_by_type: dict[str, set[int]] = defaultdict(set)
+        # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
+        self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
         compiled_rules = []
         for rule in sorted(self.rules, key=lambda item: -severity_rank(item.severity)):
             compiled = _CompiledRule(
@@ -270,6 +275,32 @@ class Detector:
         candidates: dict[int, set[int]] = {}
         for line, pattern_id in hits:
             candidates.setdefault(line, set()).add(id(entries[pattern_id][0]))
+        return candidates
+
+    def prefilter_repeated_views(
+        self, source_type: str, views: Sequence[str]
+    ) -> dict[int, set[int]]:
+        """Prefilter views as `prefilter_views` does, scanning each distinct view only once.
+
+        Access-log views repeat: many lines carry the same request, referer and agent. The
+        candidate rules of a view depend on that view alone, so they are kept for later calls,
+        up to `MAX_CACHED_VIEWS` views per source type.
+        """
+        known = self._view_candidates.setdefault(source_type, {})
+        fresh = list(dict.fromkeys(view for view in views if view not in known))
+        scanned = self.prefilter_views(source_type, fresh) if fresh else {}
+        found = {view: frozenset(scanned.get(index, ())) for index, view in enumerate(fresh)}
+        if len(known) + len(found) > MAX_CACHED_VIEWS:
+            known.clear()
+        if len(found) <= MAX_CACHED_VIEWS:
+            known.update(found)
+        candidates = {}
+        for index, view in enumerate(views):
+            rule_ids = known.get(view)
+            if rule_ids is None:
+                rule_ids = found[view]
+            if rule_ids:
+                candidates[index] = set(rule_ids)
         return candidates
 
     def _prefilter(
