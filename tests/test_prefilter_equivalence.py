@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -271,20 +271,29 @@ def test_parallel_ranges_match_one_pass(
     assert output.read_text() == single
 
 
+def _counting_compiler(
+    expressions: list[bytes], flags: list[int], compiles: list[int]
+) -> Callable[[], object]:
+    """Return a database compiler that appends to `compiles` on each call."""
+
+    def compile_database() -> object:
+        compiles.append(1)
+        database = hyperscan.Database()
+        database.compile(expressions=expressions, flags=flags)
+        return database
+
+    return compile_database
+
+
 def test_hyperscan_cache_reuses_private_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "cache"
     monkeypatch.setenv(hscache.CACHE_ENV, str(folder))
-    compiles = []
-
-    def compile_database() -> object:
-        compiles.append(1)
-        database = hyperscan.Database()
-        database.compile(expressions=[b"Failed password"], flags=[hyperscan.HS_FLAG_PREFILTER])
-        return database
-
     expressions, flags = [b"Failed password"], [hyperscan.HS_FLAG_PREFILTER]
+    compiles: list[int] = []
+    compile_database = _counting_compiler(expressions, flags, compiles)
+
     hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
     loaded = hscache.load_or_compile(hyperscan, expressions, flags, compile_database)
     hits: list[int] = []
@@ -303,15 +312,10 @@ def test_hyperscan_cache_loads_when_first_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(hscache.CACHE_ENV, str(tmp_path / "cache"))
-    compiles = []
-
-    def compile_database() -> object:
-        compiles.append(1)
-        database = hyperscan.Database()
-        database.compile(expressions=[b"Invalid user"], flags=[hyperscan.HS_FLAG_PREFILTER])
-        return database
-
     expressions, flags = [b"Invalid user"], [hyperscan.HS_FLAG_PREFILTER]
+    compiles: list[int] = []
+    compile_database = _counting_compiler(expressions, flags, compiles)
+
     hscache.load_later_or_compile(hyperscan, expressions, flags, compile_database)
     assert len(compiles) == 1, "an uncached database was not compiled at once"
     loader = hscache.load_later_or_compile(hyperscan, expressions, flags, compile_database)

@@ -49,8 +49,9 @@ _NOT_RAW_VIEW = {
 }
 
 # A line that `guess_source_type` would not guess to be an access-log line, found in one
-# linear RE2 pass over an ASCII block: an empty line, a first byte of JSON, syslog or an
-# Apache error log, an auditd record, or the dates of nginx error logs and ISO syslog headers.
+# linear RE2 pass over an ASCII block. Such a line is empty, starts like JSON, syslog, an
+# Apache error log or an auditd record, or starts with the date of an nginx error log or an
+# ISO syslog header.
 _NOT_ACCESS_LOG = re2.compile(
     rb"(?:\A|\n)(?:\n|[{<\[JFMASOND]|type=|node="
     rb"|[0-9][^\n]{3}/[^\n]{2}/[^\n]{3}|[0-9][^\n]{3}-[^\n]{5}[T ])",
@@ -181,7 +182,7 @@ def walk_file(
     """Yield the findings of a stream in line order, leaving raw syslog blocks unconfirmed.
 
     A block that takes the raw prefilter path comes out as `RawCandidates`, so the caller
-    decides what to build from its candidate lines; every other line comes out as findings.
+    decides what to build from its candidate lines. Every other line comes out as findings.
     """
     counts = totals if totals is not None else StreamTotals()
     number = lines_before

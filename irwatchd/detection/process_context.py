@@ -134,7 +134,7 @@ class ProcessContext:
     ) -> str | None:
         """Return the first address process `key` shows in `later` within the lookahead time.
 
-        `later` holds (process key, log time, address) of the findings after this one.
+        `later` contains (process key, log time, address) of the findings after this one.
         """
         for candidate_key, candidate_time, address in later:
             if address is None or candidate_key != key:

@@ -1,8 +1,8 @@
 """Findings as the rows `irwatchd detect` prints, built without a record per line.
 
 `detect` prints seven fields per finding. On a raw syslog block (see `batch.walk_file`),
-building a `LogRecord` and a `Finding` for each candidate line cost more than the rule match
-itself, so `detect_rows` builds `DetectRow`s straight from the candidate lines. It runs the
+building a `LogRecord` and a `Finding` for each candidate line costs more than the rule
+match itself, so `detect_rows` builds `DetectRow`s straight from the candidate lines. It runs the
 same rules in the same order, splits the header the same way, and `attribute_rows` applies
 the same process attribution as `attribute_stream`. Lines outside raw blocks still become
 findings first. A test compares the rendered rows with the rendered findings.
