@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return EX_DATAERR
     if args.jobs > 1 and args.file != "-" and os.path.isfile(args.file):
-        ranges = split_ranges(args.file, args.jobs)
+        try:
+            ranges = split_ranges(args.file, args.jobs)
+        except OSError:
+            ranges = []  # the one-process path below reports the error
         if len(ranges) > 1:
             return _detect_in_parallel(args, detector, ranges, loaded.config.max_line_bytes)
     stream: BinaryIO

@@ -87,10 +87,20 @@ class ProcessContext:
 
     def remember(self, key: ProcessKey, address: str, moment: datetime | None) -> None:
         """Store `address` as the last one process `key` showed, at log time `moment`."""
-        self._seen[key] = (address, moment)
-        self._seen.move_to_end(key)
-        if len(self._seen) > self.max_processes:
-            self._seen.popitem(last=False)
+        self.remember_many(((key, address, moment),))
+
+    def remember_many(
+        self, entries: Iterable[tuple[ProcessKey | None, str, datetime | None]]
+    ) -> None:
+        """Remember each (key, address, time) in order; entries without a key are skipped."""
+        seen = self._seen
+        for key, address, moment in entries:
+            if key is None:
+                continue
+            seen[key] = (address, moment)
+            seen.move_to_end(key)
+            if len(seen) > self.max_processes:
+                seen.popitem(last=False)
 
     def recall(self, key: ProcessKey, moment: datetime | None) -> str | None:
         """Return the address process `key` showed last, unless it is older than the max age."""

@@ -64,18 +64,19 @@ def load_rendered(source: BinaryIO) -> Iterator[RenderedRows]:
             return
         data = source.read(int.from_bytes(prefix, "little"))
         lines, processes, microseconds, addresses = marshal.loads(data)  # noqa: S302 - own worker
-        moments: list[datetime | None] = []
-        for value in microseconds:
-            if value is None:
-                moments.append(None)
-                continue
-            moment = times.get(value)
-            if moment is None:
-                if len(times) >= _MAX_CACHED_TIMES:
-                    times.clear()
-                moment = times[value] = _EPOCH + timedelta(microseconds=value)
-            moments.append(moment)
+        moments = [
+            None if value is None else times.get(value) or _new_time(times, value)
+            for value in microseconds
+        ]
         yield RenderedRows(lines, processes, moments, addresses)
+
+
+def _new_time(times: dict[int, datetime], microseconds: int) -> datetime:
+    """Return the time `microseconds` after the epoch, and keep it in `times` for reuse."""
+    if len(times) >= _MAX_CACHED_TIMES:
+        times.clear()
+    moment = times[microseconds] = _EPOCH + timedelta(microseconds=microseconds)
+    return moment
 
 
 def attribute_rendered(

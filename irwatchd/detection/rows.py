@@ -166,9 +166,7 @@ def attribute_group(
     `addresses` itself when no finding lacks an address, else a new list.
     """
     if None not in addresses:
-        for process, time, address in zip(processes, times, addresses, strict=True):
-            if process is not None:
-                context.remember(process, address, time)  # type: ignore[arg-type]
+        context.remember_many(zip(processes, addresses, times, strict=True))  # type: ignore[arg-type]
         return addresses
     result = list(addresses)
     for index, process in enumerate(processes):
