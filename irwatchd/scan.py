@@ -195,6 +195,7 @@ def scan(
     )
     audit = ScanAuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), paths, audit, live=False)
+    responder.incidents.close_idle_by_time = False
     try:
         audit.append(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
