@@ -5,8 +5,9 @@ byte offset of the line in that file and the line's text. The daemon can hold te
 of open incidents, so the items are not kept as dicts: the texts are one string, and the
 (end in that string, offset, path number) triples one `array`. For an incident with three
 lines this takes about 300 bytes plus the text, in place of about 870 bytes plus the text as a
-list of dicts (estimated from `sys.getsizeof` on CPython 3.11). An item of another shape, which only a hand-edited ticket can
-hold, switches the incident to a plain list of dicts, so it is written back as it was read.
+list of dicts (estimated from `sys.getsizeof` on CPython 3.11). An item of another shape,
+which only a hand-edited ticket can hold, switches the incident to a plain list of dicts, so it
+is written back as it was read.
 """
 
 from __future__ import annotations
