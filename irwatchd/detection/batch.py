@@ -276,6 +276,38 @@ def _detect_block(
             yield from detector.detect([record])
 
 
+def detect_lines_block(
+    detector: Detector,
+    block: bytes,
+    source_type: str,
+    path: str,
+    max_line_bytes: int,
+    moment: datetime,
+    *,
+    lines_before: int,
+    offset_before: int,
+    totals: StreamTotals | None = None,
+) -> list[Finding]:
+    """Return the findings of one block of complete lines, in line order, as `detect_file` would.
+
+    The block must end with a newline. The daemon passes each block it reads from a followed
+    file, with the number of lines and bytes before the block in that file. Like `detect_file`,
+    this parses only the lines the prefilter names when the block allows it.
+    """
+    counts = totals if totals is not None else StreamTotals()
+    if source_type in ("auto", "syslog", "access_log"):
+        found = _detect_block(
+            detector, block, source_type, path, max_line_bytes, moment,
+            lines_before, offset_before, counts,
+        )  # fmt: skip
+    else:
+        found = _detect_parsed(
+            detector, io.BytesIO(block), source_type, path, max_line_bytes, moment,
+            lines_before, offset_before, counts,
+        )  # fmt: skip
+    return list(found)
+
+
 def plain_access_view(line: str) -> str | None:
     """Return the view `parse_line` builds for a plain combined-format line, or None.
 
