@@ -227,7 +227,8 @@ class IncidentTracker:
         if finding.rule_id not in incident.rules:
             incident.rules.append(finding.rule_id)
         if finding.user and finding.user not in incident.users and len(incident.users) < 20:
-            incident.users.append(finding.user)
+            # A few names (root, admin) recur across thousands of incidents: keep one copy.
+            incident.users.append(sys.intern(finding.user))
         if len(incident.evidence) < self.max_evidence:
             record = finding.record
             incident.evidence.append_line(record.path, record.offset, record.raw[:4096])
