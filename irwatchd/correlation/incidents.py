@@ -27,6 +27,8 @@ An open incident with a few evidence lines takes about 1 KiB (tracemalloc, CPyth
 this bound keeps them near 20 MiB. An incident closed this way is audited like an idle one,
 and the next finding for its key opens a new incident that names it as `previous_id`.
 """
+# TODO: bound the evidence bytes as well. Each incident keeps up to `max_evidence` lines of up
+# to 4,096 characters, so 20,000 long-running incidents can still take gigabytes.
 STATUSES = ("open", "acknowledged", "closed")
 
 IncidentKey = tuple[str, str | None, str | None]
