@@ -1,7 +1,7 @@
 """Daemon memory: peak RSS after reading 1,000,000 auth.log lines from 100,000 distinct sources.
 
 The daemon runs with the default config, whose sliding windows (100,000 sources) and open
-incidents (50,000) are bounded. The generated auth.log (bench/generate.py, same mix as the
+incidents (20,000) are bounded. The generated auth.log (bench/generate.py, same mix as the
 throughput input but with a pool of 100,000 documentation addresses) is appended to the watched
 file in 8 MiB writes as fast as the daemon reads it. The script waits until the daemon's
 checkpoint reaches the end of the file, then reads its peak RSS (VmHWM) from /proc. The time

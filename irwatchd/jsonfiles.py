@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,26 @@ def write_json_atomic(
     When running as root, the new file gets the owner and group of `owner_of`, by default
     the folder that contains `path`.
     """
+    write_text_atomic(path, _JSON_ENCODER.iterencode(document), mode=mode, owner_of=owner_of)
+
+
+_JSON_ENCODER = json.JSONEncoder(indent=2, sort_keys=False)
+"""The encoder of `write_json_atomic`: the same text as `json.dump(document, indent=2)`."""
+
+
+def write_text_atomic(
+    path: Path, pieces: Iterable[str], *, mode: int = 0o640, owner_of: Path | None = None
+) -> None:
+    """Replace `path` with the pieces of text and a final newline, as `write_json_atomic` does.
+
+    The pieces are written as they come, so a large document need not be in memory at once.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False)
+            for piece in pieces:
+                handle.write(piece)
             handle.write("\n")
             handle.flush()
             match_owner(handle.fileno(), owner_of or path.parent)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import json
 import lzma
 import os
 import shutil
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +27,12 @@ import structlog
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
+from irwatchd.correlation.incidents import Incident
 from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.errors import InputError
-from irwatchd.jsonfiles import write_json_atomic
+from irwatchd.jsonfiles import write_json_atomic, write_text_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.responder import Responder, StatePaths
 from irwatchd.sources.tailer import SKIPPED_SUFFIXES
@@ -38,38 +40,43 @@ from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _FindingSummary:
-    category: str
-    severity: str
-    source_ip: str | None
-    incident_id: str | None
-
-
 class ScanAuditLog(AuditLog):
-    """The audit log, also keeping what the report counts of the records this scan writes.
+    """The audit log, also counting what the report needs of the records this scan writes.
 
-    The report is built from these copies rather than by reading the file back, because the
-    audit log may rotate in the middle of a long scan.
+    The report is built from these counts rather than by reading the file back, because the
+    audit log may rotate in the middle of a long scan. Only counts are kept, not one entry
+    per finding, so memory grows with the number of sources and incidents, not of findings.
     """
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.findings: list[_FindingSummary] = []
+        self.findings = 0
+        self.by_category: Counter[str] = Counter()
+        self.by_severity: Counter[str] = Counter()
+        self.by_source: Counter[str] = Counter()
+        self.incident_ids: set[str | None] = set()
         self.blocked: set[str] = set()
 
+    def reset_counts(self) -> None:
+        """Forget the records counted so far."""
+        self.findings = 0
+        for counter in (self.by_category, self.by_severity, self.by_source):
+            counter.clear()
+        self.incident_ids.clear()
+        self.blocked.clear()
+
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write the record, then keep the fields the report counts."""
+        """Write the record, then count the fields the report lists."""
         written = super().append(record)
         event = written.get("event", {})
         source = (written.get("source") or {}).get("ip")
         if event.get("action") == "finding":
             details = written["irwatchd"]
-            self.findings.append(
-                _FindingSummary(
-                    details["category"], details["severity"], source, details.get("incident_id")
-                )
-            )
+            self.findings += 1
+            self.by_category[details["category"]] += 1
+            self.by_severity[details["severity"]] += 1
+            self.by_source[source or "unknown"] += 1
+            self.incident_ids.add(details.get("incident_id"))
         elif event.get("action") == "block" and event.get("outcome") == "success" and source:
             self.blocked.add(source)
         return written
@@ -195,25 +202,22 @@ def scan(
     )
     audit = ScanAuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), paths, audit, live=False)
+    responder.incidents.close_idle_by_time = False
     try:
         audit.append(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
         )
-        audit.findings.clear()
-        audit.blocked.clear()
+        audit.reset_counts()
         for path in files:
             result.files.append(_scan_file(path, detector, responder, loaded, source_type, result))
         audit.sync()
-        findings = audit.findings
-        result.findings = len(findings)  # correlated findings included
-        incident_ids = {finding.incident_id for finding in findings}
-        for finding in findings:
-            result.by_category[finding.category] += 1
-            result.by_severity[finding.severity] += 1
-            result.by_source[finding.source_ip or "unknown"] += 1
+        result.findings = audit.findings  # correlated findings included
+        result.by_category, result.by_severity = audit.by_category, audit.by_severity
+        result.by_source = audit.by_source
+        incident_ids = audit.incident_ids
         blocked = sorted(audit.blocked)
         incidents = [
-            incident.to_json()
+            incident
             for incident in responder.incidents.open_incidents()
             if incident.id in incident_ids
         ]
@@ -224,17 +228,17 @@ def scan(
             "collection": str(result.collection_path),
             "files": result.files,
             "lines_read": result.lines,
-            "findings": len(findings),
+            "findings": result.findings,
             "counts": {
                 "by_category": dict(result.by_category.most_common()),
                 "by_severity": dict(result.by_severity.most_common()),
                 "by_source_ip": dict(result.by_source.most_common()),
             },
-            "incidents": incidents,
+            "incidents": _INCIDENTS_PLACEHOLDER,
             "blocks_simulated": blocked,
         }
         result.report_path = paths.reports / "incidents" / f"incident-report-{stamp}.json"
-        write_json_atomic(result.report_path, report)
+        write_text_atomic(result.report_path, _report_pieces(report, incidents))
         audit.append(action_record("scan_finished", "success",
                                    details={"report_path": str(result.report_path),
                                             "findings": result.findings}))  # fmt: skip
@@ -242,6 +246,35 @@ def scan(
         responder.close()
         audit.close()
     return result
+
+
+_INCIDENTS_PLACEHOLDER = "\0incidents"
+"""A marker for the incident list while the rest of the report is encoded.
+
+Its JSON is `"\u0000incidents"`, which no other value of the report can contain, because
+the rest of the report contains file paths, addresses, names and counts, and none has a NUL."""
+
+
+def _report_pieces(report: dict[str, Any], incidents: list[Incident]) -> Iterator[str]:
+    """Yield the report's JSON as `write_json_atomic` writes it, with the incidents in it.
+
+    Each incident becomes JSON only when its turn comes, so the report never has every
+    incident's evidence in memory as dicts at once.
+    """
+    marker = json.dumps(_INCIDENTS_PLACEHOLDER)
+    head, _, tail = json.dumps(report, indent=2).partition(marker)
+    yield head
+    if not incidents:
+        yield "[]"
+    else:
+        # The list is at the second level of the report, so its items are indented by 4.
+        separator = "["
+        for incident in incidents:
+            item = json.dumps(incident.to_json(), indent=2).replace("\n", "\n    ")
+            yield f"{separator}\n    {item}"
+            separator = ","
+        yield "\n  ]"
+    yield tail
 
 
 def _scan_file(

@@ -83,3 +83,30 @@ def test_scan_report_survives_audit_rotation(tmp_path: Path) -> None:
     assert report["counts"]["by_category"]["brute_force"] == 1
     assert report["counts"]["by_category"]["failed_login"] >= 5
     assert len(report["blocks_simulated"]) == 1
+
+
+def test_scan_report_bytes_match_json_writer(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    logs = [str(SAMPLES / "auth.log"), str(SAMPLES / "access.log")]
+    result = run_cli("scan", "--state-dir", str(state), *logs)
+    assert result.returncode == 0, result.stderr
+    (path,) = (state / "reports" / "incidents").glob("incident-report-*.json")
+    written = path.read_text()
+    report = json.loads(written)
+    assert len(report["incidents"]) >= 2
+
+    # The report is written piece by piece; it must be what one json.dump would write.
+    assert written == json.dumps(report, indent=2) + "\n"
+
+
+def test_scan_report_with_no_incidents(tmp_path: Path) -> None:
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text("Dec  1 00:00:00 host cron[1]: nothing to see\n")
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(quiet))
+    assert result.returncode == 0, result.stderr
+    (path,) = (state / "reports" / "incidents").glob("incident-report-*.json")
+    written = path.read_text()
+
+    assert json.loads(written)["incidents"] == []
+    assert written == json.dumps(json.loads(written), indent=2) + "\n"

@@ -10,15 +10,25 @@ and brings incidents back from them at start (`restore`).
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from irwatchd.correlation.evidence import EvidenceLines
 from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.parsing.timestamps import format_rfc3339, parse_iso8601
 
-DEFAULT_MAX_OPEN = 50_000
+DEFAULT_MAX_OPEN = 20_000
+"""Open incidents kept in memory; past it the least recently updated one is closed.
+
+An open incident with a few evidence lines takes about 1 KiB (tracemalloc, CPython 3.11), so
+this bound keeps them near 20 MiB. An incident closed this way is audited like an idle one,
+and the next finding for its key opens a new incident that names it as `previous_id`.
+"""
+# TODO: bound the evidence bytes as well. Each incident keeps up to `max_evidence` lines of up
+# to 4,096 characters, so 20,000 long-running incidents can still take gigabytes.
 STATUSES = ("open", "acknowledged", "closed")
 
 IncidentKey = tuple[str, str | None, str | None]
@@ -38,11 +48,24 @@ class Incident:
     count: int = 0
     rules: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
-    evidence: list[dict[str, object]] = field(default_factory=list)
+    evidence: EvidenceLines = field(default_factory=EvidenceLines)
     status: str = "open"
     previous_id: str | None = None
-    actions_done: set[str] = field(default_factory=set)
     last_alert_at: datetime | None = None
+    # None until the first action is marked: an empty set takes 216 bytes, and most incidents
+    # of a flood of single failures never get one.
+    _actions_done: set[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.evidence, EvidenceLines):
+            self.evidence = EvidenceLines(self.evidence)
+
+    @property
+    def actions_done(self) -> set[str]:
+        """Markers of the actions already run or audited for this incident, such as `forensics`."""
+        if self._actions_done is None:
+            self._actions_done = set()
+        return self._actions_done
 
     @property
     def key(self) -> IncidentKey:
@@ -64,11 +87,11 @@ class Incident:
             count=int(document.get("count", 0)),
             rules=list(document.get("rules", [])),
             users=list(document.get("users", [])),
-            evidence=list(document.get("evidence", [])),
+            evidence=EvidenceLines(document.get("evidence", [])),
             status=str(document.get("status", "open")),
             previous_id=document.get("previous_id"),
-            actions_done=set(document.get("actions_done", [])),
             last_alert_at=_parse_time(last_alert) if last_alert else None,
+            _actions_done=set(document.get("actions_done", [])) or None,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -85,9 +108,9 @@ class Incident:
             "count": self.count,
             "rules": self.rules,
             "users": self.users,
-            "evidence": self.evidence,
+            "evidence": self.evidence.to_json(),
             "previous_id": self.previous_id,
-            "actions_done": sorted(self.actions_done),
+            "actions_done": sorted(self._actions_done or ()),
             "last_alert_at": format_rfc3339(self.last_alert_at) if self.last_alert_at else None,
         }
 
@@ -130,6 +153,11 @@ class IncidentTracker:
         self._closed_ids: dict[IncidentKey, str] = {}
         self.just_closed: list[Incident] = []
         """Incidents closed by idleness or the memory bound since the caller last cleared it."""
+        self.close_idle_by_time = True
+        """Whether each finding also closes the other incidents quiet for `idle_seconds`.
+
+        Off for a scan, whose report lists every incident still open at its end.
+        """
 
     def __len__(self) -> int:
         return len(self._open)
@@ -158,7 +186,13 @@ class IncidentTracker:
 
     def add(self, finding: Finding, moment: datetime) -> IncidentUpdate:
         """File a finding under its incident, opening one when none is open for its key."""
-        key = (finding.category, finding.source_ip, finding.record.host)
+        if self.close_idle_by_time:
+            self._close_idle(moment)
+        host = finding.record.host
+        if host is not None:
+            # Each parsed line has its own copy of the host name, so keep one copy per name.
+            host = sys.intern(host)
+        key = (finding.category, finding.source_ip, host)
         incident = self._open.get(key)
         if (
             incident is not None
@@ -171,10 +205,10 @@ class IncidentTracker:
         escalated = False
         if incident is None:
             incident = Incident(
-                id=incident_id(finding.category, finding.source_ip, finding.record.host, moment),
+                id=incident_id(finding.category, finding.source_ip, host, moment),
                 category=finding.category,
                 source_ip=finding.source_ip,
-                host=finding.record.host,
+                host=host,
                 first_seen=moment,
                 last_seen=moment,
                 severity=finding.severity,
@@ -195,13 +229,26 @@ class IncidentTracker:
         if finding.rule_id not in incident.rules:
             incident.rules.append(finding.rule_id)
         if finding.user and finding.user not in incident.users and len(incident.users) < 20:
-            incident.users.append(finding.user)
+            # A few names (root, admin) recur across thousands of incidents: keep one copy.
+            incident.users.append(sys.intern(finding.user))
         if len(incident.evidence) < self.max_evidence:
             record = finding.record
-            incident.evidence.append(
-                {"path": record.path, "offset": record.offset, "line": record.raw[:4096]}
-            )
+            incident.evidence.append_line(record.path, record.offset, record.raw[:4096])
         return IncidentUpdate(incident, is_new, escalated)
+
+    def _close_idle(self, moment: datetime) -> None:
+        """Close the least recently updated incidents while they have been quiet too long.
+
+        The open incidents are kept in the order of their last finding, so only the first ones
+        need a look. After a finding whose time is older than the finding before it, an idle
+        incident can sit behind one that is not idle, and stays open until that one closes.
+        """
+        while self._open:
+            key, incident = next(iter(self._open.items()))
+            if (moment - incident.last_seen).total_seconds() <= self.idle_seconds:
+                return
+            self._close(key, incident)
+            self.just_closed.append(incident)
 
     def _close(self, key: IncidentKey, incident: Incident) -> None:
         incident.status = "closed"

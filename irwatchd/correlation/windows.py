@@ -8,9 +8,8 @@ Memory is bounded: at most `max_sources` sources are tracked, the least recently
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from irwatchd.config import CorrelationSpec
@@ -19,10 +18,19 @@ from irwatchd.detection.finding import Finding
 DEFAULT_MAX_SOURCES = 100_000
 
 
-@dataclass(slots=True)
 class _SourceWindow:
-    times: deque[float] = field(default_factory=deque)
-    fired: bool = False
+    """The times of one source's recent findings, oldest first, at most `threshold` of them.
+
+    A list, not a deque, because an empty deque already takes 760 bytes. With one to five
+    times, a window takes 150 to 225 bytes (tracemalloc, CPython 3.11), so 100,000 sources
+    need about 20 MiB in place of 75 MiB.
+    """
+
+    __slots__ = ("fired", "times")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.fired = False
 
 
 class SlidingWindows:
@@ -57,16 +65,17 @@ class SlidingWindows:
             else:
                 self._windows.move_to_end(key)
             horizon = stamp - spec.window_seconds
-            while window.times and window.times[0] < horizon:
-                window.times.popleft()
-            if not window.times:
+            times = window.times
+            expired = 0
+            while expired < len(times) and times[expired] < horizon:
+                expired += 1
+            del times[:expired]
+            if not times:
                 window.fired = False
             # A "repeated N times" line counts N failures, but never more than the threshold
             # needs, so memory per source stays bounded.
-            for _ in range(min(finding.count, spec.threshold)):
-                window.times.append(stamp)
-            while len(window.times) > spec.threshold:
-                window.times.popleft()
+            times.extend([stamp] * min(finding.count, spec.threshold))
+            del times[: max(0, len(times) - spec.threshold)]
             if not window.fired and len(window.times) >= spec.threshold:
                 window.fired = True
                 emitted.append(

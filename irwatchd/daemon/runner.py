@@ -13,6 +13,7 @@ swaps it in between two polls, so files, offsets, windows, incidents and blocks 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -43,7 +44,9 @@ from irwatchd.daemon.statusfile import (
     status_line,
     utc_now,
 )
+from irwatchd.detection.batch import detect_lines_block
 from irwatchd.detection.engine import Detector
+from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import CantCreateError, NoPermissionError
@@ -51,6 +54,7 @@ from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.logs import flush_suppressed, report_suppressed
 from irwatchd.metrics import DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
+from irwatchd.parsing.record import LogRecord
 from irwatchd.response.responder import Responder, StatePaths, dedup_key
 from irwatchd.sources.checkpoints import CheckpointStore
 from irwatchd.sources.tailer import LineBatch, Tailer
@@ -284,23 +288,26 @@ class Daemon:
             self._write_status()
 
     def _process(self, batch: LineBatch, responder: Responder, recorded_keys: set[str]) -> int:
-        """Parse and detect one batch and hand each new finding on; return how many."""
+        """Detect in one batch and hand each new finding on; return how many."""
         followed = batch.file
         now = datetime.now(UTC)
-        records = []
-        for line in batch.lines:
-            if line.truncated_bytes:
-                log.warning(
-                    "line_truncated", path=followed.path, offset=line.offset,
-                    kept_bytes=len(line.text.encode()), skipped_bytes=line.truncated_bytes,
-                )  # fmt: skip
-            records.append(parse_line(
-                line.text, followed.source_type, now, path=followed.path,
-                line_number=line.number, offset=line.offset, raw_sha256=line.invalid_utf8_sha256,
-            ))  # fmt: skip
-        self.lines_read += len(records)
+        self.lines_read += batch.count
+        if batch.block is not None:
+            # Prefilter the raw bytes and parse only the lines a rule may match. A block
+            # never has a cut line, so there is no truncation to report.
+            block = batch.block
+            findings = detect_lines_block(
+                self.detector, block.data, followed.source_type, followed.path,
+                followed.max_line_bytes, now,
+                lines_before=block.number or 0, offset_before=block.offset,
+            )  # fmt: skip
+            if block.number is None:
+                # The file was opened at its end, so its line numbers are unknown.
+                findings = [_without_line_number(finding) for finding in findings]
+        else:
+            findings = self.detector.detect(self._parse(batch, now))
         handled = 0
-        for finding in self.process_context.attribute(self.detector.detect(records)):
+        for finding in self.process_context.attribute(findings):
             key = dedup_key(finding)
             if key in self._seen_keys or key in recorded_keys:
                 # Recorded before a crash or a failed write; its windows were counted then
@@ -313,6 +320,23 @@ class Daemon:
             responder.handle(finding)
             handled += 1
         return handled
+
+    @staticmethod
+    def _parse(batch: LineBatch, now: datetime) -> list[LogRecord]:
+        """Parse every line of a batch of `RawLine`s, reporting the lines cut at the cap."""
+        followed = batch.file
+        records = []
+        for line in batch.lines:
+            if line.truncated_bytes:
+                log.warning(
+                    "line_truncated", path=followed.path, offset=line.offset,
+                    kept_bytes=len(line.text.encode()), skipped_bytes=line.truncated_bytes,
+                )  # fmt: skip
+            records.append(parse_line(
+                line.text, followed.source_type, now, path=followed.path,
+                line_number=line.number, offset=line.offset, raw_sha256=line.invalid_utf8_sha256,
+            ))  # fmt: skip
+        return records
 
     def _handle_reload(self, audit: AuditLog) -> None:
         """Start a reload on SIGHUP, and swap the configuration in once it is validated.
@@ -496,6 +520,13 @@ def _ignore_stop_signals() -> None:
     """
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
+
+
+def _without_line_number(finding: Finding) -> Finding:
+    """Return the finding with line number 0, which the audit log writes as unknown."""
+    if not finding.record.line_number:
+        return finding
+    return dataclasses.replace(finding, record=dataclasses.replace(finding.record, line_number=0))
 
 
 def _path_or_none(path: Path | None) -> str | None:

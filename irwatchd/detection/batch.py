@@ -24,7 +24,7 @@ from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.dispatch import access_view, parse_line
 from irwatchd.parsing.record import LogRecord
-from irwatchd.sources.lines import RawLine, iter_lines
+from irwatchd.sources.lines import RawLine, iter_lines, lines_within
 
 BATCH_LINES = 8192
 """Lines per detector call; large enough that the prefilter scan dominates the Python work."""
@@ -284,21 +284,7 @@ def _is_raw_view_block(block: bytes, source_type: str, max_line_bytes: int) -> b
             return False
     if _NOT_RAW_VIEW[source_type].search(block) is not None:
         return False
-    return _lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS))
-
-
-def _lines_within(block: bytes, limit: int) -> bool:
-    """Return whether no line of `block` is longer than `limit` bytes, so none is cut."""
-    if len(block) <= limit + 1:
-        return True
-    # Each step finds the last newline within the limit, so it passes at least one line.
-    start = 0
-    while start < len(block):
-        newline = block.rfind(b"\n", start, start + limit + 1)
-        if newline < 0:
-            return False
-        start = newline + 1
-    return True
+    return lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS))
 
 
 def _detect_block(
@@ -343,6 +329,39 @@ def _detect_block(
     candidates = detector.prefilter_lines("syslog", block)
     if candidates:
         yield RawCandidates(block, candidates, source_type, number_base, offset_base)
+
+
+def detect_lines_block(
+    detector: Detector,
+    block: bytes,
+    source_type: str,
+    path: str,
+    max_line_bytes: int,
+    moment: datetime,
+    *,
+    lines_before: int,
+    offset_before: int,
+    totals: StreamTotals | None = None,
+) -> list[Finding]:
+    """Return the findings of one block of complete lines, in line order, as `detect_file` would.
+
+    The block must end with a newline. The daemon passes each block it reads from a followed
+    file, with the number of lines and bytes before the block in that file. Like `detect_file`,
+    this parses only the lines the prefilter names when the block allows it.
+    """
+    return list(
+        detect_file(
+            detector,
+            io.BytesIO(block),
+            source_type,
+            path,
+            max_line_bytes,
+            now=moment,
+            totals=totals,
+            lines_before=lines_before,
+            offset_before=offset_before,
+        )
+    )
 
 
 def combined_access_view(line: str) -> str | None:
@@ -411,7 +430,7 @@ def _detect_access_block(
     """
     if not detector.has_prefilter("access_log") or not block.isascii() or b"\r" in block:
         return None
-    if not _lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS)):
+    if not lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS)):
         return None
     if source_type == "auto" and _NOT_ACCESS_LOG.search(block) is not None:
         return None

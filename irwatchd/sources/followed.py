@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from irwatchd.sources.checkpoints import Checkpoint, Identity
-from irwatchd.sources.lines import RawLine, decode_line
+from irwatchd.sources.lines import LineBlock, RawLine, decode_line, lines_within
 
 HEAD_BYTES = 64
 """Bytes hashed to tell a new file from an old one that got the same inode back."""
@@ -92,7 +92,35 @@ class FollowedFile:
 
     def read_lines(self, limit: int = READ_CHUNK) -> list[RawLine]:
         """Read up to `limit` new bytes and return the complete lines among them."""
+        return self._split(self.handle.read(limit))
+
+    def read_block(self, limit: int = READ_CHUNK) -> LineBlock | list[RawLine]:
+        """Read up to `limit` new bytes and return the complete lines among them.
+
+        They come as one `LineBlock` when no line is over `max_line_bytes`, else as `RawLine`s.
+        """
         data = self.handle.read(limit)
+        end = data.rfind(b"\n") + 1
+        if end == 0 or self.skipping:
+            return self._split(data)
+        block = bytes(self.pending) + data[:end] if self.pending else data[:end]
+        if not lines_within(block, self.max_line_bytes):
+            return self._split(data)
+        self.pending.clear()
+        count = block.count(b"\n")
+        lines = LineBlock(block, self.offset, self.line_number, count)
+        self.read_position += end
+        self.offset = self.read_position
+        if self.line_number is not None:
+            self.line_number += count
+        self.lines_read += count
+        self.last_growth = time.monotonic()
+        self._split(data[end:])
+        self.refresh_head()
+        return lines
+
+    def _split(self, data: bytes) -> list[RawLine]:
+        """Take `data`, the next bytes of the file, and return the lines it completes."""
         if not data:
             return []
         self.last_growth = time.monotonic()

@@ -20,6 +20,48 @@ class RawLine:
     truncated_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """Complete lines as they are on disk, each ending with a newline and none over the cap.
+
+    The detector can prefilter such a block as it is and decode only the lines a rule may
+    match. `lines` decodes all of them into the `RawLine`s a line-by-line read gives.
+    """
+
+    data: bytes
+    offset: int
+    """Byte offset of the first line in its file."""
+    number: int | None
+    """Line number of the line before the block, or None when the file was opened at its end."""
+    count: int
+    """Number of lines."""
+
+    def lines(self) -> list[RawLine]:
+        """Return the lines as `RawLine`s; their number is 0 when `number` is None."""
+        result = []
+        offset = self.offset
+        pieces = self.data.split(b"\n")
+        pieces.pop()  # the block ends with a newline
+        for index, piece in enumerate(pieces):
+            text, digest = decode_line(piece)
+            number = 0 if self.number is None else self.number + index + 1
+            result.append(RawLine(text, number, offset, len(piece) + 1, digest))
+            offset += len(piece) + 1
+        return result
+
+
+def lines_within(block: bytes, limit: int) -> bool:
+    """Return whether no line of `block` is longer than `limit` bytes, newline not counted."""
+    start = 0
+    while len(block) - start > limit + 1:
+        # The last newline within reach ends at least one line, or the line is too long.
+        newline = block.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return False
+        start = newline + 1
+    return True
+
+
 def decode_line(data: bytes) -> tuple[str, str | None]:
     """Decode a line as UTF-8; invalid bytes become U+FFFD and the raw bytes' SHA-256 is returned.
 

@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import BinaryIO
 
@@ -34,7 +34,7 @@ from irwatchd.sources.discovery import (
     watched_directories,
 )
 from irwatchd.sources.followed import HEAD_BYTES, FollowedFile, head_sha256
-from irwatchd.sources.lines import RawLine
+from irwatchd.sources.lines import LineBlock, RawLine
 from irwatchd.sources.siblings import (
     COMPRESSED_SUFFIXES,
     find_copy,
@@ -59,10 +59,21 @@ file after this time loses those lines.
 
 @dataclass(frozen=True, slots=True)
 class LineBatch:
-    """Complete lines read from one file in one poll."""
+    """Complete lines read from one file in one poll: `RawLine`s, or one block of bytes."""
 
     file: FollowedFile
-    lines: list[RawLine]
+    raw_lines: list[RawLine] = field(default_factory=list)
+    block: LineBlock | None = None
+
+    @property
+    def lines(self) -> list[RawLine]:
+        """The lines as `RawLine`s, decoded from `block` when the batch is one."""
+        return self.raw_lines if self.block is None else self.block.lines()
+
+    @property
+    def count(self) -> int:
+        """Number of lines."""
+        return len(self.raw_lines) if self.block is None else self.block.count
 
 
 class Tailer:
@@ -125,11 +136,14 @@ class Tailer:
         self._started = True
         return batches
 
-    def _read(self, followed: FollowedFile, batches: list[LineBatch]) -> list[RawLine]:
-        lines = followed.read_lines()
-        if lines:
+    def _read(self, followed: FollowedFile, batches: list[LineBatch]) -> bool:
+        """Read new lines of `followed` into `batches`; return whether there were any."""
+        lines = followed.read_block()
+        if isinstance(lines, LineBlock):
+            batches.append(LineBatch(followed, block=lines))
+        elif lines:
             batches.append(LineBatch(followed, lines))
-        return lines
+        return bool(lines)
 
     def _read_retired(self, batches: list[LineBatch]) -> None:
         for followed in list(self.retired):

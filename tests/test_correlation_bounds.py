@@ -1,0 +1,167 @@
+"""Memory bounds of correlation: incidents closed by count and idle time, windows, evidence."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from irwatchd.audit.log import AuditLog
+from irwatchd.config import Config, CorrelationSpec, LoadedConfig
+from irwatchd.correlation.evidence import EvidenceLines
+from irwatchd.correlation.incidents import Incident, IncidentTracker
+from irwatchd.correlation.windows import SlidingWindows
+from irwatchd.detection.finding import Finding
+from irwatchd.parsing.record import LogRecord
+from irwatchd.response.responder import Responder, StatePaths
+from tests.helpers import audit_actions
+
+START = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _finding(address: str, offset: int, moment: datetime | None = None) -> Finding:
+    line = f"Dec  1 00:00:00 bastion sshd[1]: Failed password for root from {address} port 22"
+    record = LogRecord(raw=line, view=line, source_type="syslog", path="/var/log/auth.log",
+                       offset=offset, time=moment, host="bastion")  # fmt: skip
+    return Finding(rule_id="sshd-failed-auth", category="failed_login", severity="low",
+                   record=record, source_ip=address, user="root")  # fmt: skip
+
+
+def _responder(tmp_path: Path, *, live: bool) -> tuple[Responder, AuditLog, StatePaths]:
+    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    return Responder(LoadedConfig(config, None), paths, audit, live=live), audit, paths
+
+
+def test_responder_closes_oldest_at_max_open(tmp_path: Path) -> None:
+    responder, audit, paths = _responder(tmp_path, live=True)
+    responder.incidents.max_open = 3
+    addresses = [f"192.0.2.{number}" for number in range(1, 11)]
+    opened = []
+    for number, address in enumerate(addresses):
+        responder.handle(_finding(address, 100 * number))
+        incident = responder.incidents.get(("failed_login", address, "bastion"))
+        assert incident is not None
+        opened.append(incident.id)
+    responder.close()
+    audit.close()
+
+    assert len(responder.incidents) == 3
+    assert [i.source_ip for i in responder.incidents.open_incidents()] == addresses[7:]
+    closes = audit_actions(paths.root, "incident_close")
+    assert [record["irwatchd"]["incident_id"] for record in closes] == opened[:7]
+    assert [record["source"]["ip"] for record in closes] == addresses[:7]
+    for incident_id in opened[:7]:
+        ticket = json.loads(paths.tickets.joinpath(f"{incident_id}.json").read_text())
+        assert ticket["status"] == "closed"
+
+
+def test_responder_closes_idle_incidents_by_time(tmp_path: Path) -> None:
+    responder, audit, paths = _responder(tmp_path, live=False)
+    responder.handle(_finding("192.0.2.1", 0, START))
+    responder.handle(_finding("192.0.2.2", 100, START + timedelta(minutes=30)))
+    responder.handle(_finding("192.0.2.3", 200, START + timedelta(minutes=61)))
+    responder.close()
+    audit.close()
+
+    open_addresses = [i.source_ip for i in responder.incidents.open_incidents()]
+    assert open_addresses == ["192.0.2.2", "192.0.2.3"]
+    closes = audit_actions(paths.root, "incident_close")
+    assert [record["source"]["ip"] for record in closes] == ["192.0.2.1"]
+    assert closes[0]["irwatchd"]["reason"] == "idle"
+
+
+def test_tracker_time_closing_can_be_off() -> None:
+    tracker = IncidentTracker(idle_seconds=60)
+    tracker.close_idle_by_time = False
+    tracker.add(_finding("192.0.2.1", 0), START)
+    tracker.add(_finding("192.0.2.2", 100), START + timedelta(hours=2))
+
+    assert len(tracker) == 2
+    assert tracker.just_closed == []
+
+
+def test_tracker_keeps_max_evidence_lines() -> None:
+    tracker = IncidentTracker(max_evidence=4)
+    for number in range(10):
+        update = tracker.add(_finding("192.0.2.1", 100 * number), START)
+
+    evidence = update.incident.evidence
+    assert len(evidence) == 4
+    assert [item["offset"] for item in evidence] == [0, 100, 200, 300]
+    assert update.incident.count == 10
+
+
+def test_windows_drop_least_recent_source() -> None:
+    spec = CorrelationSpec(name="brute-force", categories=["failed_login"], threshold=3,
+                           window_seconds=600, category="brute_force", severity="high")  # fmt: skip
+    windows = SlidingWindows([spec], max_sources=2)
+    for _ in range(2):
+        windows.observe(_finding("192.0.2.1", 0), START)
+    windows.observe(_finding("192.0.2.2", 0), START)
+    windows.observe(_finding("192.0.2.3", 0), START)
+
+    assert len(windows) == 2
+    # 192.0.2.1 was dropped with its two failures, so its count starts again from zero.
+    assert windows.observe(_finding("192.0.2.1", 0), START) == []
+    assert windows.observe(_finding("192.0.2.1", 0), START) == []
+    (fired,) = windows.observe(_finding("192.0.2.1", 0), START)
+    assert fired.count == 3
+
+
+def test_windows_fire_once_per_quiet_period() -> None:
+    spec = CorrelationSpec(name="brute-force", categories=["failed_login"], threshold=3,
+                           window_seconds=600, category="brute_force", severity="high")  # fmt: skip
+    windows = SlidingWindows([spec])
+    fired = [
+        len(windows.observe(_finding("192.0.2.1", 0), START + timedelta(seconds=step)))
+        for step in range(6)
+    ]
+    later = windows.observe(_finding("192.0.2.1", 0), START + timedelta(seconds=5 + 601))
+
+    assert fired == [0, 0, 1, 0, 0, 0]
+    assert later == [], "one failure after a quiet window starts a new count"
+
+
+def test_evidence_round_trips_through_ticket_json() -> None:
+    items: list[dict[str, object]] = [
+        {"path": "/var/log/auth.log", "offset": 0, "line": "first"},
+        {"path": "/var/log/secure", "offset": 12, "line": "caf\u00e9 \u0000 nul"},
+        {"path": "/var/log/auth.log", "offset": 40, "line": ""},
+    ]
+    evidence = EvidenceLines(items)
+
+    assert evidence.to_json() == items
+    assert evidence[-2:] == items[-2:]
+    assert evidence[1] == items[1]
+    assert json.loads(json.dumps(evidence.to_json())) == items
+
+
+def test_evidence_keeps_other_shapes() -> None:
+    items: list[dict[str, object]] = [
+        {"path": "/var/log/auth.log", "offset": 0, "line": "first"},
+        {"path": "/var/log/auth.log", "offset": "12", "line": "offset as text"},
+        {"line": "no path", "note": "edited by hand"},
+    ]
+    evidence = EvidenceLines(items)
+    evidence.append_line("/var/log/auth.log", 99, "after")
+
+    assert evidence.to_json() == [*items, {"path": "/var/log/auth.log", "offset": 99,
+                                           "line": "after"}]  # fmt: skip
+
+
+def test_incident_json_round_trip() -> None:
+    tracker = IncidentTracker()
+    update = tracker.add(_finding("192.0.2.1", 0), START)
+    tracker.add(_finding("192.0.2.1", 100), START + timedelta(seconds=1))
+    incident = update.incident
+    incident.actions_done.add("block_rate_limited")
+
+    document = json.loads(json.dumps(incident.to_json()))
+    restored = Incident.from_json(document)
+
+    assert restored.to_json() == incident.to_json()
+    assert document["actions_done"] == ["block_rate_limited"]
+    assert [item["offset"] for item in document["evidence"]] == [0, 100]
