@@ -1,6 +1,8 @@
 """Atomic JSON file writes and checked reads of the state directory's JSON files.
 
 Writes go through a temporary file, fsync and rename, so a crash never leaves half a file.
+Tickets and alert files are written without the fsyncs (`durable=False`) and their folder is
+fsynced once per batch, so a power loss (not a process crash) can leave such a file empty.
 A process running as root (`irwatchd blocks`, `irwatchd incidents` run with sudo) gives every
 file it creates the owner and group of the folder it is in. The daemon, which may run as an
 unprivileged user, can then still read and replace it.
@@ -60,32 +62,84 @@ def open_lock_file(path: Path) -> int:
 
 
 def write_json_atomic(
-    path: Path, document: Any, *, mode: int = 0o640, owner_of: Path | None = None
+    path: Path,
+    document: Any,
+    *,
+    mode: int = 0o640,
+    owner_of: Path | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix.
 
     When running as root, the new file gets the owner and group of `owner_of`, by default
-    the folder that contains `path`.
+    the folder that contains `path`. With `durable=False` neither the file nor its folder
+    is fsynced: the caller fsyncs the folder once for many files (`fsync_directory`).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
+    write_text_atomic(path, text, mode=mode, owner_of=owner_of, durable=durable)
+
+
+def write_json_lines_object(
+    path: Path, document: dict[str, Any], *, mode: int = 0o640, durable: bool = True
+) -> int:
+    """Replace `path` with a JSON object written one compact member per line.
+
+    This is valid JSON like `write_json_atomic` writes, but Python's C encoder writes it
+    (the indented form takes the pure-Python one), so a large object such as the 10,000
+    blocks of a burst, or many small tickets, cost about half the time. Each member stays
+    one line to read. `durable` is as in `write_json_atomic`. Returns the file's
+    modification time in nanoseconds.
+    """
+    members = ",\n".join(
+        f"{json.dumps(key)}: {json.dumps(value, separators=(', ', ': '))}"
+        for key, value in document.items()
+    )
+    text = "{\n" + members + "\n}\n" if members else "{}\n"
+    return write_text_atomic(path, text, mode=mode, durable=durable)
+
+
+def write_text_atomic(
+    path: Path,
+    text: str,
+    *,
+    mode: int = 0o640,
+    owner_of: Path | None = None,
+    durable: bool = True,
+) -> int:
+    """Replace `path` with `text` through a temporary file and a rename, as `write_json_atomic`.
+
+    Returns the new file's modification time in nanoseconds.
+    """
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=False)
-            handle.write("\n")
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with open(descriptor, "wb", closefd=True) as handle:
+            handle.write(text.encode())
             handle.flush()
-            match_owner(handle.fileno(), owner_of or path.parent)
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
+            match_owner(descriptor, owner_of or path.parent)
+            os.fchmod(descriptor, mode)
+            if durable:
+                os.fsync(descriptor)
+            modified_ns = os.fstat(descriptor).st_mtime_ns
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        fsync_directory(path.parent)
+    return modified_ns
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a folder, so the renames and new files in it survive a power loss."""
+    descriptor = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(descriptor)
     finally:
-        os.close(directory)
+        os.close(descriptor)
 
 
 def read_json(path: Path, default: Any) -> Any:

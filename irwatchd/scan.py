@@ -37,6 +37,9 @@ from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
 log = structlog.get_logger(__name__)
 
+FLUSH_EVERY_PENDING = 5000
+"""Pending audit records and actions after which the scan has the responder carry them out."""
+
 
 @dataclass(frozen=True, slots=True)
 class _FindingSummary:
@@ -58,13 +61,18 @@ class ScanAuditLog(AuditLog):
         self.findings: list[_FindingSummary] = []
         self.blocked: set[str] = set()
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write the record, then keep the fields the report counts."""
-        written = super().append(record)
-        event = written.get("event", {})
-        source = (written.get("source") or {}).get("ip")
+    def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the records, then keep the fields the report counts (`append` comes here)."""
+        written = super().append_many(records)
+        for record in written:
+            self._count(record)
+        return written
+
+    def _count(self, record: dict[str, Any]) -> None:
+        event = record.get("event", {})
+        source = (record.get("source") or {}).get("ip")
         if event.get("action") == "finding":
-            details = written["irwatchd"]
+            details = record["irwatchd"]
             self.findings.append(
                 _FindingSummary(
                     details["category"], details["severity"], source, details.get("incident_id")
@@ -72,7 +80,6 @@ class ScanAuditLog(AuditLog):
             )
         elif event.get("action") == "block" and event.get("outcome") == "success" and source:
             self.blocked.add(source)
-        return written
 
 
 @dataclass
@@ -276,10 +283,14 @@ def _scan_file(
             for finding in attribute_stream(findings, ProcessContext()):
                 result.findings += 1
                 responder.handle(finding)
+                if responder.pending >= FLUSH_EVERY_PENDING:
+                    responder.flush()
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
             log.warning("scan_file_damaged", path=str(path), error=str(error),
                         lines_read=totals.lines)  # fmt: skip
+            responder.flush()
             result.lines += totals.lines
             return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
+    responder.flush()
     result.lines += totals.lines
     return {"path": str(path), "lines": totals.lines}

@@ -163,7 +163,9 @@ def test_close_during_pending_update(tmp_path: Path) -> None:
     audit = AuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(config, None), paths, audit)
     responder.handle(_finding(0))
+    responder.flush()
     responder.handle(_finding(100))
+    responder.flush()
     (first,) = _tickets(paths.root).values()
     assert first["count"] == 1, "the second update waits for the write interval"
 
