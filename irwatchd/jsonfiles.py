@@ -84,11 +84,11 @@ def write_json_lines_object(
 ) -> int:
     """Replace `path` with a JSON object written one compact member per line.
 
-    This is valid JSON like `write_json_atomic` writes, but Python's C encoder writes it
-    (the indented form takes the pure-Python one), so a large object such as the 10,000
-    blocks of a burst, or many small tickets, cost about half the time. Each member stays
-    one line to read. `durable` is as in `write_json_atomic`. Returns the file's
-    modification time in nanoseconds.
+    This is valid JSON like `write_json_atomic` writes, but Python's C encoder writes it,
+    while the indented form takes the pure-Python encoder. A large object, such as the
+    10,000 blocks of a burst, takes about half the time. Each member stays one line to read.
+    `durable` is as in `write_json_atomic`. Returns the file's modification time in
+    nanoseconds.
     """
     members = ",\n".join(
         f"{json.dumps(key)}: {json.dumps(value, separators=(', ', ': '))}"

@@ -34,7 +34,7 @@ MINIMAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 SET_V4 = "blocked4"
 SET_V6 = "blocked6"
 MAX_BATCH_ELEMENTS = 2000
-"""Most addresses put into one `nft` transaction; larger batches run as several."""
+"""Maximum number of addresses in one `nft` transaction; larger batches run as several."""
 
 
 class BackendError(IrwatchdError):

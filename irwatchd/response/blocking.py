@@ -177,7 +177,7 @@ class BlockStore:
         # The signatures of blocks.json and its history as last read or written, so a load
         # skips the read and the checks when no other process changed them.
         # NOTE: two rewrites by another process within one clock tick that reuse the inode
-        # and keep the size look unchanged; the next change reloads the file.
+        # and keep the size look unchanged. The next change to the file reloads it.
         self._loaded_signatures: tuple[FileSignature, FileSignature] | None = None
         self._load()
 

@@ -14,8 +14,8 @@ thousand of each.
    appends their records.
 
 So a block record is written only after its block is applied, and a batch costs a few fsyncs
-instead of several per finding. Tickets and alert files are derived state and are not
-fsynced one by one; the audit log, fsynced by the caller, is the record of what was done.
+instead of several per finding. Tickets and alert files are derived state, so they are not
+fsynced one by one. The audit log, which the caller fsyncs, is the record of what was done.
 """
 
 from __future__ import annotations
@@ -536,8 +536,10 @@ class Responder:
         """Return whether an `already_blocked` result is this incident's own unaudited block.
 
         A crash or a failed audit write after `flush` applied a block but before its record
-        was written leaves it so; the re-read finding then writes the record.
+        was written leaves such a block. The finding read again then writes the record.
         """
+        # NOTE: a ticket written before this marker existed lacks it, so the first finding of
+        # such a restored incident whose block is still active writes one extra record.
         if BLOCK_AUDITED in incident.actions_done:
             return False
         entry = self.blocks.active().get(result.address)
