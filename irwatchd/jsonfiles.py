@@ -79,6 +79,10 @@ def write_json_atomic(
     write_text_atomic(path, text, mode=mode, owner_of=owner_of, durable=durable)
 
 
+_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "))
+"""One encoder for every member: `json.dumps` with `separators` builds a new one per call."""
+
+
 def write_json_lines_object(
     path: Path, document: dict[str, Any], *, mode: int = 0o640, durable: bool = True
 ) -> int:
@@ -90,10 +94,8 @@ def write_json_lines_object(
     `durable` is as in `write_json_atomic`. Returns the file's modification time in
     nanoseconds.
     """
-    members = ",\n".join(
-        f"{json.dumps(key)}: {json.dumps(value, separators=(', ', ': '))}"
-        for key, value in document.items()
-    )
+    encode = _MEMBER_ENCODER.encode
+    members = ",\n".join(f"{encode(key)}: {encode(value)}" for key, value in document.items())
     text = "{\n" + members + "\n}\n" if members else "{}\n"
     return write_text_atomic(path, text, mode=mode, durable=durable)
 
