@@ -9,10 +9,16 @@ elements of every transaction it accepts.
 from __future__ import annotations
 
 import json
+import resource
+import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.config import Config, LoadedConfig
@@ -191,3 +197,48 @@ def test_daemon_burst_blocks_every_source_once(tmp_path: Path) -> None:
     alerts = audit_actions(state, "alert")
     assert len({record["irwatchd"]["incident_id"] for record in alerts}) == sources
     assert set(json.loads((state / "blocks.json").read_text())) == set(addresses)
+
+
+@contextmanager
+def _file_size_limit(max_bytes: int) -> Iterator[None]:
+    """Make writes past `max_bytes` of any file fail with EFBIG, as a full disk fails them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_block_applied_before_failed_record(tmp_path: Path) -> None:
+    config = Config.model_validate({"policy": {"low": ["audit", "block"]}, "correlation": []})
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    audit.append({"event": {"action": "start", "outcome": "success"}})
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    finding = _finding("192.0.2.77", 0)
+    try:
+        responder.handle(finding)
+        # blocks.json (one block) fits below the limit; the batch's audit records do not.
+        with _file_size_limit(paths.audit_log.stat().st_size + 600), pytest.raises(OSError):
+            responder.flush()
+        saved = json.loads(paths.blocks.read_text())
+        assert list(saved) == ["192.0.2.77"], "the block was applied and saved first"
+        assert audit_actions(paths.root, "block") == []
+
+        # The daemon reads the lines again after a failed write, so the finding comes back.
+        for _ in range(2):
+            responder.handle(finding)
+            responder.flush()
+    finally:
+        responder.close()
+        audit.close()
+
+    blocks = audit_actions(paths.root, "block")
+    assert len(blocks) == 1
+    assert blocks[0]["event"]["outcome"] == "success"
+    assert blocks[0]["irwatchd"]["recorded_late"] is True
+    assert blocks[0]["irwatchd"]["incident_id"] == saved["192.0.2.77"]["incident_id"]

@@ -247,6 +247,13 @@ class BlockStore:
             if float(entry["expires_at"]) > moment
         }
 
+    def active_entry(self, address: str) -> dict[str, Any] | None:
+        """Return the active block of a canonical address as last read or written, or None."""
+        entry = self._blocks.get(address)
+        if entry is None or float(entry["expires_at"]) <= time.time():
+            return None
+        return entry
+
     def duration_for(self, address: str, now: float) -> tuple[float, int]:
         """Return how long the next block of `address` lasts and which offence it is (from 1)."""
         history = self._offences.get(address)

@@ -338,7 +338,10 @@ class Responder:
         return now
 
     def handle(self, finding: Finding) -> None:
-        """Audit a finding, run what its severity calls for, and repeat for what it completes."""
+        """Queue a finding's audit record and actions, and those of the findings it completes.
+
+        The actions are the ones its incident's severity calls for. `flush` carries them out.
+        """
         moment = self._moment(finding)
         self._respond(finding, moment)
         for correlated in self.windows.observe(finding, moment):
@@ -542,7 +545,7 @@ class Responder:
         # such a restored incident whose block is still active writes one extra record.
         if BLOCK_AUDITED in incident.actions_done:
             return False
-        entry = self.blocks.active().get(result.address)
+        entry = self.blocks.active_entry(result.address)
         return entry is not None and entry.get("incident_id") == incident.id
 
     def _block_record(
