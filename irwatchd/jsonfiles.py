@@ -61,6 +61,10 @@ def open_lock_file(path: Path) -> int:
     return descriptor
 
 
+_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "))
+"""One shared encoder, because `json.dumps` with `separators` builds a new one per call."""
+
+
 def write_json_atomic(
     path: Path,
     document: Any,
@@ -68,19 +72,22 @@ def write_json_atomic(
     mode: int = 0o640,
     owner_of: Path | None = None,
     durable: bool = True,
-) -> None:
+    indent: int | None = 2,
+) -> int:
     """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix.
 
     When running as root, the new file gets the owner and group of `owner_of`, by default
     the folder that contains `path`. With `durable=False` neither the file nor its folder
     is fsynced: the caller fsyncs the folder once for many files (`fsync_directory`).
+    `indent=None` writes one line with Python's C encoder, several times faster than the
+    indented form, which takes the pure-Python encoder. Returns the file's modification time
+    in nanoseconds.
     """
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    write_text_atomic(path, text, mode=mode, owner_of=owner_of, durable=durable)
-
-
-_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "))
-"""One encoder for every member: `json.dumps` with `separators` builds a new one per call."""
+    if indent is None:
+        text = _MEMBER_ENCODER.encode(document) + "\n"
+    else:
+        text = json.dumps(document, indent=indent, sort_keys=False) + "\n"
+    return write_text_atomic(path, text, mode=mode, owner_of=owner_of, durable=durable)
 
 
 def write_json_lines_object(

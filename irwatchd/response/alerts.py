@@ -15,7 +15,7 @@ from typing import Any
 
 from irwatchd.correlation.incidents import Incident, IncidentUpdate
 from irwatchd.detection.finding import Finding
-from irwatchd.jsonfiles import write_json_lines_object
+from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
 
 EVIDENCE_IN_ALERT = 5
@@ -54,5 +54,5 @@ def write_alert_file(directory: Path, alert: dict[str, Any]) -> Path:
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"{stamp}-{alert['alert_id']}.json"
-    write_json_lines_object(path, alert, durable=False)
+    write_json_atomic(path, alert, durable=False, indent=None)
     return path

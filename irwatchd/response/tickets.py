@@ -33,7 +33,7 @@ from irwatchd.jsonfiles import (
     move_aside,
     open_lock_file,
     read_json_object,
-    write_json_lines_object,
+    write_json_atomic,
 )
 from irwatchd.parsing.timestamps import format_rfc3339
 
@@ -176,7 +176,9 @@ class TicketStore:
         document = ticket_document(incident)
         if "status_history" in existing:
             document["status_history"] = existing["status_history"]
-        self._written_mtime[incident.id] = write_json_lines_object(path, document, durable=durable)
+        self._written_mtime[incident.id] = write_json_atomic(
+            path, document, durable=durable, indent=None
+        )
         if self._on_disk is not None:
             self._on_disk.add(incident.id)
         return path
@@ -246,5 +248,5 @@ class TicketStore:
                     "note": note,
                 }
             )
-            write_json_lines_object(self.path_for(incident_id), document)
+            write_json_atomic(self.path_for(incident_id), document, indent=None)
         return document
