@@ -32,6 +32,8 @@ from irwatchd.parsing.timestamps import format_rfc3339
 log = structlog.get_logger(__name__)
 
 GENESIS = "0" * 64
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One shared encoder, because `json.dumps` with arguments builds a new one per call."""
 SEVERITY_NUMBER = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -142,7 +144,7 @@ class AuditLog:
                 seq += 1
                 record.setdefault("@timestamp", stamp)
                 record.setdefault("irwatchd", {})["audit"] = {"seq": seq, "prev_sha256": prev}
-                line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+                line = _ENCODER.encode(record).encode()
                 prev = hashlib.sha256(line).hexdigest()
                 lines.append(line)
                 piece_bytes += len(line) + 1
