@@ -242,3 +242,26 @@ def test_block_applied_before_failed_record(tmp_path: Path) -> None:
     assert blocks[0]["event"]["outcome"] == "success"
     assert blocks[0]["irwatchd"]["recorded_late"] is True
     assert blocks[0]["irwatchd"]["incident_id"] == saved["192.0.2.77"]["incident_id"]
+
+
+def test_evicted_incident_ticket_written_closed(tmp_path: Path) -> None:
+    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    responder.incidents.max_open = 2
+    addresses = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    try:
+        for offset, address in enumerate(addresses):
+            responder.handle(_finding(address, offset))
+        responder.flush()
+    finally:
+        responder.close()
+        audit.close()
+
+    tickets = [json.loads(path.read_text()) for path in paths.tickets.glob("inc-*.json")]
+    status = {ticket["source_ip"]: ticket["status"] for ticket in tickets}
+    assert status == {"192.0.2.1": "closed", "192.0.2.2": "open", "192.0.2.3": "open"}
+    closes = audit_actions(paths.root, "incident_close")
+    assert [record["source"]["ip"] for record in closes] == ["192.0.2.1"]

@@ -381,8 +381,9 @@ class Responder:
             incident = self.incidents.just_closed.pop()
             self._dirty_tickets.pop(incident.id, None)
             self._ticket_written.pop(incident.id, None)
-            self._pending_tickets.pop(incident.id, None)
-            if self.tickets.path_for(incident.id).exists():
+            # A ticket still pending is written by the next flush, with the closed status.
+            pending = incident.id in self._pending_tickets
+            if not pending and self.tickets.path_for(incident.id).exists():
                 self.tickets.write(incident)
             self._records.append(
                 action_record(
