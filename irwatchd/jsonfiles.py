@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,20 +90,49 @@ def write_json_atomic(
 
 
 def write_json_lines_object(
-    path: Path, document: dict[str, Any], *, mode: int = 0o640, durable: bool = True
+    path: Path,
+    document: dict[str, Any],
+    *,
+    mode: int = 0o640,
+    durable: bool = True,
+    members: MemberLines | None = None,
 ) -> int:
     """Replace `path` with a JSON object written one compact member per line.
 
     This is valid JSON like `write_json_atomic` writes, but Python's C encoder writes it,
     while the indented form takes the pure-Python encoder. A large object, such as the
     10,000 blocks of a burst, takes about half the time. Each member stays one line to read.
-    `durable` is as in `write_json_atomic`. Returns the file's modification time in
+    `durable` is as in `write_json_atomic`. With `members`, the lines of values written
+    before are reused (see `MemberLines`). Returns the file's modification time in
     nanoseconds.
     """
-    encode = _MEMBER_ENCODER.encode
-    members = ",\n".join(f"{encode(key)}: {encode(value)}" for key, value in document.items())
-    text = "{\n" + members + "\n}\n" if members else "{}\n"
+    lines = (members or MemberLines()).encode(document)
+    text = "{\n" + ",\n".join(lines) + "\n}\n" if lines else "{}\n"
     return write_text_atomic(path, text, mode=mode, durable=durable)
+
+
+class MemberLines:
+    """The encoded `"key": value` lines of an object that is written again and again.
+
+    A line is reused while its key maps to the same value object, so a caller that saves
+    after each change encodes only the members it added or replaced. The caller must
+    replace a value to change it: a value changed in place keeps its old line.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, tuple[Any, str]] = {}
+
+    def encode(self, document: dict[str, Any]) -> list[str]:
+        """Return the member lines of `document` in order, and keep them for the next call."""
+        encode = _MEMBER_ENCODER.encode
+        lines: dict[str, tuple[Any, str]] = {}
+        for key, value in document.items():
+            cached = self._lines.get(key)
+            if cached is None or cached[0] is not value:
+                cached = (value, f"{encode(key)}: {encode(value)}")
+            lines[key] = cached
+        self._lines = lines
+        return [line for _, line in lines.values()]
 
 
 def write_text_atomic(
@@ -119,27 +147,56 @@ def write_text_atomic(
 
     Returns the new file's modification time in nanoseconds.
     """
+    folder = path.parent
+    descriptor, temporary = _create_temporary(folder, path.name)
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with open(descriptor, "wb", closefd=True) as handle:
-            handle.write(text.encode())
-            handle.flush()
-            match_owner(descriptor, owner_of or path.parent)
+        try:
+            _write_all(descriptor, text.encode())
+            match_owner(descriptor, owner_of or folder)
             os.fchmod(descriptor, mode)
             if durable:
                 os.fsync(descriptor)
             modified_ns = os.fstat(descriptor).st_mtime_ns
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     if durable:
-        fsync_directory(path.parent)
+        fsync_directory(folder)
     return modified_ns
+
+
+_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMPORARY_ATTEMPTS = 100
+
+
+def _create_temporary(folder: Path, name: str) -> tuple[int, str]:
+    """Create and open `.<name>.<random hex>` in `folder`, as `tempfile.mkstemp` would.
+
+    It opens with the same flags as `mkstemp` but skips its name generator and argument
+    checks, about 30 µs a file in a cProfile of the burst benchmark (Python 3.11, 2 cores).
+    Returns the descriptor and the temporary file's path.
+    """
+    for _ in range(_TEMPORARY_ATTEMPTS):
+        temporary = f"{folder}/.{name}.{os.urandom(6).hex()}"
+        try:
+            return os.open(temporary, _TEMPORARY_FLAGS, 0o600), temporary
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(
+        f"no free temporary name for {folder / name} after {_TEMPORARY_ATTEMPTS} attempts; "
+        f"remove the stale .{name}.* files in {folder}"
+    )
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
 def fsync_directory(directory: Path) -> None:

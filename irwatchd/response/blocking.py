@@ -39,6 +39,7 @@ import structlog
 from irwatchd.config import MAX_BLOCK_SECONDS, Blocking
 from irwatchd.jsonfiles import (
     DamagedStateError,
+    MemberLines,
     move_aside,
     open_lock_file,
     read_json_object,
@@ -171,6 +172,10 @@ class BlockStore:
         self.history_path = path.with_name(path.stem + ".history.json")
         self._blocks: dict[str, dict[str, Any]] = {}
         self._offences: dict[str, dict[str, Any]] = {}
+        # Entries are replaced, never changed in place, so these reuse the lines of
+        # unchanged entries when `_save` writes the files again.
+        self._block_lines = MemberLines()
+        self._offence_lines = MemberLines()
         self._applied: set[str] = set()
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
@@ -234,8 +239,8 @@ class BlockStore:
             for address, history in self._offences.items()
             if float(history["last_at"]) >= horizon
         }
-        write_json_lines_object(self.path, self._blocks)
-        write_json_lines_object(self.history_path, self._offences)
+        write_json_lines_object(self.path, self._blocks, members=self._block_lines)
+        write_json_lines_object(self.history_path, self._offences, members=self._offence_lines)
         self._loaded_signatures = (_signature(self.path), _signature(self.history_path))
 
     def active(self, now: float | None = None) -> dict[str, dict[str, Any]]:
