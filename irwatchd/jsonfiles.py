@@ -60,8 +60,12 @@ def open_lock_file(path: Path) -> int:
     return descriptor
 
 
-_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "))
-"""One shared encoder, because `json.dumps` with `separators` builds a new one per call."""
+_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "), check_circular=False)
+"""One shared encoder, because `json.dumps` with `separators` builds a new one per call.
+
+State documents are trees that irwatchd builds, so the cycle check is off; a cycle would
+raise RecursionError instead of ValueError.
+"""
 
 
 def write_json_atomic(

@@ -69,10 +69,15 @@ class BlockBackend(Protocol):
 
 def canonical_address(text: str) -> str:
     """Parse an address with `ipaddress` and return its canonical text, or raise ValueError."""
+    return str(parse_canonical(text))
+
+
+def parse_canonical(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address, unwrapping IPv4-mapped IPv6, or raise ValueError."""
     address = ipaddress.ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
+        return address.ipv4_mapped
+    return address
 
 
 def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> None:

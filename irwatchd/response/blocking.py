@@ -46,7 +46,12 @@ from irwatchd.jsonfiles import (
     write_json_lines_object,
 )
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.backends import BackendError, BlockBackend, canonical_address
+from irwatchd.response.backends import (
+    BackendError,
+    BlockBackend,
+    canonical_address,
+    parse_canonical,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -70,15 +75,22 @@ def blockable_address(text: str) -> str:
     Unspecified, multicast and broadcast addresses are rejected: no single attacker sends
     from them, and blocking them drops traffic of many hosts or none.
     """
-    canonical = canonical_address(text.split("%", 1)[0])
-    address = ipaddress.ip_address(canonical)
+    return str(parse_blockable(text))
+
+
+def parse_blockable(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address that may be blocked, as `blockable_address` checks it."""
+    address = parse_canonical(text.split("%", 1)[0])
     if address.is_unspecified:
-        raise ValueError(f"{canonical} is the unspecified address, not a host")
+        raise ValueError(f"{address} is the unspecified address, not a host")
     if address.is_multicast:
-        raise ValueError(f"{canonical} is a multicast address, not a host")
-    if address == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError(f"{canonical} is the broadcast address, not a host")
-    return canonical
+        raise ValueError(f"{address} is a multicast address, not a host")
+    if address == _BROADCAST:
+        raise ValueError(f"{address} is the broadcast address, not a host")
+    return address
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def check_block_seconds(seconds: float) -> float:
@@ -327,10 +339,11 @@ class BlockStore:
     def _judge_without_lock(self, address: str) -> BlockResult | str:
         """Return the result of a request decided without the files, else the canonical address."""
         try:
-            canonical = blockable_address(address)
+            parsed = parse_blockable(address)
         except ValueError as error:
             return BlockResult("invalid", address, error=str(error))
-        if self.allowlist.contains(canonical):
+        canonical = str(parsed)
+        if self.allowlist.contains_parsed(parsed):
             return BlockResult("allowlisted", canonical)
         known = self._blocks.get(canonical)
         if known is not None and float(known["expires_at"]) > time.time():

@@ -35,7 +35,7 @@ from irwatchd.audit.records import action_record, finding_record
 from irwatchd.config import Blocking, LoadedConfig, default_config_path, load_config
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
-from irwatchd.detection.finding import Finding
+from irwatchd.detection.finding import SEVERITIES, Finding
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.jsonfiles import fsync_directory
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -213,6 +213,10 @@ class Responder:
         """Take the policy, windows and action settings of a (re)loaded config."""
         config = loaded.config
         self.config = config
+        # Looked up for every finding, so built once per config rather than per finding.
+        self._actions = {
+            severity: frozenset(config.policy.actions_for(severity)) for severity in SEVERITIES
+        }
         self.windows = SlidingWindows(config.correlation)
         self.blocks.allowlist = Allowlist(config.blocking.allowlist)
         self.blocks.settings = config.blocking
@@ -366,7 +370,7 @@ class Responder:
         self._records.append(finding_record(finding, dedup_key(finding), incident.id))
         self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
         self._close_idle_tickets()
-        actions = self.config.policy.actions_for(incident.severity)
+        actions = self._actions[incident.severity]
         if "alert" in actions:
             self._alert(finding, update, moment)
         if "block" in actions and incident.source_ip is not None:

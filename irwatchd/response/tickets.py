@@ -42,8 +42,10 @@ log = structlog.get_logger(__name__)
 THEHIVE_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
-def thehive_alert(incident: Incident, title: str, description: str) -> dict[str, Any]:
-    """Build the TheHive alert body for an incident."""
+def thehive_alert(
+    incident: Incident, title: str, description: str, tags: list[str] | None = None
+) -> dict[str, Any]:
+    """Build the TheHive alert body for an incident; `tags` defaults to `tags_for(incident)`."""
     observables: list[dict[str, Any]] = []
     if incident.source_ip is not None:
         observables.append({"dataType": "ip", "data": incident.source_ip, "tags": ["source"]})
@@ -54,7 +56,7 @@ def thehive_alert(incident: Incident, title: str, description: str) -> dict[str,
         "description": description,
         "severity": THEHIVE_SEVERITY[incident.severity],
         "date": int(incident.first_seen.timestamp() * 1000),
-        "tags": tags_for(incident),
+        "tags": tags_for(incident) if tags is None else tags,
         "type": "irwatchd",
         "source": "irwatchd",
         "sourceRef": incident.id,
@@ -82,11 +84,12 @@ def ticket_document(incident: Incident) -> dict[str, Any]:
     )
     if incident.previous_id:
         description += f"; follows closed incident {incident.previous_id}"
+    tags = tags_for(incident)
     return incident.to_json() | {
         "title": title,
         "description": description,
-        "tags": tags_for(incident),
-        "thehive": thehive_alert(incident, title, description),
+        "tags": tags,
+        "thehive": thehive_alert(incident, title, description, tags),
     }
 
 
