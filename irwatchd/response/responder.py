@@ -175,6 +175,8 @@ class Responder:
         self._pending_alerts: list[_PendingAlert] = []
         self._dirty_tickets: dict[str, Incident] = {}
         self._ticket_written: dict[str, float] = {}
+        # Incidents whose ticket status was read from disk since the last flush.
+        self._status_checked: set[str] = set()
         self._configured = False
         self.apply_config(loaded)
         if live:
@@ -318,6 +320,7 @@ class Responder:
         Raises the first OSError of a write. The actions of this flush not done by then are
         dropped, except the tickets and alert files that other writes did not stop.
         """
+        self._status_checked.clear()
         records, self._records = self._records, []
         blocks, self._pending_blocks = self._pending_blocks, []
         tickets, self._pending_tickets = self._pending_tickets, {}
@@ -352,10 +355,16 @@ class Responder:
             self._respond(correlated, moment)
 
     def _adopt_ticket_status(self, finding: Finding) -> None:
-        """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket."""
+        """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket.
+
+        The ticket is checked once per incident between two flushes, so a flood from one
+        source costs one `stat` per poll, not one per finding. A change the CLI makes later
+        in the poll is taken at the next poll, and a ticket rewrite keeps it meanwhile.
+        """
         incident = self.incidents.get((finding.category, finding.source_ip, finding.record.host))
-        if incident is None:
+        if incident is None or incident.id in self._status_checked:
             return
+        self._status_checked.add(incident.id)
         status = self.tickets.status_changed_on_disk(incident)
         if status == "closed":
             self.incidents.close(incident.key)
