@@ -21,8 +21,11 @@ fsynced one by one. The audit log, which the caller fsyncs, is the record of wha
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -320,6 +323,10 @@ class Responder:
         Raises the first OSError of a write. The actions of this flush not done by then are
         dropped, except the tickets and alert files that other writes did not stop.
         """
+        with _collector_paused():
+            self._flush()
+
+    def _flush(self) -> None:
         self._status_checked.clear()
         records, self._records = self._records, []
         blocks, self._pending_blocks = self._pending_blocks, []
@@ -652,6 +659,25 @@ class Responder:
                 details={"manifest_path": str(manifest)},
             )
         )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector, unless it was off already.
+
+    A flush allocates tens of thousands of short-lived dicts while the daemon holds many
+    long-lived objects, and each collection the allocations start scans those objects
+    again. Paused, the collections run once after the flush. In an in-process run of the
+    responder with a 10,000-source burst, flushes took 2.4 s instead of 3.1 s, and `handle`,
+    which then runs the deferred collections, 1.3 s instead of 1.1 s.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _check_backend(loaded: LoadedConfig) -> None:
