@@ -1,6 +1,8 @@
 """Atomic JSON file writes and checked reads of the state directory's JSON files.
 
 Writes go through a temporary file, fsync and rename, so a crash never leaves half a file.
+Tickets and alert files are written without the fsyncs (`durable=False`) and their folder is
+fsynced once per batch, so a power loss (not a process crash) can leave such a file empty.
 A process running as root (`irwatchd blocks`, `irwatchd incidents` run with sudo) gives every
 file it creates the owner and group of the folder it is in. The daemon, which may run as an
 unprivileged user, can then still read and replace it.
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,48 +61,158 @@ def open_lock_file(path: Path) -> int:
     return descriptor
 
 
+_MEMBER_ENCODER = json.JSONEncoder(separators=(", ", ": "), check_circular=False)
+"""One shared encoder, because `json.dumps` with `separators` builds a new one per call.
+
+State documents are trees that irwatchd builds, so the cycle check is off; a cycle would
+raise RecursionError instead of ValueError.
+"""
+
+
 def write_json_atomic(
-    path: Path, document: Any, *, mode: int = 0o640, owner_of: Path | None = None
-) -> None:
+    path: Path,
+    document: Any,
+    *,
+    mode: int = 0o640,
+    owner_of: Path | None = None,
+    durable: bool = True,
+    indent: int | None = 2,
+) -> int:
     """Replace `path` with `document` as JSON; readers see the old or the new file, never a mix.
 
     When running as root, the new file gets the owner and group of `owner_of`, by default
-    the folder that contains `path`.
+    the folder that contains `path`. With `durable=False` neither the file nor its folder
+    is fsynced: the caller fsyncs the folder once for many files (`fsync_directory`).
+    `indent=None` writes one line with Python's C encoder, several times faster than the
+    indented form, which takes the pure-Python encoder. Returns the file's modification time
+    in nanoseconds.
     """
-    write_text_atomic(path, _JSON_ENCODER.iterencode(document), mode=mode, owner_of=owner_of)
+    if indent is None:
+        text = _MEMBER_ENCODER.encode(document) + "\n"
+    else:
+        text = json.dumps(document, indent=indent, sort_keys=False) + "\n"
+    return write_text_atomic(path, text, mode=mode, owner_of=owner_of, durable=durable)
 
 
-_JSON_ENCODER = json.JSONEncoder(indent=2, sort_keys=False)
-"""The encoder of `write_json_atomic`: the same text as `json.dump(document, indent=2)`."""
+def write_json_lines_object(
+    path: Path,
+    document: dict[str, Any],
+    *,
+    mode: int = 0o640,
+    durable: bool = True,
+    members: MemberLines | None = None,
+) -> int:
+    """Replace `path` with a JSON object written one compact member per line.
+
+    This is valid JSON like `write_json_atomic` writes, but Python's C encoder writes it,
+    while the indented form takes the pure-Python encoder. A large object, such as the
+    10,000 blocks of a burst, takes about half the time. Each member stays one line to read.
+    `durable` is as in `write_json_atomic`. With `members`, the lines of values written
+    before are reused (see `MemberLines`). Returns the file's modification time in
+    nanoseconds.
+    """
+    lines = (members or MemberLines()).encode(document)
+    text = "{\n" + ",\n".join(lines) + "\n}\n" if lines else "{}\n"
+    return write_text_atomic(path, text, mode=mode, durable=durable)
+
+
+class MemberLines:
+    """The encoded `"key": value` lines of an object that is written again and again.
+
+    A line is reused while its key maps to the same value object, so a caller that saves
+    after each change encodes only the members it added or replaced. The caller must
+    replace a value to change it: a value changed in place keeps its old line.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, tuple[Any, str]] = {}
+
+    def encode(self, document: dict[str, Any]) -> list[str]:
+        """Return the member lines of `document` in order, and keep them for the next call."""
+        encode = _MEMBER_ENCODER.encode
+        lines: dict[str, tuple[Any, str]] = {}
+        for key, value in document.items():
+            cached = self._lines.get(key)
+            if cached is None or cached[0] is not value:
+                cached = (value, f"{encode(key)}: {encode(value)}")
+            lines[key] = cached
+        self._lines = lines
+        return [line for _, line in lines.values()]
 
 
 def write_text_atomic(
-    path: Path, pieces: Iterable[str], *, mode: int = 0o640, owner_of: Path | None = None
-) -> None:
-    """Replace `path` with the pieces of text and a final newline, as `write_json_atomic` does.
+    path: Path,
+    text: str | Iterable[str],
+    *,
+    mode: int = 0o640,
+    owner_of: Path | None = None,
+    durable: bool = True,
+) -> int:
+    """Replace `path` with `text` through a temporary file and a rename, as `write_json_atomic`.
 
-    The pieces are written as they come, so a large document need not be in memory at once.
+    `text` may also be pieces written as they come, so a large document (a scan report) need
+    not be in memory at once. Returns the new file's modification time in nanoseconds.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    folder = path.parent
+    descriptor, temporary = _create_temporary(folder, path.name)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            for piece in pieces:
-                handle.write(piece)
-            handle.write("\n")
-            handle.flush()
-            match_owner(handle.fileno(), owner_of or path.parent)
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
+        try:
+            for piece in (text,) if isinstance(text, str) else text:
+                _write_all(descriptor, piece.encode())
+            match_owner(descriptor, owner_of or folder)
+            os.fchmod(descriptor, mode)
+            if durable:
+                os.fsync(descriptor)
+            modified_ns = os.fstat(descriptor).st_mtime_ns
+        finally:
+            os.close(descriptor)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        fsync_directory(folder)
+    return modified_ns
+
+
+_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMPORARY_ATTEMPTS = 100
+
+
+def _create_temporary(folder: Path, name: str) -> tuple[int, str]:
+    """Create and open `.<name>.<random hex>` in `folder`, as `tempfile.mkstemp` would.
+
+    It opens with the same flags as `mkstemp` but skips its name generator and argument
+    checks, about 30 µs a file in a cProfile of the burst benchmark (Python 3.11, 2 cores).
+    Returns the descriptor and the temporary file's path.
+    """
+    for _ in range(_TEMPORARY_ATTEMPTS):
+        temporary = f"{folder}/.{name}.{os.urandom(6).hex()}"
+        try:
+            return os.open(temporary, _TEMPORARY_FLAGS, 0o600), temporary
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(
+        f"no free temporary name for {folder / name} after {_TEMPORARY_ATTEMPTS} attempts; "
+        f"remove the stale .{name}.* files in {folder}"
+    )
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a folder, so the renames and new files in it survive a power loss."""
+    descriptor = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(descriptor)
     finally:
-        os.close(directory)
+        os.close(descriptor)
 
 
 def read_json(path: Path, default: Any) -> Any:

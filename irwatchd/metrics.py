@@ -9,6 +9,7 @@ touches the pipeline's objects from the HTTP server's thread.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -55,13 +56,24 @@ class DaemonMetrics:
 
     def observe_audit_record(self, record: dict[str, Any]) -> None:
         """Count one audit record as a finding or as an action."""
-        event = record.get("event", {})
-        action = str(event.get("action", "unknown"))
-        if action == "finding":
-            details = record.get("irwatchd", {})
-            self.findings.labels(str(details.get("category")), str(details.get("severity"))).inc()
-            return
-        self.actions.labels(action, str(event.get("outcome", "unknown"))).inc()
+        self.observe_audit_records([record])
+
+    def observe_audit_records(self, records: list[dict[str, Any]]) -> None:
+        """Count audit records as findings or actions, with one increment per label set."""
+        findings: collections.Counter[tuple[str, str]] = collections.Counter()
+        actions: collections.Counter[tuple[str, str]] = collections.Counter()
+        for record in records:
+            event = record.get("event", {})
+            action = str(event.get("action", "unknown"))
+            if action == "finding":
+                details = record.get("irwatchd", {})
+                findings[str(details.get("category")), str(details.get("severity"))] += 1
+            else:
+                actions[action, str(event.get("outcome", "unknown"))] += 1
+        for labels, count in findings.items():
+            self.findings.labels(*labels).inc(count)
+        for labels, count in actions.items():
+            self.actions.labels(*labels).inc(count)
 
     def publish(self, status: dict[str, Any]) -> None:
         """Take a new status document for the gauges and advance the lines counter."""
@@ -143,8 +155,8 @@ class CountingAuditLog(AuditLog):
         super().__init__(*args, **kwargs)
         self.metrics = metrics
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write the record, then count it."""
-        written = super().append(record)
-        self.metrics.observe_audit_record(written)
+    def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the records, then count each one written (`append` comes through here)."""
+        written = super().append_many(records)
+        self.metrics.observe_audit_records(written)
         return written

@@ -39,6 +39,9 @@ from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
 log = structlog.get_logger(__name__)
 
+FLUSH_EVERY_PENDING = 5000
+"""Pending audit records and actions after which the scan has the responder carry them out."""
+
 
 class ScanAuditLog(AuditLog):
     """The audit log, also counting what the report needs of the records this scan writes.
@@ -65,13 +68,18 @@ class ScanAuditLog(AuditLog):
         self.incident_ids.clear()
         self.blocked.clear()
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write the record, then count the fields the report lists."""
-        written = super().append(record)
-        event = written.get("event", {})
-        source = (written.get("source") or {}).get("ip")
+    def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the records, then count the fields the report lists (`append` comes here)."""
+        written = super().append_many(records)
+        for record in written:
+            self._count(record)
+        return written
+
+    def _count(self, record: dict[str, Any]) -> None:
+        event = record.get("event", {})
+        source = (record.get("source") or {}).get("ip")
         if event.get("action") == "finding":
-            details = written["irwatchd"]
+            details = record["irwatchd"]
             self.findings += 1
             self.by_category[details["category"]] += 1
             self.by_severity[details["severity"]] += 1
@@ -79,7 +87,6 @@ class ScanAuditLog(AuditLog):
             self.incident_ids.add(details.get("incident_id"))
         elif event.get("action") == "block" and event.get("outcome") == "success" and source:
             self.blocked.add(source)
-        return written
 
 
 @dataclass
@@ -274,7 +281,7 @@ def _report_pieces(report: dict[str, Any], incidents: list[Incident]) -> Iterato
             yield f"{separator}\n    {item}"
             separator = ","
         yield "\n  ]"
-    yield tail
+    yield tail + "\n"
 
 
 def _scan_file(
@@ -309,10 +316,14 @@ def _scan_file(
             for finding in attribute_stream(findings, ProcessContext()):
                 result.findings += 1
                 responder.handle(finding)
+                if responder.pending >= FLUSH_EVERY_PENDING:
+                    responder.flush()
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
             log.warning("scan_file_damaged", path=str(path), error=str(error),
                         lines_read=totals.lines)  # fmt: skip
+            responder.flush()
             result.lines += totals.lines
             return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
+    responder.flush()
     result.lines += totals.lines
     return {"path": str(path), "lines": totals.lines}

@@ -39,7 +39,9 @@ def read_audit(state_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for raw in path.read_bytes().split(b"\n"):
+    # The part after the last newline is a record the daemon is still writing.
+    complete = path.read_bytes().split(b"\n")[:-1]
+    for raw in complete:
         if raw.strip():
             records.append(json.loads(raw))
     return records

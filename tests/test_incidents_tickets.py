@@ -163,7 +163,9 @@ def test_close_during_pending_update(tmp_path: Path) -> None:
     audit = AuditLog(paths.audit_log)
     responder = Responder(LoadedConfig(config, None), paths, audit)
     responder.handle(_finding(0))
+    responder.flush()
     responder.handle(_finding(100))
+    responder.flush()
     (first,) = _tickets(paths.root).values()
     assert first["count"] == 1, "the second update waits for the write interval"
 
@@ -180,6 +182,36 @@ def test_close_during_pending_update(tmp_path: Path) -> None:
     (follow_up,) = [t for t in tickets.values() if t["id"] != first["id"]]
     assert follow_up["previous_id"] == first["id"]
     assert follow_up["count"] == 1
+
+
+def test_ack_taken_once_per_poll(tmp_path: Path) -> None:
+    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    try:
+        responder.handle(_finding(0))
+        responder.flush()
+        (ticket,) = _tickets(paths.root).values()
+        incident = responder.incidents.get(("failed_login", SOURCE, "bastion"))
+        assert incident is not None
+
+        responder.handle(_finding(100))
+        TicketStore(paths.tickets).set_status(ticket["id"], "acknowledged", None, "analyst")
+        responder.handle(_finding(200))
+        assert incident.status == "open", "the ticket was already read in this poll"
+
+        responder.flush()
+        responder.handle(_finding(300))
+        assert incident.status == "acknowledged", "the next poll takes the ack"
+    finally:
+        responder.close()
+        audit.close()
+
+    saved = _tickets(paths.root)[ticket["id"]]
+    assert saved["status"] == "acknowledged"
+    assert saved["count"] == 4
 
 
 def test_ack_of_closed_incident_needs_reopen(tmp_path: Path) -> None:

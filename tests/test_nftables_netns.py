@@ -340,3 +340,45 @@ def test_ipv6_and_mapped_addresses(namespaces: tuple[str, str], tmp_path: Path) 
     assert mapped.returncode == 0, mapped.stderr
     assert ATTACKER in _set_members(firewall, "blocked4"), "IPv4-mapped IPv6 lands in the IPv4 set"
     assert not _ping_passes(attacker, ATTACKER)
+
+
+BATCH_SCRIPT = """
+import json, sys
+import irwatchd.response.backends as backends
+from irwatchd.response.backends import NftablesBackend
+
+runs = []
+run = backends._run
+backends._run = lambda argv, timeout, stdin=None: runs.append(argv) or run(argv, timeout, stdin)
+backend = NftablesBackend(sys.argv[1], "irwatchd", 0, 60)
+addresses = json.loads(sys.argv[2])
+added = backend.add_many([(address, 600) for address in addresses])
+added_runs = len(runs)
+removed = backend.remove_many(addresses[::2])
+print(json.dumps({"added": added, "added_runs": added_runs, "removed": removed,
+                  "removed_runs": len(runs) - added_runs}))
+"""
+
+
+def test_batched_apply_fills_both_sets(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    firewall, _ = namespaces
+    v4 = [f"10.232.{index // 200}.{index % 200 + 1}" for index in range(200)]
+    v6 = [f"fd00:232::{index + 1:x}" for index in range(200)]
+    addresses = [address for pair in zip(v4, v6, strict=True) for address in pair]
+
+    result = _run(
+        IP, "netns", "exec", firewall, sys.executable, "-c", BATCH_SCRIPT, NFT,
+        json.dumps(addresses),
+    )  # fmt: skip
+    outcome = json.loads(result.stdout.splitlines()[-1])  # structlog prints its events above
+
+    assert outcome["added"] == {}
+    assert outcome["added_runs"] == 2, "one run creates the table, one adds all 400 addresses"
+    assert outcome["removed"] == {}
+    assert outcome["removed_runs"] == 1
+    members4, members6 = _set_members(firewall, "blocked4"), _set_members(firewall, "blocked6")
+    not_removed = set(addresses[1::2])
+    assert set(members4) == not_removed & set(v4)
+    assert set(members6) == not_removed & set(v6)
+    assert all(0 < member["timeout"] <= 600 for member in members4.values())
+    assert all(0 < member["timeout"] <= 600 for member in members6.values())

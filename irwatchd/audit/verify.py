@@ -12,8 +12,12 @@ with one kept elsewhere (the `stop` record, a log shipper) to cover that.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +42,35 @@ def _broken(path: Path, line_number: int, message: str) -> DataError:
 
 # TODO: the chain has no key, so a writer of the state directory can recompute it after an
 # edit. Anchor the latest seq and hash off-host (or key the chain) to detect a full rewrite.
+@contextmanager
+def _appends_paused(log: Path) -> Iterator[None]:
+    """Hold the lock that writers take for each append, when the log has one.
+
+    The daemon writes a batch of records in one write while it holds this lock, so a reader
+    that holds it too never sees a record cut in half. A copy without its lock file (or
+    one in a folder this process cannot open it in) is read without the lock.
+    """
+    try:
+        descriptor = os.open(log.with_name(log.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def verify_files(files: list[Path]) -> ChainReport:
     """Verify `files`, oldest first, as one chain; `DataError` names the first broken record."""
     if not files:
         raise InputError("no audit log found; pass a file or the --state-dir of a daemon")
+    with _appends_paused(files[-1]):
+        return _verify_locked(files)
+
+
+def _verify_locked(files: list[Path]) -> ChainReport:
     previous_hash: str | None = None
     previous_place: tuple[Path, int] | None = None
     expected_seq: int | None = None

@@ -111,13 +111,17 @@ class RecordingAuditLog(CountingAuditLog):
         super().__init__(*args, **kwargs)
         self.recorded_keys: set[str] = set()
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write the record, then remember its dedup key if it is a finding record."""
-        written = super().append(record)
-        if written.get("event", {}).get("action") == "finding":
-            key = _dedup_key(written)
-            if key:
-                self.recorded_keys.add(key)
+    def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the records, then remember the dedup key of each finding record written.
+
+        `append` comes through here too.
+        """
+        written = super().append_many(records)
+        for record in written:
+            if record.get("event", {}).get("action") == "finding":
+                key = _dedup_key(record)
+                if key:
+                    self.recorded_keys.add(key)
         return written
 
 

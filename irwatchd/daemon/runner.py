@@ -1,9 +1,10 @@
 """The daemon's main loop: wait for a change, read new lines, detect, respond, checkpoint.
 
 Everything that touches state runs on this one thread. Each poll reads complete lines,
-parses and detects them in one batch per file, and hands each finding to the responder, which
-writes the audit log before it acts. It then fsyncs the audit log, and only then moves the
-file checkpoints past those lines. A crash at any point therefore re-reads lines whose
+parses and detects them in one batch per file, and hands each finding to the responder. The
+responder's flush then applies the poll's blocks and writes their audit records, tickets and
+alerts. The loop fsyncs the audit log, and only then moves the file checkpoints past those
+lines. A crash at any point therefore re-reads lines whose
 findings may already be audited and never skips one. The dedup keys drop the repeats.
 
 Signals only set flags and wake the loop. A reload validates the new configuration on a
@@ -227,6 +228,8 @@ class Daemon:
             try:
                 for batch in batches:
                     handled += self._process(batch, responder, audit.recorded_keys)
+                # Blocks, then their audit records, then tickets and alerts (see Responder).
+                responder.flush()
                 audit.sync()
             except OSError as error:
                 # The lines after the last checkpoint are read again on the next poll. The

@@ -48,8 +48,11 @@ def alert_document(finding: Finding, incident: Incident, reason: str) -> dict[st
 
 
 def write_alert_file(directory: Path, alert: dict[str, Any]) -> Path:
-    """Write one alert as its own JSON file and return the path."""
+    """Write one alert as its own JSON file and return the path.
+
+    The file is not fsynced: the caller fsyncs `directory` once for a batch of alerts.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"{stamp}-{alert['alert_id']}.json"
-    write_json_atomic(path, alert)
+    write_json_atomic(path, alert, durable=False, indent=None)
     return path

@@ -23,4 +23,8 @@ class Allowlist:
         parsed = parse_address(address)
         if parsed is None:
             return False
-        return any(parsed.version == net.version and parsed in net for net in self.networks)
+        return self.contains_parsed(parsed)
+
+    def contains_parsed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Return whether a parsed address, with IPv4-mapped IPv6 unwrapped, is allowlisted."""
+        return any(address.version == net.version and address in net for net in self.networks)

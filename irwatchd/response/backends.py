@@ -4,6 +4,10 @@
 set (`flags timeout`, so the kernel expires members by itself) and an input chain that drops
 source addresses in either set. `command` runs an argument-list template per block.
 
+Each back-end also takes many blocks at once (`add_many`, `remove_many`), as the daemon's
+responder hands over the blocks of one batch of lines. nftables applies them in one `nft`
+transaction per `MAX_BATCH_ELEMENTS` addresses; the others run once per address.
+
 Every back-end receives an address that `ipaddress` already parsed and printed again, and
 runs its program from an absolute path with an argument list, a timeout and a minimal
 environment. No shell is involved at any point.
@@ -16,7 +20,7 @@ import json
 import math
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -29,10 +33,20 @@ log = structlog.get_logger(__name__)
 MINIMAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 SET_V4 = "blocked4"
 SET_V6 = "blocked6"
+MAX_BATCH_ELEMENTS = 2000
+"""Maximum number of addresses in one `nft` transaction; larger batches run as several."""
 
 
 class BackendError(IrwatchdError):
     """A firewall change that failed: the program is missing, timed out or exited non-zero."""
+
+
+class BackendUnavailableError(BackendError):
+    """A firewall program that did not run to its end: missing, not startable or timed out.
+
+    Its input may or may not have been applied, so a batch that fails this way is not split
+    and tried again in parts.
+    """
 
 
 class BlockBackend(Protocol):
@@ -46,13 +60,24 @@ class BlockBackend(Protocol):
     def remove(self, address: str) -> None:
         """Lift a block; lifting one that is absent is not an error."""
 
+    def add_many(self, blocks: Sequence[tuple[str, float]]) -> dict[str, str]:
+        """Block each (address, seconds) pair; return the error message of each that failed."""
+
+    def remove_many(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Lift each block; return the error message of each address that failed."""
+
 
 def canonical_address(text: str) -> str:
     """Parse an address with `ipaddress` and return its canonical text, or raise ValueError."""
+    return str(parse_canonical(text))
+
+
+def parse_canonical(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address, unwrapping IPv4-mapped IPv6, or raise ValueError."""
     address = ipaddress.ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return str(address)
+        return address.ipv4_mapped
+    return address
 
 
 def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> None:
@@ -66,16 +91,27 @@ def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> Non
             check=False,
         )
     except FileNotFoundError:
-        raise BackendError(
+        raise BackendUnavailableError(
             f"{argv[0]} not found; install it or correct blocking.nft_path or blocking.command"
         ) from None
     except subprocess.TimeoutExpired:
-        raise BackendError(f"{argv[0]} timed out after {timeout} s") from None
+        raise BackendUnavailableError(f"{argv[0]} timed out after {timeout} s") from None
     except OSError as error:
-        raise BackendError(f"{argv[0]} could not be started: {error}") from None
+        raise BackendUnavailableError(f"{argv[0]} could not be started: {error}") from None
     if completed.returncode != 0:
         message = completed.stderr.decode(errors="replace").strip()[:500]
         raise BackendError(f"{argv[0]} exited with status {completed.returncode}: {message}")
+
+
+def _one_by_one(addresses: Sequence[str], action: Callable[[int], None]) -> dict[str, str]:
+    """Run `action` on each index of `addresses`; return the error message of each failure."""
+    failures = {}
+    for index, address in enumerate(addresses):
+        try:
+            action(index)
+        except BackendError as error:
+            failures[address] = str(error)
+    return failures
 
 
 class SimulatedBackend:
@@ -88,6 +124,14 @@ class SimulatedBackend:
 
     def remove(self, address: str) -> None:
         """Do nothing: the block store already dropped the record."""
+
+    def add_many(self, blocks: Sequence[tuple[str, float]]) -> dict[str, str]:
+        """Do nothing: the block store already holds the records."""
+        return {}
+
+    def remove_many(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Do nothing: the block store already dropped the records."""
+        return {}
 
 
 class NftablesBackend:
@@ -171,36 +215,111 @@ class NftablesBackend:
 
     def add(self, address: str, seconds: float) -> None:
         """Put the address in its set with a timeout, replacing any earlier timeout."""
-        if not self._ready:
-            self.ensure_table()
-        element = {"family": "inet", "table": self.table, "name": self._set_for(address)}
-        timeout = max(1, math.ceil(seconds))
-        # `add element` keeps an existing member's timeout, so the batch first makes sure the
-        # member exists, deletes it, then adds it with the new timeout, in one transaction.
-        self._apply(
-            [
-                {"add": {"element": element | {"elem": [address]}}},
-                {"delete": {"element": element | {"elem": [address]}}},
-                {
-                    "add": {
-                        "element": element
-                        | {"elem": [{"elem": {"val": address, "timeout": timeout}}]}
-                    }
-                },
-            ]
-        )
+        self._raise_first(self.add_many([(address, seconds)]))
 
     def remove(self, address: str) -> None:
         """Take the address out of its set; an absent address is added first, so never an error."""
+        self._raise_first(self.remove_many([address]))
+
+    @staticmethod
+    def _raise_first(failures: dict[str, str]) -> None:
+        for message in failures.values():
+            raise BackendError(message)
+
+    def add_many(self, blocks: Sequence[tuple[str, float]]) -> dict[str, str]:
+        """Put each address in its set with its timeout, in one transaction per batch."""
+        timeouts = {address: max(1, math.ceil(seconds)) for address, seconds in blocks}
+        return self._apply_all(list(timeouts), lambda batch: self._add_commands(batch, timeouts))
+
+    def remove_many(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Take each address out of its set, in one transaction per batch."""
+        return self._apply_all(list(dict.fromkeys(addresses)), self._remove_commands)
+
+    def _apply_all(
+        self, addresses: list[str], build: Callable[[list[str]], list[dict[str, Any]]]
+    ) -> dict[str, str]:
+        """Validate the addresses, then apply `build`'s commands batch by batch."""
+        failures: dict[str, str] = {}
+        valid = []
+        for address in addresses:
+            try:
+                canonical = canonical_address(address)
+            except ValueError:
+                canonical = None
+            if canonical != address:
+                failures[address] = f"{address!r} is not a canonical IP address; nft was not run"
+            else:
+                valid.append(address)
+        if not valid:
+            return failures
         if not self._ready:
-            self.ensure_table()
-        element = {"family": "inet", "table": self.table, "name": self._set_for(address)}
-        self._apply(
-            [
-                {"add": {"element": element | {"elem": [address]}}},
-                {"delete": {"element": element | {"elem": [address]}}},
+            try:
+                self.ensure_table()
+            except BackendError as error:
+                return failures | dict.fromkeys(valid, str(error))
+        for start in range(0, len(valid), MAX_BATCH_ELEMENTS):
+            self._apply_batch(valid[start : start + MAX_BATCH_ELEMENTS], build, failures)
+        return failures
+
+    def _apply_batch(
+        self,
+        addresses: list[str],
+        build: Callable[[list[str]], list[dict[str, Any]]],
+        failures: dict[str, str],
+    ) -> None:
+        """Apply one transaction; when nft rejects it, try each half again.
+
+        `nft -f` applies a whole transaction or nothing, so after a rejection the halves can
+        be tried again safely, and one bad element costs about 2 * log2(batch) runs.
+        """
+        try:
+            self._apply(build(addresses))
+        except BackendUnavailableError as error:
+            failures.update(dict.fromkeys(addresses, str(error)))
+        except BackendError as error:
+            if len(addresses) == 1:
+                failures[addresses[0]] = str(error)
+                return
+            log.warning("nft_batch_rejected", addresses=len(addresses), error=str(error),
+                        action="trying each half of the batch again")  # fmt: skip
+            middle = len(addresses) // 2
+            self._apply_batch(addresses[:middle], build, failures)
+            self._apply_batch(addresses[middle:], build, failures)
+
+    def _by_set(self, addresses: list[str]) -> list[tuple[dict[str, Any], list[str]]]:
+        """Group addresses by the set of their family, each with the set's element base."""
+        groups: dict[str, list[str]] = {}
+        for address in addresses:
+            groups.setdefault(self._set_for(address), []).append(address)
+        return [
+            ({"family": "inet", "table": self.table, "name": name}, members)
+            for name, members in groups.items()
+        ]
+
+    def _add_commands(self, addresses: list[str], timeouts: dict[str, int]) -> list[dict[str, Any]]:
+        # `add element` keeps an existing member's timeout, so the batch first makes sure each
+        # member exists, deletes it, then adds it with the new timeout, in one transaction.
+        commands: list[dict[str, Any]] = []
+        for element, members in self._by_set(addresses):
+            timed = [
+                {"elem": {"val": address, "timeout": timeouts[address]}} for address in members
             ]
-        )
+            commands += [
+                {"add": {"element": element | {"elem": members}}},
+                {"delete": {"element": element | {"elem": members}}},
+                {"add": {"element": element | {"elem": timed}}},
+            ]
+        return commands
+
+    def _remove_commands(self, addresses: list[str]) -> list[dict[str, Any]]:
+        # Adding first makes deleting an absent member succeed.
+        commands: list[dict[str, Any]] = []
+        for element, members in self._by_set(addresses):
+            commands += [
+                {"add": {"element": element | {"elem": members}}},
+                {"delete": {"element": element | {"elem": members}}},
+            ]
+        return commands
 
 
 class CommandBackend:
@@ -245,6 +364,15 @@ class CommandBackend:
         """Run the unblock command, if one is configured."""
         if self.unblock_template:
             _run(self.render(self.unblock_template, address, 0), self.timeout)
+
+    def add_many(self, blocks: Sequence[tuple[str, float]]) -> dict[str, str]:
+        """Run the block command once per address."""
+        addresses = [address for address, _ in blocks]
+        return _one_by_one(addresses, lambda index: self.add(*blocks[index]))
+
+    def remove_many(self, addresses: Sequence[str]) -> dict[str, str]:
+        """Run the unblock command once per address."""
+        return _one_by_one(addresses, lambda index: self.remove(addresses[index]))
 
 
 def _program_problem(program: str) -> str | None:

@@ -5,8 +5,10 @@ each address was blocked, which outlives the blocks themselves.
 
 The store is the source of truth and a back-end applies its changes to a firewall. The
 daemon and `irwatchd blocks` change the files only under an `flock` on `blocks.json.lock`.
-The daemon reads the file again before every change and on every tick. A block that the CLI
-adds or removes while the daemon runs therefore reaches the back-end within one poll.
+The daemon checks the files before every change and on every tick, and reads them again when
+their inode, size or modification time changed. A block that the CLI adds or removes while
+the daemon runs therefore reaches the back-end within one poll. The daemon's responder adds
+the blocks of one batch of lines with one `block_many`: one back-end call and one save.
 
 Repeat offenders get longer blocks, as fail2ban's `bantime.increment` does: the n-th block of
 an address within `offence_memory_seconds` lasts `duration * increment_factor ** (n - 1)`,
@@ -26,7 +28,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +39,34 @@ import structlog
 from irwatchd.config import MAX_BLOCK_SECONDS, Blocking
 from irwatchd.jsonfiles import (
     DamagedStateError,
+    MemberLines,
     move_aside,
     open_lock_file,
     read_json_object,
-    write_json_atomic,
+    write_json_lines_object,
 )
 from irwatchd.response.allowlist import Allowlist
-from irwatchd.response.backends import BackendError, BlockBackend, canonical_address
+from irwatchd.response.backends import (
+    BackendError,
+    BlockBackend,
+    canonical_address,
+    parse_canonical,
+)
 
 log = structlog.get_logger(__name__)
 
 RATE_WINDOW_SECONDS = 60.0
+
+FileSignature = tuple[int, int, int] | None
+"""A file's (inode, size, mtime in ns), or None when it is missing."""
+
+
+def _signature(path: Path) -> FileSignature:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def blockable_address(text: str) -> str:
@@ -56,15 +75,22 @@ def blockable_address(text: str) -> str:
     Unspecified, multicast and broadcast addresses are rejected: no single attacker sends
     from them, and blocking them drops traffic of many hosts or none.
     """
-    canonical = canonical_address(text.split("%", 1)[0])
-    address = ipaddress.ip_address(canonical)
+    return str(parse_blockable(text))
+
+
+def parse_blockable(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address that may be blocked, as `blockable_address` checks it."""
+    address = parse_canonical(text.split("%", 1)[0])
     if address.is_unspecified:
-        raise ValueError(f"{canonical} is the unspecified address, not a host")
+        raise ValueError(f"{address} is the unspecified address, not a host")
     if address.is_multicast:
-        raise ValueError(f"{canonical} is a multicast address, not a host")
-    if address == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError(f"{canonical} is the broadcast address, not a host")
-    return canonical
+        raise ValueError(f"{address} is a multicast address, not a host")
+    if address == _BROADCAST:
+        raise ValueError(f"{address} is the broadcast address, not a host")
+    return address
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def check_block_seconds(seconds: float) -> float:
@@ -109,6 +135,16 @@ def _history_problem(document: dict[str, Any]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockRequest:
+    """One address to block, why, and for which incident; `seconds` overrides the duration."""
+
+    address: str
+    reason: str
+    incident_id: str | None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BlockResult:
     """The result of one block request.
 
@@ -148,9 +184,18 @@ class BlockStore:
         self.history_path = path.with_name(path.stem + ".history.json")
         self._blocks: dict[str, dict[str, Any]] = {}
         self._offences: dict[str, dict[str, Any]] = {}
+        # Entries are replaced, never changed in place, so these reuse the lines of
+        # unchanged entries when `_save` writes the files again.
+        self._block_lines = MemberLines()
+        self._offence_lines = MemberLines()
         self._applied: set[str] = set()
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
+        # The signatures of blocks.json and its history as last read or written, so a load
+        # skips the read and the checks when no other process changed them.
+        # NOTE: two rewrites by another process within one clock tick that reuse the inode
+        # and keep the size look unchanged. The next change to the file reloads it.
+        self._loaded_signatures: tuple[FileSignature, FileSignature] | None = None
         self._load()
 
     @contextmanager
@@ -163,8 +208,12 @@ class BlockStore:
             os.close(descriptor)
 
     def _load(self) -> None:
+        signatures = (_signature(self.path), _signature(self.history_path))
+        if signatures == self._loaded_signatures and None not in signatures:
+            return
         self._blocks = self._read_checked(self.path, _blocks_problem)
         self._offences = self._read_checked(self.history_path, _history_problem)
+        self._loaded_signatures = (_signature(self.path), _signature(self.history_path))
 
     def _read_checked(
         self, path: Path, find_problem: Callable[[dict[str, Any]], str | None]
@@ -202,8 +251,9 @@ class BlockStore:
             for address, history in self._offences.items()
             if float(history["last_at"]) >= horizon
         }
-        write_json_atomic(self.path, self._blocks)
-        write_json_atomic(self.history_path, self._offences)
+        write_json_lines_object(self.path, self._blocks, members=self._block_lines)
+        write_json_lines_object(self.history_path, self._offences, members=self._offence_lines)
+        self._loaded_signatures = (_signature(self.path), _signature(self.history_path))
 
     def active(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Return the blocks that have not expired."""
@@ -213,6 +263,13 @@ class BlockStore:
             for address, entry in self._blocks.items()
             if float(entry["expires_at"]) > moment
         }
+
+    def active_entry(self, address: str) -> dict[str, Any] | None:
+        """Return the active block of a canonical address as last read or written, or None."""
+        entry = self._blocks.get(address)
+        if entry is None or float(entry["expires_at"]) <= time.time():
+            return None
+        return entry
 
     def duration_for(self, address: str, now: float) -> tuple[float, int]:
         """Return how long the next block of `address` lasts and which offence it is (from 1)."""
@@ -229,11 +286,12 @@ class BlockStore:
             seconds = math.inf
         return min(seconds, self.settings.max_duration_seconds), previous + 1
 
-    def _rate_limited(self) -> bool:
+    def _rate_limited(self, pending: int = 0) -> bool:
+        """Return whether one more block, after `pending` not yet counted, exceeds the cap."""
         moment = time.monotonic()
         while self._recent and moment - self._recent[0] >= RATE_WINDOW_SECONDS:
             self._recent.popleft()
-        return len(self._recent) >= self.settings.max_blocks_per_minute
+        return len(self._recent) + pending >= self.settings.max_blocks_per_minute
 
     def block(
         self,
@@ -249,45 +307,84 @@ class BlockStore:
         `seconds` overrides the computed duration (the CLI's `--seconds`); a value outside
         1 s to 10 years raises ValueError.
         """
-        if seconds is not None:
-            check_block_seconds(seconds)
+        request = BlockRequest(address, reason, incident_id, seconds)
+        return self.block_many([request], source=source)[0]
+
+    def block_many(
+        self, requests: Sequence[BlockRequest], *, source: str = "daemon"
+    ) -> list[BlockResult]:
+        """Block many addresses with one back-end call and one save; return a result for each.
+
+        Each request is judged as `block` judges one, in order, so a second request for an
+        address earlier in the list is `already_blocked`. A `seconds` outside 1 s to 10 years
+        raises ValueError before anything changes.
+        """
+        for request in requests:
+            if request.seconds is not None:
+                check_block_seconds(request.seconds)
+        results: list[BlockResult | None] = [None] * len(requests)
+        candidates: list[tuple[int, str]] = []
+        for index, request in enumerate(requests):
+            early = self._judge_without_lock(request.address)
+            if isinstance(early, BlockResult):
+                results[index] = early
+            else:
+                candidates.append((index, early))
+        if candidates:
+            with self._locked():
+                self._load()
+                self._add_candidates(requests, candidates, results, source)
+        return [result for result in results if result is not None]
+
+    def _judge_without_lock(self, address: str) -> BlockResult | str:
+        """Return the result of a request decided without the files, else the canonical address."""
         try:
-            canonical = blockable_address(address)
+            parsed = parse_blockable(address)
         except ValueError as error:
             return BlockResult("invalid", address, error=str(error))
-        if self.allowlist.contains(canonical):
+        canonical = str(parsed)
+        if self.allowlist.contains_parsed(parsed):
             return BlockResult("allowlisted", canonical)
         known = self._blocks.get(canonical)
         if known is not None and float(known["expires_at"]) > time.time():
             # Fast path for a flood from one blocked address: no file read per finding. The
             # memory copy is at most one tick older than the file (`sync` reloads it).
             return BlockResult("already_blocked", canonical, float(known["expires_at"]))
-        with self._locked():
-            self._load()
-            now = time.time()
+        return canonical
+
+    def _add_candidates(
+        self,
+        requests: Sequence[BlockRequest],
+        candidates: list[tuple[int, str]],
+        results: list[BlockResult | None],
+        source: str,
+    ) -> None:
+        """Decide, apply and save the candidates of `block_many`; the caller holds the lock."""
+        now = time.time()
+        accepted: dict[str, tuple[int, float, int]] = {}
+        for index, canonical in candidates:
             current = self._blocks.get(canonical)
             if current is not None and float(current["expires_at"]) > now:
-                return BlockResult("already_blocked", canonical, float(current["expires_at"]))
-            if source == "daemon" and self._rate_limited():
-                return BlockResult("rate_limited", canonical)
-            duration, offence = self.duration_for(canonical, now)
-            if seconds is not None:
-                duration = seconds
-            if self.apply:
-                try:
-                    self.backend.add(canonical, duration)
-                except BackendError as error:
-                    self._backend_failed(error)
-                    log.error(
-                        "block_failed",
-                        address=canonical,
-                        backend=self.backend.name,
-                        incident_id=incident_id,
-                        error=str(error),
-                    )
-                    return BlockResult("failed", canonical, error=str(error))
-                self._backend_succeeded()
-                self._applied.add(canonical)
+                results[index] = BlockResult(
+                    "already_blocked", canonical, float(current["expires_at"])
+                )
+            elif canonical in accepted:
+                first = accepted[canonical]
+                results[index] = BlockResult("already_blocked", canonical, now + first[1])
+            elif source == "daemon" and self._rate_limited(len(accepted)):
+                results[index] = BlockResult("rate_limited", canonical)
+            else:
+                duration, offence = self.duration_for(canonical, now)
+                seconds = requests[index].seconds
+                accepted[canonical] = (index, duration if seconds is None else seconds, offence)
+        if not accepted:
+            return
+        failures = self._apply_blocks(accepted, requests)
+        for canonical, (index, duration, offence) in accepted.items():
+            if canonical in failures:
+                results[index] = BlockResult("failed", canonical, error=failures[canonical])
+                continue
+            request = requests[index]
             self._recent.append(time.monotonic())
             expires_at = now + duration
             self._blocks[canonical] = {
@@ -296,14 +393,39 @@ class BlockStore:
                 "expires_at": expires_at,
                 "seconds": duration,
                 "offence": offence,
-                "reason": reason,
-                "incident_id": incident_id,
+                "reason": request.reason,
+                "incident_id": request.incident_id,
                 "backend": self.backend.name,
                 "source": source,
             }
             self._offences[canonical] = {"count": offence, "last_at": now}
+            results[index] = BlockResult("blocked", canonical, expires_at, duration, offence)
+        if len(failures) < len(accepted):
             self._save()
-        return BlockResult("blocked", canonical, expires_at, duration, offence)
+
+    def _apply_blocks(
+        self, accepted: dict[str, tuple[int, float, int]], requests: Sequence[BlockRequest]
+    ) -> dict[str, str]:
+        """Hand the accepted blocks to the back-end; return the error message of each failure."""
+        if not self.apply:
+            return {}
+        failures = self.backend.add_many(
+            [(canonical, duration) for canonical, (_, duration, _) in accepted.items()]
+        )
+        for canonical, error in failures.items():
+            log.error(
+                "block_failed",
+                address=canonical,
+                backend=self.backend.name,
+                incident_id=requests[accepted[canonical][0]].incident_id,
+                error=error,
+            )
+        if failures:
+            self.last_error = next(iter(failures.values()))
+        else:
+            self._backend_succeeded()
+        self._applied.update(canonical for canonical in accepted if canonical not in failures)
+        return failures
 
     def unblock(self, address: str) -> bool:
         """Lift a block and return whether one was recorded; an absent block is not an error.
@@ -341,38 +463,44 @@ class BlockStore:
             ]
             for address in expired:
                 self._blocks.pop(address)
-                if self.apply:
-                    self._remove_quietly(address)
+            if self.apply:
+                self._remove_quietly(expired)
             if expired:
                 self._save()
         return expired
 
-    def _remove_quietly(self, address: str) -> None:
-        try:
-            self.backend.remove(address)
-        except BackendError as error:
-            self._backend_failed(error)
-            log.error(
-                "unblock_failed", address=address, backend=self.backend.name, error=str(error)
-            )
-        self._applied.discard(address)
+    def _remove_quietly(self, addresses: list[str]) -> None:
+        """Lift blocks in the back-end, logging each failure instead of raising it."""
+        if not addresses:
+            return
+        failures = self.backend.remove_many(addresses)
+        for address, error in failures.items():
+            self.last_error = error
+            log.error("unblock_failed", address=address, backend=self.backend.name, error=error)
+        self._applied.difference_update(addresses)
+
+    def _add_quietly(self, addresses: list[str], now: float, event: str) -> list[str]:
+        """Apply recorded blocks with their remaining time; log failures, return what applied."""
+        if not addresses:
+            return []
+        failures = self.backend.add_many(
+            [(address, float(self._blocks[address]["expires_at"]) - now) for address in addresses]
+        )
+        for address, error in failures.items():
+            self.last_error = error
+            log.error(event, address=address, backend=self.backend.name, error=error)
+        if not failures:
+            self._backend_succeeded()
+        applied = [address for address in addresses if address not in failures]
+        self._applied.update(applied)
+        return applied
 
     def restore(self) -> list[str]:
         """Add every active block to the back-end again with its remaining time (at start)."""
         now = time.time()
-        restored = []
         with self._locked():
             self._load()
-            for address, entry in self.active(now).items():
-                try:
-                    self.backend.add(address, float(entry["expires_at"]) - now)
-                except BackendError as error:
-                    self._backend_failed(error)
-                    log.error("block_restore_failed", address=address, error=str(error))
-                    continue
-                self._applied.add(address)
-                restored.append(address)
-        return restored
+            return self._add_quietly(sorted(self.active(now)), now, "block_restore_failed")
 
     def sync(self) -> tuple[list[str], list[str]]:
         """Apply blocks that another process added to or removed from the file.
@@ -385,15 +513,6 @@ class BlockStore:
             active = self.active(now)
             added = sorted(set(active) - self._applied)
             removed = sorted(self._applied - set(self._blocks))
-            for address in added:
-                try:
-                    self.backend.add(address, float(active[address]["expires_at"]) - now)
-                except BackendError as error:
-                    self._backend_failed(error)
-                    log.error("block_failed", address=address, error=str(error))
-                    continue
-                self._backend_succeeded()
-                self._applied.add(address)
-            for address in removed:
-                self._remove_quietly(address)
+            self._add_quietly(added, now, "block_failed")
+            self._remove_quietly(removed)
         return added, removed

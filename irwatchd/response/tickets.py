@@ -29,6 +29,7 @@ from irwatchd.correlation.incidents import STATUSES, Incident
 from irwatchd.errors import DataError, InputError
 from irwatchd.jsonfiles import (
     DamagedStateError,
+    fsync_directory,
     move_aside,
     open_lock_file,
     read_json_object,
@@ -41,8 +42,10 @@ log = structlog.get_logger(__name__)
 THEHIVE_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
-def thehive_alert(incident: Incident, title: str, description: str) -> dict[str, Any]:
-    """Build the TheHive alert body for an incident."""
+def thehive_alert(
+    incident: Incident, title: str, description: str, tags: list[str] | None = None
+) -> dict[str, Any]:
+    """Build the TheHive alert body for an incident; `tags` defaults to `tags_for(incident)`."""
     observables: list[dict[str, Any]] = []
     if incident.source_ip is not None:
         observables.append({"dataType": "ip", "data": incident.source_ip, "tags": ["source"]})
@@ -53,7 +56,7 @@ def thehive_alert(incident: Incident, title: str, description: str) -> dict[str,
         "description": description,
         "severity": THEHIVE_SEVERITY[incident.severity],
         "date": int(incident.first_seen.timestamp() * 1000),
-        "tags": tags_for(incident),
+        "tags": tags_for(incident) if tags is None else tags,
         "type": "irwatchd",
         "source": "irwatchd",
         "sourceRef": incident.id,
@@ -81,11 +84,12 @@ def ticket_document(incident: Incident) -> dict[str, Any]:
     )
     if incident.previous_id:
         description += f"; follows closed incident {incident.previous_id}"
+    tags = tags_for(incident)
     return incident.to_json() | {
         "title": title,
         "description": description,
-        "tags": tags_for(incident),
-        "thehive": thehive_alert(incident, title, description),
+        "tags": tags,
+        "thehive": thehive_alert(incident, title, description, tags),
     }
 
 
@@ -95,6 +99,9 @@ class TicketStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._written_mtime: dict[str, int] = {}
+        # The ids of the tickets on disk, once `load_all` listed them; until then every
+        # ticket may exist. Only this process creates tickets (the CLI changes existing ones).
+        self._on_disk: set[str] | None = None
 
     def path_for(self, incident_id: str) -> Path:
         """Return the ticket file of an incident id."""
@@ -114,6 +121,8 @@ class TicketStore:
 
     def status_changed_on_disk(self, incident: Incident) -> str | None:
         """Return the ticket's status if someone else rewrote the ticket since we last did."""
+        if not self._may_exist(incident.id):
+            return None
         path = self.path_for(incident.id)
         try:
             mtime = path.stat().st_mtime_ns
@@ -133,17 +142,48 @@ class TicketStore:
 
     def write(self, incident: Incident) -> Path:
         """Write or update the incident's ticket, keeping an ack or close made by someone else."""
-        path = self.path_for(incident.id)
         with self.locked():
+            return self._write_locked(incident, durable=True)
+
+    def write_many(self, incidents: list[Incident]) -> tuple[dict[str, Path], OSError | None]:
+        """Write many tickets as `write` does, under one lock and with one folder fsync.
+
+        The files themselves are not fsynced (a power loss can leave one empty, which the
+        daemon reads as damaged). Returns the path of each ticket written, by incident id,
+        and the first write error; a failed ticket does not stop the others.
+        """
+        written: dict[str, Path] = {}
+        first_error: OSError | None = None
+        with self.locked():
+            for incident in incidents:
+                try:
+                    written[incident.id] = self._write_locked(incident, durable=False)
+                except OSError as error:
+                    log.error("ticket_write_failed", incident_id=incident.id, error=str(error))
+                    first_error = first_error or error
+            if written:
+                fsync_directory(self.directory)
+        return written, first_error
+
+    def _may_exist(self, incident_id: str) -> bool:
+        return self._on_disk is None or incident_id in self._on_disk
+
+    def _write_locked(self, incident: Incident, *, durable: bool) -> Path:
+        path = self.path_for(incident.id)
+        existing = {}
+        if self._may_exist(incident.id):
             existing = self._read_or_move_aside(path, incident.id)
-            on_disk = existing.get("status")
-            if on_disk in ("acknowledged", "closed") and on_disk != incident.status:
-                incident.status = on_disk
-            document = ticket_document(incident)
-            if "status_history" in existing:
-                document["status_history"] = existing["status_history"]
-            write_json_atomic(path, document)
-            self._written_mtime[incident.id] = path.stat().st_mtime_ns
+        on_disk = existing.get("status")
+        if on_disk in ("acknowledged", "closed") and on_disk != incident.status:
+            incident.status = on_disk
+        document = ticket_document(incident)
+        if "status_history" in existing:
+            document["status_history"] = existing["status_history"]
+        self._written_mtime[incident.id] = write_json_atomic(
+            path, document, durable=durable, indent=None
+        )
+        if self._on_disk is not None:
+            self._on_disk.add(incident.id)
         return path
 
     def _read_or_move_aside(self, path: Path, incident_id: str) -> dict[str, Any]:
@@ -165,7 +205,9 @@ class TicketStore:
     def load_all(self) -> list[Incident]:
         """Read every ticket back into incidents; an unreadable ticket is logged and skipped."""
         incidents = []
-        for path in sorted(self.directory.glob("inc-*.json")):
+        paths = sorted(self.directory.glob("inc-*.json"))
+        self._on_disk = {path.stem for path in paths}
+        for path in paths:
             try:
                 incidents.append(Incident.from_json(read_json_object(path, {})))
             except (ValueError, KeyError, TypeError) as error:
@@ -209,5 +251,5 @@ class TicketStore:
                     "note": note,
                 }
             )
-            write_json_atomic(self.path_for(incident_id), document)
+            write_json_atomic(self.path_for(incident_id), document, indent=None)
         return document
