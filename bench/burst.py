@@ -51,12 +51,20 @@ def nft_set_size(netns: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR / "burst")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="folder for the log and state (default: a new burst-BACKEND-TIME folder, because "
+        "creating files right after deleting a previous run's 20,000 costs ext4 up to 10 times "
+        "more; bench/run_all.sh removes them at its end)",
+    )
     parser.add_argument("--sources", type=int, default=10_000)
     parser.add_argument("--backend", choices=["simulate", "nftables"], default="simulate")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for all blocks")
     parser.add_argument("--seed", type=int, default=20261204)
     args = parser.parse_args()
+    if args.workdir is None:
+        args.workdir = DEFAULT_WORKDIR / f"burst-{args.backend}-{time.strftime('%Y%m%dT%H%M%S')}"
     report("machine", **machine_facts())
     netns = None
     overrides: dict[str, object] = {"blocking.max_blocks_per_minute": 1_000_000}

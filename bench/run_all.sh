@@ -20,6 +20,8 @@ stamp() { echo "bench: $1 utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' '
         "$python" "$here/burst.py" --backend simulate
         "$python" "$here/burst.py" --backend nftables
         "$python" "$here/daemon_memory.py"
+        # Removed only now: deleting them between the bursts slows the next one's file creates.
+        rm -rf "${TMPDIR:-/tmp}"/irwatchd-bench/burst-*
     fi
     stamp end
 } 2>&1 | tee -a "$out"

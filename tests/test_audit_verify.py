@@ -92,6 +92,22 @@ def test_verify_truncated_tail(tmp_path: Path) -> None:
     assert "truncated" in output
 
 
+def test_writer_drops_record_cut_by_a_kill(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    lines = _write_log(log)
+    log.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # a kill -9 in the last write
+
+    audit = AuditLog(log)
+    audit.append(action_record("block", "success", source_ip="198.51.100.7"))
+    audit.close()
+
+    kept = log.read_bytes().splitlines(keepends=True)
+    assert kept[:-1] == lines[:-1]
+    assert b"198.51.100.7" in kept[-1]
+    report = verify_log(log)
+    assert (report.records, report.last_seq) == (RECORDS, RECORDS)
+
+
 def test_verify_missing_log(tmp_path: Path) -> None:
     code, output = _verify(tmp_path / "absent.jsonl")
     assert code == 66

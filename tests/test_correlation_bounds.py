@@ -9,7 +9,13 @@ from pathlib import Path
 from irwatchd.audit.log import AuditLog
 from irwatchd.config import Config, CorrelationSpec, LoadedConfig
 from irwatchd.correlation.evidence import EvidenceLines
-from irwatchd.correlation.incidents import Incident, IncidentTracker
+from irwatchd.correlation.incidents import (
+    CUT_EVIDENCE_CHARS,
+    CUT_EVIDENCE_NOTE,
+    MAX_EVIDENCE_LINE_CHARS,
+    Incident,
+    IncidentTracker,
+)
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
@@ -19,8 +25,10 @@ from tests.helpers import audit_actions
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def _finding(address: str, offset: int, moment: datetime | None = None) -> Finding:
-    line = f"Dec  1 00:00:00 bastion sshd[1]: Failed password for root from {address} port 22"
+def _finding(
+    address: str, offset: int, moment: datetime | None = None, *, user: str = "root"
+) -> Finding:
+    line = f"Dec  1 00:00:00 bastion sshd[1]: Failed password for {user} from {address} port 22"
     record = LogRecord(raw=line, view=line, source_type="syslog", path="/var/log/auth.log",
                        offset=offset, time=moment, host="bastion")  # fmt: skip
     return Finding(rule_id="sshd-failed-auth", category="failed_login", severity="low",
@@ -53,6 +61,7 @@ def test_responder_closes_oldest_at_max_open(tmp_path: Path) -> None:
     closes = audit_actions(paths.root, "incident_close")
     assert [record["irwatchd"]["incident_id"] for record in closes] == opened[:7]
     assert [record["source"]["ip"] for record in closes] == addresses[:7]
+    assert {record["irwatchd"]["reason"] for record in closes} == {"max_open"}
     for incident_id in opened[:7]:
         ticket = json.loads(paths.tickets.joinpath(f"{incident_id}.json").read_text())
         assert ticket["status"] == "closed"
@@ -92,6 +101,24 @@ def test_tracker_keeps_max_evidence_lines() -> None:
     assert len(evidence) == 4
     assert [item["offset"] for item in evidence] == [0, 100, 200, 300]
     assert update.incident.count == 10
+
+
+def test_tracker_cuts_evidence_past_the_character_budget() -> None:
+    long_user = "x" * 10_000
+    tracker = IncidentTracker(max_open=3, max_evidence_chars=2 * MAX_EVIDENCE_LINE_CHARS)
+    lines = []
+    for number in range(4):
+        update = tracker.add(_finding(f"192.0.2.{number + 1}", 0, user=long_user), START)
+        lines.append(update.incident.evidence[0]["line"])
+
+    # The first two lines fit whole (cut only to the per-line limit); the third is cut short.
+    assert [len(line) for line in lines[:2]] == [MAX_EVIDENCE_LINE_CHARS] * 2
+    assert lines[2].endswith(CUT_EVIDENCE_NOTE)
+    assert len(lines[2]) == CUT_EVIDENCE_CHARS + len(CUT_EVIDENCE_NOTE)
+    assert lines[2].startswith("Dec  1 00:00:00 bastion sshd[1]: Failed password for xxx")
+    # The fourth incident evicted the first, whose characters were given back.
+    assert len(tracker) == 3
+    assert tracker.evidence_chars == sum(len(line) for line in lines[1:])
 
 
 def test_windows_drop_least_recent_source() -> None:

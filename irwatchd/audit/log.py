@@ -64,6 +64,43 @@ def _last_line(path: Path) -> bytes | None:
         return None
 
 
+def _drop_partial_tail(path: Path) -> None:
+    """Cut off a last line that has no newline: a write that a crash or kill interrupted.
+
+    Such a record was never whole, so it was never synced as part of a batch and the lines it
+    came from are read again after the restart. Keeping it would put an unreadable line into
+    the chain and make the next record continue from a hash of half a record.
+    """
+    try:
+        handle = path.open("r+b")
+    except FileNotFoundError:
+        return
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        position = size
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                keep = position + newline + 1
+                break
+        else:
+            keep = 0
+        if keep == size:
+            return
+        handle.truncate(keep)
+        os.fsync(handle.fileno())
+    log.warning(
+        "audit_partial_record_dropped",
+        path=str(path),
+        bytes=size - keep,
+        offset=keep,
+        reason="the last record has no newline; a write was cut off by a crash or kill",
+    )
+
+
 def _chain_head(path: Path) -> tuple[int, str]:
     """Return the last sequence number and the hash the next record must carry as prev_sha256."""
     last = _last_line(path)
@@ -109,21 +146,12 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.lock_path = path.with_name(path.name + ".lock")
-        self._seq, self._prev = _chain_head(path)
+        with self._file_lock():
+            _drop_partial_tail(path)
+            self._seq, self._prev = _chain_head(path)
         self._handle = _open_for_append(path)
-        if self._handle.tell() > 0:
-            self._repair_partial_tail()
         self._size = self._handle.tell()
         self._dirty = False
-
-    def _repair_partial_tail(self) -> None:
-        # A crash can leave a last line without its newline; end it so the next record
-        # starts on a line of its own.
-        with self.path.open("rb") as reader:
-            reader.seek(-1, os.SEEK_END)
-            if reader.read(1) != b"\n":
-                self._handle.write(b"\n")
-                self._handle.flush()
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the chain fields and timestamp to `record`, write it as one line, and return it."""

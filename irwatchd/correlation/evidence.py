@@ -60,6 +60,12 @@ class EvidenceLines(Sequence[EvidenceItem]):
             self._text, self._positions, self._paths = "", array("q"), ()
         self._plain.append(item)  # type: ignore[arg-type]
 
+    def text_size(self) -> int:
+        """Return the number of characters of line text held."""
+        if self._plain is not None:
+            return sum(len(str(item.get("line", ""))) for item in self._plain)
+        return len(self._text)
+
     def __len__(self) -> int:
         if self._plain is not None:
             return len(self._plain)

@@ -24,11 +24,23 @@ DEFAULT_MAX_OPEN = 20_000
 """Open incidents kept in memory; past it the least recently updated one is closed.
 
 An open incident with a few evidence lines takes about 1 KiB (tracemalloc, CPython 3.11), so
-this bound keeps them near 20 MiB. An incident closed this way is audited like an idle one,
-and the next finding for its key opens a new incident that names it as `previous_id`.
+this bound keeps them near 20 MiB. An incident closed this way is audited with the reason
+`max_open`, and the next finding for its key opens a new incident that names it as `previous_id`.
 """
-# TODO: bound the evidence bytes as well. Each incident keeps up to `max_evidence` lines of up
-# to 4,096 characters, so 20,000 long-running incidents can still take gigabytes.
+MAX_EVIDENCE_LINE_CHARS = 4096
+"""Characters of one evidence line kept in memory and in the ticket."""
+
+DEFAULT_MAX_EVIDENCE_CHARS = 32 << 20
+"""Characters of evidence text the open incidents may hold together.
+
+Past it, each new evidence line keeps only its first `CUT_EVIDENCE_CHARS` characters and a
+note; the whole line stays in the log file at the path and offset the item names, and a
+forensic copy reads it from there. Without this bound, 20,000 incidents of 50 lines of 4,096
+characters could take 4 GiB.
+"""
+
+CUT_EVIDENCE_CHARS = 256
+CUT_EVIDENCE_NOTE = " [cut by irwatchd: evidence memory budget reached; see path and offset]"
 STATUSES = ("open", "acknowledged", "closed")
 
 IncidentKey = tuple[str, str | None, str | None]
@@ -145,14 +157,19 @@ class IncidentTracker:
         idle_seconds: float = 3600,
         max_evidence: int = 50,
         max_open: int = DEFAULT_MAX_OPEN,
+        max_evidence_chars: int = DEFAULT_MAX_EVIDENCE_CHARS,
     ) -> None:
         self.idle_seconds = idle_seconds
         self.max_evidence = max_evidence
         self.max_open = max_open
+        self.max_evidence_chars = max_evidence_chars
+        self.evidence_chars = 0
+        """Characters of evidence text held by the open incidents."""
         self._open: OrderedDict[IncidentKey, Incident] = OrderedDict()
         self._closed_ids: dict[IncidentKey, str] = {}
-        self.just_closed: list[Incident] = []
-        """Incidents closed by idleness or the memory bound since the caller last cleared it."""
+        self.just_closed: list[tuple[Incident, str]] = []
+        """Incidents closed since the caller last cleared it, with the reason: `idle`, or
+        `max_open` for the memory bound."""
         self.close_idle_by_time = True
         """Whether each finding also closes the other incidents quiet for `idle_seconds`.
 
@@ -179,6 +196,7 @@ class IncidentTracker:
                 self._closed_ids[incident.key] = incident.id
             else:
                 self._open[incident.key] = incident
+                self.evidence_chars += incident.evidence.text_size()
 
     def open_incidents(self) -> list[Incident]:
         """Return the incidents currently open."""
@@ -199,7 +217,7 @@ class IncidentTracker:
             and (moment - incident.last_seen).total_seconds() > self.idle_seconds
         ):
             self._close(key, incident)
-            self.just_closed.append(incident)
+            self.just_closed.append((incident, "idle"))
             incident = None
         is_new = incident is None
         escalated = False
@@ -218,7 +236,7 @@ class IncidentTracker:
             if len(self._open) > self.max_open:
                 old_key, old = next(iter(self._open.items()))
                 self._close(old_key, old)
-                self.just_closed.append(old)
+                self.just_closed.append((old, "max_open"))
         else:
             self._open.move_to_end(key)
             if severity_rank(finding.severity) > severity_rank(incident.severity):
@@ -233,7 +251,11 @@ class IncidentTracker:
             incident.users.append(sys.intern(finding.user))
         if len(incident.evidence) < self.max_evidence:
             record = finding.record
-            incident.evidence.append_line(record.path, record.offset, record.raw[:4096])
+            line = record.raw[:MAX_EVIDENCE_LINE_CHARS]
+            if self.evidence_chars + len(line) > self.max_evidence_chars:
+                line = line[:CUT_EVIDENCE_CHARS] + CUT_EVIDENCE_NOTE
+            incident.evidence.append_line(record.path, record.offset, line)
+            self.evidence_chars += len(line)
         return IncidentUpdate(incident, is_new, escalated)
 
     def _close_idle(self, moment: datetime) -> None:
@@ -248,11 +270,12 @@ class IncidentTracker:
             if (moment - incident.last_seen).total_seconds() <= self.idle_seconds:
                 return
             self._close(key, incident)
-            self.just_closed.append(incident)
+            self.just_closed.append((incident, "idle"))
 
     def _close(self, key: IncidentKey, incident: Incident) -> None:
         incident.status = "closed"
-        self._open.pop(key, None)
+        if self._open.pop(key, None) is not None:
+            self.evidence_chars -= incident.evidence.text_size()
         self._closed_ids[key] = incident.id
         if len(self._closed_ids) > self.max_open:
             self._closed_ids.pop(next(iter(self._closed_ids)))

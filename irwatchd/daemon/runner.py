@@ -15,6 +15,7 @@ swaps it in between two polls, so files, offsets, windows, incidents and blocks 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import signal
 import threading
@@ -157,6 +158,9 @@ class Daemon:
             if not tailer.files:
                 log.warning("no_files_watched", paths=self._watched_paths(),
                             hint=self._no_files_hint())  # fmt: skip
+            # Modules, compiled rules and restored state live as long as the process: keep
+            # the collector from walking them again on every full collection.
+            gc.freeze()
             self.notifier.ready(self._status_line())
             while not self.stop_requested:
                 self.wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))

@@ -385,7 +385,7 @@ class Responder:
         incident = update.incident
         self._records.append(finding_record(finding, dedup_key(finding), incident.id))
         self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
-        self._close_idle_tickets()
+        self._close_tickets()
         actions = self._actions[incident.severity]
         if "alert" in actions:
             self._alert(finding, update, moment)
@@ -396,9 +396,9 @@ class Responder:
         if "ticket" in actions:
             self._ticket(finding, incident, update)
 
-    def _close_idle_tickets(self) -> None:
+    def _close_tickets(self) -> None:
         while self.incidents.just_closed:
-            incident = self.incidents.just_closed.pop()
+            incident, reason = self.incidents.just_closed.pop()
             self._dirty_tickets.pop(incident.id, None)
             self._ticket_written.pop(incident.id, None)
             # A ticket still pending is written by the next flush, with the closed status.
@@ -411,7 +411,7 @@ class Responder:
                     "success",
                     incident_id=incident.id,
                     source_ip=incident.source_ip,
-                    details={"reason": "idle"},
+                    details={"reason": reason},
                 )
             )
 
