@@ -34,13 +34,10 @@ from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.errors import InputError
 from irwatchd.jsonfiles import write_json_atomic, write_text_atomic
 from irwatchd.parsing.timestamps import format_rfc3339
-from irwatchd.response.responder import Responder, StatePaths
+from irwatchd.response.responder import FLUSH_EVERY_PENDING, Responder, StatePaths
 from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
 log = structlog.get_logger(__name__)
-
-FLUSH_EVERY_PENDING = 5000
-"""Pending audit records and actions after which the scan has the responder carry them out."""
 
 
 class ScanAuditLog(AuditLog):

@@ -57,7 +57,12 @@ from irwatchd.logs import flush_suppressed, report_suppressed
 from irwatchd.metrics import DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.parsing.record import LogRecord
-from irwatchd.response.responder import Responder, StatePaths, dedup_key
+from irwatchd.response.responder import (
+    FLUSH_EVERY_PENDING,
+    Responder,
+    StatePaths,
+    dedup_key,
+)
 from irwatchd.sources.checkpoints import CheckpointStore
 from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
@@ -326,6 +331,8 @@ class Daemon:
             self.findings += 1
             responder.handle(finding)
             handled += 1
+            if responder.pending >= FLUSH_EVERY_PENDING:
+                responder.flush()
         return handled
 
     @staticmethod

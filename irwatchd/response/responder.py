@@ -71,6 +71,13 @@ BACKEND_FIELDS = (
 TICKET_WRITE_INTERVAL_SECONDS = 1.0
 """Minimum time between two rewrites of one ticket; each rewrite costs two fsyncs."""
 
+FLUSH_EVERY_PENDING = 2000
+"""Pending audit records and actions after which the daemon and `scan` flush in mid-batch.
+
+This bounds the memory a large read holds until its flush (a 1 MiB read of sshd failures
+makes about 10,000 records) without giving up the batching of blocks and fsyncs.
+"""
+
 MAX_CLOCK_SKEW = timedelta(hours=1)
 """A log time further than this from the clock is not trusted for windows; arrival time is."""
 
