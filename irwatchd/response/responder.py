@@ -71,7 +71,7 @@ BACKEND_FIELDS = (
 TICKET_WRITE_INTERVAL_SECONDS = 1.0
 """Minimum time between two rewrites of one ticket; each rewrite costs two fsyncs."""
 
-FLUSH_EVERY_PENDING = 2000
+FLUSH_EVERY_PENDING = 3000
 """Pending audit records and actions after which the daemon and `scan` flush in mid-batch.
 
 This bounds the memory a large read holds until its flush (a 1 MiB read of sshd failures
