@@ -101,9 +101,9 @@ def test_writer_drops_record_cut_by_a_kill(tmp_path: Path) -> None:
     audit.append(action_record("block", "success", source_ip="198.51.100.7"))
     audit.close()
 
-    kept = log.read_bytes().splitlines(keepends=True)
-    assert kept[:-1] == lines[:-1]
-    assert b"198.51.100.7" in kept[-1]
+    after_restart = log.read_bytes().splitlines(keepends=True)
+    assert after_restart[:-1] == lines[:-1]
+    assert b"198.51.100.7" in after_restart[-1]
     report = verify_log(log)
     assert (report.records, report.last_seq) == (RECORDS, RECORDS)
 

@@ -103,7 +103,7 @@ def test_tracker_keeps_max_evidence_lines() -> None:
     assert update.incident.count == 10
 
 
-def test_tracker_cuts_evidence_past_the_character_budget() -> None:
+def test_tracker_cuts_evidence_past_budget() -> None:
     long_user = "x" * 10_000
     tracker = IncidentTracker(max_open=3, max_evidence_chars=2 * MAX_EVIDENCE_LINE_CHARS)
     lines = []
@@ -111,7 +111,7 @@ def test_tracker_cuts_evidence_past_the_character_budget() -> None:
         update = tracker.add(_finding(f"192.0.2.{number + 1}", 0, user=long_user), START)
         lines.append(update.incident.evidence[0]["line"])
 
-    # The first two lines fit whole (cut only to the per-line limit); the third is cut short.
+    # The first two lines are cut only to the per-line limit, and the third is cut short.
     assert [len(line) for line in lines[:2]] == [MAX_EVIDENCE_LINE_CHARS] * 2
     assert lines[2].endswith(CUT_EVIDENCE_NOTE)
     assert len(lines[2]) == CUT_EVIDENCE_CHARS + len(CUT_EVIDENCE_NOTE)

@@ -47,7 +47,7 @@ def _appends_paused(log: Path) -> Iterator[None]:
     """Hold the lock that writers take for each append, when the log has one.
 
     The daemon writes a batch of records in one write while it holds this lock, so a reader
-    that holds it too never sees a record cut in half. A copy without its lock file (or
+    that takes it too never reads a record cut in half. A copy without its lock file (or
     one in a folder this process cannot open it in) is read without the lock.
     """
     try:

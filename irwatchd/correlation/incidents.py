@@ -34,8 +34,8 @@ DEFAULT_MAX_EVIDENCE_CHARS = 32 << 20
 """Characters of evidence text the open incidents may hold together.
 
 Past it, each new evidence line keeps only its first `CUT_EVIDENCE_CHARS` characters and a
-note; the whole line stays in the log file at the path and offset the item names, and a
-forensic copy reads it from there. Without this bound, 20,000 incidents of 50 lines of 4,096
+note. The whole line stays in the log file at the path and offset the item names, so a
+forensic copy still reads it from there. Without this bound, 20,000 incidents of 50 lines of 4,096
 characters could take 4 GiB.
 """
 

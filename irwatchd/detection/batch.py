@@ -22,6 +22,7 @@ import re2
 
 from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
+from irwatchd.detection.groups import in_groups
 from irwatchd.parsing.dispatch import access_view, parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.sources.lines import RawLine, iter_lines, lines_within
@@ -87,13 +88,7 @@ def records_from(
 
 def detect_stream(detector: Detector, records: Iterable[LogRecord]) -> Iterator[Finding]:
     """Yield the findings of a record stream, batch by batch, in line order."""
-    batch: list[LogRecord] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= BATCH_LINES:
-            yield from detector.detect(batch)
-            batch = []
-    if batch:
+    for batch in in_groups(records, BATCH_LINES):
         yield from detector.detect(batch)
 
 

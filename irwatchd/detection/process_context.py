@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from irwatchd.detection.finding import Finding
+from irwatchd.detection.groups import in_groups
 from irwatchd.parsing.record import LogRecord
 
 _PROCESS_TYPES = frozenset({"syslog", "json"})
@@ -161,11 +162,5 @@ def attribute_stream(
     findings: Iterable[Finding], context: ProcessContext, group: int = ATTRIBUTION_GROUP
 ) -> Iterator[Finding]:
     """Attribute a stream of findings in groups, so the lookahead works without holding it all."""
-    pending: list[Finding] = []
-    for finding in findings:
-        pending.append(finding)
-        if len(pending) >= group:
-            yield from context.attribute(pending)
-            pending = []
-    if pending:
+    for pending in in_groups(findings, group):
         yield from context.attribute(pending)
