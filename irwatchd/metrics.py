@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from irwatchd import __version__
 from irwatchd.audit.log import AuditLog
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class DaemonMetrics:

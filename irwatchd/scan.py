@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import structlog
-
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
@@ -33,11 +31,12 @@ from irwatchd.detection.engine import Detector
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.errors import InputError
 from irwatchd.jsonfiles import write_json_atomic, write_text_atomic
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.responder import FLUSH_EVERY_PENDING, Responder, StatePaths
 from irwatchd.sources.tailer import SKIPPED_SUFFIXES
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ScanAuditLog(AuditLog):

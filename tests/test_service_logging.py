@@ -154,6 +154,13 @@ def test_report_expired_without_event(clock: FakeClock, captured: list[dict[str,
     assert [entry["suppressed"] for entry in captured] == [1]
 
 
+def _run_python(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
 def test_library_logging_rendered_as_json() -> None:
     program = (
         "import logging, sys\n"
@@ -163,10 +170,7 @@ def test_library_logging_rendered_as_json() -> None:
         "logging.getLogger('watchdog.observers').info('not shown')\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
+    result = _run_python(program)
     entries = [json.loads(line) for line in result.stderr.splitlines()]
 
     assert result.returncode == 0
@@ -175,3 +179,42 @@ def test_library_logging_rendered_as_json() -> None:
     assert entries[0]["level"] == "warning"
     assert entries[0]["logger"] == "watchdog.observers"
     assert entries[0]["timestamp"].endswith("Z")
+
+
+def test_detect_never_imports_structlog(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "Dec  1 00:00:01 host sshd[7]: Failed password for root from 192.0.2.7 port 22 ssh2\n"
+    )
+    program = (
+        "import sys\n"
+        "from irwatchd.cli.main import main\n"
+        f"code = main(['detect', '--jobs', '1', {str(log)!r}])\n"
+        "sys.stdout.flush()\n"
+        "print('structlog' in sys.modules, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+
+    result = _run_python(program)
+
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["source_ip"] == "192.0.2.7"
+    assert result.stderr.strip() == "False"
+
+
+def test_first_event_uses_configured_level_and_format() -> None:
+    program = (
+        "from irwatchd import logger\n"
+        "logger.configure('warning')\n"
+        "log = logger.get_logger('irwatchd.example')\n"
+        "log.info('not_shown')\n"
+        "log.warning('shown', path='/var/log/x')\n"
+    )
+
+    result = _run_python(program)
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+
+    assert result.returncode == 0
+    assert [entry["event"] for entry in entries] == ["shown"]
+    assert entries[0]["path"] == "/var/log/x"
+    assert entries[0]["level"] == "warning"

@@ -24,12 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import structlog
-
 from irwatchd.jsonfiles import match_owner, open_lock_file
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 GENESIS = "0" * 64
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)

@@ -8,9 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import structlog
-
-from irwatchd import __version__
+from irwatchd import __version__, logger
 from irwatchd.config import CHECKOUT_CONFIG, INSTALLED_CONFIG, default_config_path
 from irwatchd.errors import (
     EX_NOPERM,
@@ -21,7 +19,6 @@ from irwatchd.errors import (
     IrwatchdError,
     Problem,
 )
-from irwatchd.logs import configure_logging
 
 SUBCOMMANDS = (
     "run",
@@ -119,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EX_USAGE
-    configure_logging(args.log_level)
+    logger.configure(args.log_level)
     config = getattr(args, "config", None)
     args.config_path = Path(config) if config else None
     try:
@@ -144,5 +141,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         # A bug, not an operator error: log the traceback (to the journal under systemd) and
         # exit 70, which systemd's Restart=on-failure restarts.
-        structlog.get_logger(__name__).exception("command_crashed", command=args.command)
+        logger.get_logger(__name__).exception("command_crashed", command=args.command)
         return EX_SOFTWARE

@@ -11,9 +11,9 @@ import os
 import socket
 import time
 
-import structlog
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def monotonic_usec() -> int:

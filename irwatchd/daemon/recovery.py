@@ -22,17 +22,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.audit.log import rotated_path
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
+from irwatchd.logger import get_logger
 from irwatchd.metrics import CountingAuditLog
 from irwatchd.parsing.record import LogRecord
 from irwatchd.parsing.timestamps import parse_iso8601
 from irwatchd.sources.checkpoints import AuditPosition
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 TAIL_BYTES = 32 << 20
 """Audit log bytes read for windows, and for dedup keys when no audit position was saved."""

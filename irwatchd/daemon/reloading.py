@@ -12,12 +12,11 @@ import threading
 import time
 from pathlib import Path
 
-import structlog
-
 from irwatchd.daemon.settings import ValidatedConfiguration, validate_configuration
 from irwatchd.errors import IrwatchdError
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ReloadJob:

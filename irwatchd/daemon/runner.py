@@ -24,8 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-import structlog
-
 from irwatchd import __version__
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
@@ -53,6 +51,7 @@ from irwatchd.detection.loader import build_detector
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
+from irwatchd.logger import get_logger
 from irwatchd.logs import flush_suppressed, report_suppressed
 from irwatchd.metrics import DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
@@ -67,7 +66,7 @@ from irwatchd.sources.checkpoints import CheckpointStore
 from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Daemon:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import re2
-import structlog
 
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.detection.hscache import load_later_or_compile
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
+from irwatchd.logger import get_logger
 from irwatchd.parsing.re2match import Re2Pattern
 from irwatchd.parsing.record import SOURCE_TYPES, LogRecord
 
@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - the pinned wheel exists for x86_64 and aarch64
     hyperscan = None  # type: ignore[assignment]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_COUNT = 10_000
 """Cap on a rule's `count_field`, so one forged "repeated N times" cannot count for millions."""

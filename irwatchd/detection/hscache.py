@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CACHE_ENV = "IRWATCHD_CACHE_DIR"
 MAX_ENTRIES = 16

@@ -23,12 +23,11 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import structlog
-
 from irwatchd.config import Blocking
 from irwatchd.errors import IrwatchdError
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MINIMAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 SET_V4 = "blocked4"

@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.config import MAX_BLOCK_SECONDS, Blocking
 from irwatchd.jsonfiles import (
     DamagedStateError,
@@ -45,6 +43,7 @@ from irwatchd.jsonfiles import (
     read_json_object,
     write_json_lines_object,
 )
+from irwatchd.logger import get_logger
 from irwatchd.response.allowlist import Allowlist
 from irwatchd.response.backends import (
     BackendError,
@@ -53,7 +52,7 @@ from irwatchd.response.backends import (
     parse_canonical,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RATE_WINDOW_SECONDS = 60.0
 

@@ -23,15 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.config import Alerts
 from irwatchd.errors import ConfigError
 from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.channels import ChannelSettings, DeliveryError, Sender, build_sender
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 IDLE_WAIT_SECONDS = 60.0
 _COUNTER = itertools.count()

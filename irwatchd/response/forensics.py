@@ -15,15 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.config import Forensics
 from irwatchd.correlation.incidents import Incident
 from irwatchd.errors import DataError, InputError
 from irwatchd.jsonfiles import DamagedStateError, read_json, write_json_atomic
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHUNK = 1 << 20
 

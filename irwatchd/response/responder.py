@@ -31,8 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record, finding_record
 from irwatchd.config import Blocking, LoadedConfig, default_config_path, load_config
@@ -41,6 +39,7 @@ from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import SEVERITIES, Finding
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.jsonfiles import fsync_directory
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 from irwatchd.response.alerts import alert_document, alert_reason, write_alert_file
 from irwatchd.response.allowlist import Allowlist
@@ -55,7 +54,7 @@ from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
 from irwatchd.response.tickets import TicketStore
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BACKEND_FIELDS = (
     "backend",

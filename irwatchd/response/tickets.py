@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.correlation.incidents import STATUSES, Incident
 from irwatchd.errors import DataError, InputError
 from irwatchd.jsonfiles import (
@@ -35,9 +33,10 @@ from irwatchd.jsonfiles import (
     read_json_object,
     write_json_atomic,
 )
+from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 THEHIVE_SEVERITY = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 

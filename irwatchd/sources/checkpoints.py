@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from irwatchd.jsonfiles import read_json, write_json_atomic
+from irwatchd.logger import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 FORMAT_VERSION = 2
 MAX_SAVED = 1024

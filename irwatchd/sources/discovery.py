@@ -8,11 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
-
+from irwatchd.logger import get_logger
 from irwatchd.sources.siblings import COMPRESSED_SUFFIXES
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 UNREADABLE_HINT = (
     "irwatchd needs read permission on the file and search (x) permission on each folder "

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import BinaryIO
 
-import structlog
-
+from irwatchd.logger import get_logger
 from irwatchd.sources.checkpoints import Checkpoint, CheckpointStore, Identity
 from irwatchd.sources.discovery import (
     UNREADABLE_HINT,
@@ -42,7 +41,7 @@ from irwatchd.sources.siblings import (
     sibling_folders,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["SKIPPED_SUFFIXES", "LineBatch", "Tailer", "WatchSpec", "is_binary", "specs_from_paths"]
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import threading
 
-import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-log = structlog.get_logger(__name__)
+from irwatchd.logger import get_logger
+
+log = get_logger(__name__)
 
 
 class _WakeHandler(FileSystemEventHandler):
