@@ -11,12 +11,13 @@ import pytest
 
 from irwatchd.cli.main import build_parser
 from irwatchd.config import load_config
-from irwatchd.detection import batch, parallel
+from irwatchd.detection import batch, parallel, rows
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
 from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.parsing import syslog
 from tests.helpers import CONFIG, CORPUS
 
 pytestmark = pytest.mark.skipif(hyperscan is None, reason="hyperscan is not installed")
@@ -196,3 +197,43 @@ def _run_detect(argv: list[str]) -> int:
 def _findings_printed(output: str) -> str:
     """Return the JSON lines of `output`, without the log lines structlog prints by default."""
     return "".join(line for line in output.splitlines(keepends=True) if line.startswith("{"))
+
+
+def _header_variants(rng: random.Random, seeds: list[str], count: int) -> list[str]:
+    """Return `count` lines made from `seeds` with odd characters written into their headers."""
+    alphabet = " \t\x0b\x0c\x00[]:0123456789ADecJanab<>.-é\u00a0\u0663\U0001f600"
+    lines = []
+    for _ in range(count):
+        chars = list(rng.choice(seeds))
+        position = rng.randrange(min(len(chars), 48) + 1)
+        chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+        lines.append("".join(chars))
+    return lines
+
+
+def test_header_split_matches_parsed_header() -> None:
+    seeds = [line.decode() for line in _corpus_lines("auth.jsonl")]
+    seeds += [
+        "Mar  8 15:14:19 sshd[5] sshd[811]: x",
+        "Mar  8 15:14:19 a[b sshd[811]: x",
+        "Mar  8 15:14:19 2024 sshd[811]: x",
+        "Mar  8 15:14:19 bastion sshd[81 1]: x",
+        "Mar  8 15:14:19 bastion sshd[\u0663]: x",
+        "Mar  8 15:14:19 bastion sshd[811] x",
+        "Mar  8 15:14:19 bastion sshd[811]",
+        "Mar  8 15:14:19 bastion sshd:[811]: x",
+        "Mar 08 15:14:19 bastion sshd[811]: x",
+        "Feb 30 15:14:19 bastion sshd[811]: x",
+        "Mar  8 15:14:19.5 bastion sshd[811]: x",
+        "Mar  8 15:14:19 bastion ss\thd[811]: x",
+    ]
+    lines = seeds + _header_variants(random.Random(23), seeds, 20_000)
+    builder = rows._RawRowBuilder(None, MOMENT)  # type: ignore[arg-type]
+    fast_path_count = 0
+    for line in lines:
+        expected = builder._parsed_header(line)
+        plain = not any(space in line for space in "\t\x0c\r")
+        assert builder._header(line, plain) == expected, repr(line)
+        assert builder._header(line, False) == expected, repr(line)
+        fast_path_count += line[: syslog.STAMP_PREFIX] in builder._times
+    assert fast_path_count > len(lines) // 2, "too few lines took the split in `_header`"

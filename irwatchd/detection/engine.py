@@ -23,7 +23,7 @@ from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.detection.hscache import load_later_or_compile
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
-from irwatchd.parsing.re2match import Re2Pattern
+from irwatchd.parsing.re2match import UNANCHORED, Re2Pattern
 from irwatchd.parsing.record import SOURCE_TYPES, LogRecord
 
 try:
@@ -79,6 +79,33 @@ class _CompiledRule:
     rule: Rule
     patterns: tuple[Re2Pattern, ...]
     ignore: tuple[Re2Pattern, ...]
+
+
+_SpanMatcher = Callable[[object, bytes, int, int], list[tuple[int, int]]]
+"""`Re2Pattern.match_spans`: (anchor, data, start, end) to the span of every group."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldRule:
+    """A rule prepared for `Detector.confirm_fields`: its span matchers and group positions.
+
+    Each pattern is (span matcher, position of `user`, position of `source_ip`), where position
+    0 means the pattern has no such group.
+    """
+
+    rule: Rule
+    rank: int
+    patterns: tuple[tuple[_SpanMatcher, int, int], ...]
+    ignore: tuple[_SpanMatcher, ...]
+
+
+def _field_rule(compiled: _CompiledRule, rank: int) -> _FieldRule:
+    patterns = tuple(
+        (pattern.match_spans, pattern.index.get("user", 0), pattern.index.get("source_ip", 0))
+        for pattern in compiled.patterns
+    )
+    ignore = tuple(pattern.match_spans for pattern in compiled.ignore)
+    return _FieldRule(compiled.rule, rank, patterns, ignore)
 
 
 def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
@@ -161,6 +188,8 @@ class Detector:
         self._rank: dict[int, int] = {}
         self._by_id: dict[int, _CompiledRule] = {}
         self._ids_by_type: dict[str, set[int]] = defaultdict(set)
+        # Rules by id and source type, prepared for `confirm_fields` when it first needs them.
+        self._field_rules: dict[str, dict[int, _FieldRule]] = {}
         # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
         self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
         compiled_rules = []
@@ -348,6 +377,48 @@ class Detector:
                 seen_categories.add(compiled.rule.category)
         return matches
 
+    def confirm_fields(
+        self, source_type: str, data: bytes, view: str, rule_ids: set[int]
+    ) -> list[tuple[Rule, str | None, str | None]]:
+        """Run the named rules as `confirm_groups` does and return each match's rule, user, address.
+
+        `data` is `view` encoded as UTF-8. The user and source address are those `_finding`
+        gives a finding whose address comes from the rule's groups, so `source_type` must not
+        be one whose address the server writes (access and error logs).
+        """
+        if source_type in _ATTRIBUTED_BY_SERVER:
+            raise ValueError(f"confirm_fields cannot attribute {source_type!r} lines")
+        table = self._field_rules.get(source_type)
+        if table is None:
+            table = self._field_rules[source_type] = {
+                id(compiled): _field_rule(compiled, rank)
+                for rank, compiled in enumerate(self._by_type.get(source_type, []))
+            }
+        if len(view) > MAX_VIEW_CHARS:
+            view = _detection_view(view)
+            data = view.encode()
+        if len(rule_ids) == 1:
+            for rule_id in rule_ids:
+                entry = table.get(rule_id)
+                if entry is None:
+                    return []
+                found = _match_fields(entry, data, view)
+                return [] if found is None else [found]
+        matches = []
+        seen_categories = set()
+        entries = sorted(
+            (table[rule_id] for rule_id in rule_ids if rule_id in table),
+            key=_rank_of,
+        )
+        for entry in entries:
+            if entry.rule.category in seen_categories:
+                continue
+            found = _match_fields(entry, data, view)
+            if found is not None:
+                matches.append(found)
+                seen_categories.add(entry.rule.category)
+        return matches
+
     def _finding(self, rule: Rule, record: LogRecord, groups: dict[str, str]) -> Finding:
         # `count` is how many failed attempts the line stands for: 0 for a line that repeats
         # what another line of the same attempt already counted, N for "repeated N times".
@@ -379,6 +450,45 @@ def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
     if any(ignore.matches(view) for ignore in compiled.ignore):
         return None
     return groups
+
+
+def _rank_of(entry: _FieldRule) -> int:
+    return entry.rank
+
+
+def _match_fields(
+    entry: _FieldRule, data: bytes, view: str
+) -> tuple[Rule, str | None, str | None] | None:
+    """Return the rule, user and cleaned source address of the rule's first matching pattern.
+
+    Return None when no pattern matches or an ignore pattern does. An empty group counts as
+    absent, as `groups.get(name) or None` and `clean_source` treat it.
+    """
+    size = len(data)
+    for pattern in entry.patterns:
+        spans = pattern[0](UNANCHORED, data, 0, size)
+        if spans[0][0] >= 0:
+            break
+    else:
+        return None
+    _, user_position, source_position = pattern
+    for ignore_spans in entry.ignore:
+        if ignore_spans(UNANCHORED, data, 0, size)[0][0] >= 0:
+            return None
+    # For ASCII text byte offsets are character offsets. Otherwise RE2 matches UTF-8 at
+    # character boundaries, so every span decodes on its own.
+    is_ascii = size == len(view)
+    user = None
+    if user_position:
+        start, end = spans[user_position]
+        if end > start >= 0:
+            user = view[start:end] if is_ascii else data[start:end].decode()
+    source = None
+    if source_position:
+        start, end = spans[source_position]
+        if end > start >= 0:
+            source = _clean_source(view[start:end] if is_ascii else data[start:end].decode())
+    return entry.rule, user, source
 
 
 def source_address(source_type: str, client_ip: str | None, groups: dict[str, str]) -> str | None:

@@ -60,15 +60,15 @@ class SyslogHeader:
 _UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset("0123456789")
-_RE2_SPACE = frozenset("\t\n\f\r ")
+RE2_SPACE = frozenset("\t\n\f\r ")
 """What RE2's `\\s` matches: ASCII whitespace without the vertical tab."""
 
 
-_STAMP_PREFIX = 16
+STAMP_PREFIX = 16
 """Length of the most common time prefix, `Mmm dd hh:mm:ss ` or `Mmm  d hh:mm:ss `."""
 _MAX_CACHED_STAMPS = 4096
 _stamps: dict[str, tuple[str, str, str]] = {}
-"""Time prefixes of `_STAMP_PREFIX` characters already split, mapped to (month, day, clock).
+"""Time prefixes of `STAMP_PREFIX` characters already split, mapped to (month, day, clock).
 
 Lines are written in time order, so consecutive lines share a prefix, and each split depends
 on the prefix alone.
@@ -85,26 +85,26 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     """
     if "\n" in line:
         return None
-    stamp = _stamps.get(line[:_STAMP_PREFIX])
+    stamp = _stamps.get(line[:STAMP_PREFIX])
     if stamp is None:
         split = _split_stamp(line)
         if split is None:
             return None
         month, day, clock, host_start = split
-        if host_start == _STAMP_PREFIX:
+        if host_start == STAMP_PREFIX:
             if len(_stamps) >= _MAX_CACHED_STAMPS:
                 _stamps.clear()
-            _stamps[line[:_STAMP_PREFIX]] = (month, day, clock)
+            _stamps[line[:STAMP_PREFIX]] = (month, day, clock)
     else:
         month, day, clock = stamp
-        host_start = _STAMP_PREFIX
+        host_start = STAMP_PREFIX
     host_end = line.find(" ", host_start)
     if host_end <= host_start:
         return None
     host = line[host_start:host_end]
     if len(host) == 4 and host.isascii() and host.isdigit():
         return None  # maybe a year after the clock
-    if not _RE2_SPACE.isdisjoint(host):
+    if not RE2_SPACE.isdisjoint(host):
         return None
     tag_start = host_end + 1
     # The tag runs to the first space, `[` or `:`; other whitespace in it goes to RE2.
@@ -120,7 +120,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     if tag_end <= tag_start or tag_end == len(line):
         return None
     tag = line[tag_start:tag_end]
-    if not _RE2_SPACE.isdisjoint(tag):
+    if not RE2_SPACE.isdisjoint(tag):
         return None
     pid = None
     if line[tag_end] == ":":
@@ -130,7 +130,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
         if pid_end < 0 or line[pid_end + 1 : pid_end + 2] != ":":
             return None
         pid = line[tag_end + 1 : pid_end]
-        if not _RE2_SPACE.isdisjoint(pid):
+        if not RE2_SPACE.isdisjoint(pid):
             return None
         message_start = pid_end + 2
     else:
@@ -166,6 +166,19 @@ def _split_stamp(line: str) -> tuple[str, str, str, int] | None:
     ):
         return None
     return line[:3], day, clock, position + 9
+
+
+def split_stamp_prefix(line: str) -> tuple[str, str, str] | None:
+    """Return (month, day, clock) when a line starts with a whole `STAMP_PREFIX`-character time.
+
+    Such a prefix is a traditional time and the space after it, so the host starts right
+    after it. `split_traditional` splits the time of every line with that prefix the same way,
+    so callers may keep results per prefix. Return None for any other start.
+    """
+    split = _split_stamp(line[:STAMP_PREFIX])
+    if split is None or split[3] != STAMP_PREFIX:
+        return None
+    return split[0], split[1], split[2]
 
 
 def parse_syslog(line: str, now: datetime) -> SyslogHeader | None:
