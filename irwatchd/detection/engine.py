@@ -190,6 +190,8 @@ class Detector:
         self._ids_by_type: dict[str, set[int]] = defaultdict(set)
         # Rules by id and source type, prepared for `confirm_fields` when it first needs them.
         self._field_rules: dict[str, dict[int, _FieldRule]] = {}
+        # `id` of the rule of each Hyperscan pattern id, by source type, for `prefilter_lines`.
+        self._rule_of_pattern: dict[str, list[int]] = {}
         # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
         self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
         compiled_rules = []
@@ -259,23 +261,31 @@ class Detector:
         line is longer than `MAX_VIEW_CHARS`, whose views are cut. Call it only
         when `has_prefilter(source_type)` is true.
         """
-        entries = self._entries[source_type]
-        hits: set[tuple[int, int]] = set()
+        rule_of_pattern = self._rule_of_pattern.get(source_type)
+        if rule_of_pattern is None:
+            rule_of_pattern = [id(compiled) for compiled, _ in self._entries[source_type]]
+            self._rule_of_pattern[source_type] = rule_of_pattern
+        hits: list[tuple[int, int]] = []
+        add_hit = hits.append
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            # As in `_prefilter`, a hit belongs to the line that contains its last byte.
-            hits.add((max(end - 1, 0), pattern_id))
+            add_hit((end, pattern_id))
 
         database = self._databases[source_type]()
         database.scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]
+        # As in `_prefilter`, a hit belongs to the line that contains its last byte. In end
+        # order, a hit whose last byte is at or before the newline found last is on its line.
+        hits.sort()
         candidates: dict[int, set[int]] = {}
-        newline_of: dict[int, int] = {}
-        for position, pattern_id in hits:
-            newline = newline_of.get(position)
-            if newline is None:
-                newline = buffer.find(b"\n", position)
-                newline_of[position] = newline
-            candidates.setdefault(newline, set()).add(id(entries[pattern_id][0]))
+        find = buffer.find
+        newline = -1
+        rule_ids: set[int] = set()
+        for end, pattern_id in hits:
+            last_byte = end - 1 if end else 0
+            if last_byte > newline:
+                newline = find(b"\n", last_byte)
+                rule_ids = candidates[newline] = set()
+            rule_ids.add(rule_of_pattern[pattern_id])
         return candidates
 
     def confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
@@ -387,7 +397,10 @@ class Detector:
         be one whose address the server writes (access and error logs).
         """
         if source_type in _ATTRIBUTED_BY_SERVER:
-            raise ValueError(f"confirm_fields cannot attribute {source_type!r} lines")
+            raise ValueError(
+                f"invalid source type {source_type!r} for confirm_fields: its address comes "
+                "from the server, so use confirm"
+            )
         table = self._field_rules.get(source_type)
         if table is None:
             table = self._field_rules[source_type] = {
