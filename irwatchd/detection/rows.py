@@ -30,8 +30,8 @@ from irwatchd.detection.process_context import (
 from irwatchd.parsing.syslog import (
     RE2_SPACE,
     STAMP_PREFIX,
+    StampTimes,
     parse_syslog,
-    split_stamp_prefix,
     split_traditional,
 )
 from irwatchd.parsing.timestamps import format_rfc3339, parse_bsd
@@ -105,6 +105,7 @@ class _RawRowBuilder:
         self._moment = moment
         # Times of the stamp prefixes that `split_stamp_prefix` accepts.
         self._times: dict[str, datetime | None] = {}
+        self._stamp_times = StampTimes(moment)
 
     def add_rows(self, part: RawCandidates, rows: list[DetectRow]) -> None:
         """Append the rows of the candidate lines of one raw block to `rows`, in line order."""
@@ -145,10 +146,9 @@ class _RawRowBuilder:
         if stamp in self._times:
             time = self._times[stamp]
         else:
-            split = split_stamp_prefix(stamp)
-            if split is None:
+            is_stamp, time = self._stamp_times.time_of(stamp)
+            if not is_stamp:
                 return self._parsed_header(text)
-            time = parse_bsd(split[0], split[1], split[2], None, self._moment)
             if len(self._times) >= _MAX_CACHED_TIMES:
                 self._times.clear()
             self._times[stamp] = time

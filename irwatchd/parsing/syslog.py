@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import re2
 
@@ -179,6 +179,77 @@ def split_stamp_prefix(line: str) -> tuple[str, str, str] | None:
     if split is None or split[3] != STAMP_PREFIX:
         return None
     return split[0], split[1], split[2]
+
+
+_MINUTE_PREFIX = 13
+"""Length of a stamp prefix up to its seconds, `Mmm dd hh:mm:`."""
+_MAX_CACHED_MINUTES = 1024
+_SECONDS = tuple(timedelta(seconds=second) for second in range(60))
+
+
+class StampTimes:
+    """Times of stamp prefixes, as `split_stamp_prefix` and `parse_bsd` give them, kept per minute.
+
+    Logs write a new second every few lines, so a time per whole stamp is built often. Here the
+    stamp of each minute is parsed once, and a stamp's time is that minute's time plus its
+    seconds. A minute in which the year guess of `parse_bsd` changes is parsed stamp by stamp.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        # (kind, time at second 0) of each minute prefix seen.
+        self._minutes: dict[str, tuple[int, datetime | None]] = {}
+
+    def time_of(self, stamp: str) -> tuple[bool, datetime | None]:
+        """Return (True, time) when `split_stamp_prefix` accepts `stamp`, else (False, None).
+
+        The time is the one `parse_bsd` returns for the split stamp, which may be None.
+        """
+        prefix = stamp[:_MINUTE_PREFIX]
+        minute = self._minutes.get(prefix)
+        if minute is None:
+            minute = self._minute(prefix)
+            if len(self._minutes) >= _MAX_CACHED_MINUTES:
+                self._minutes.clear()
+            self._minutes[prefix] = minute
+        kind, start = minute
+        if kind == _NOT_A_STAMP:
+            return False, None
+        seconds = stamp[_MINUTE_PREFIX:STAMP_PREFIX]
+        # `_split_stamp` accepts two ASCII digits and a space here. The minute passed the rest.
+        if len(seconds) != 3 or seconds[2] != " " or not seconds.isascii():
+            return False, None
+        if not seconds[:2].isdigit():
+            return False, None
+        if kind == _PER_STAMP:
+            split = split_stamp_prefix(stamp)
+            if split is None:  # pragma: no cover - the checks above accept the same stamps
+                return False, None
+            return True, parse_bsd(split[0], split[1], split[2], None, self._now)
+        second = int(seconds[:2])
+        if start is None or second >= len(_SECONDS):
+            return True, None  # `datetime` rejects second 60 and up
+        return True, start + _SECONDS[second]
+
+    def _minute(self, prefix: str) -> tuple[int, datetime | None]:
+        split = split_stamp_prefix(prefix + "00 ")
+        if split is None:
+            return _NOT_A_STAMP, None
+        start = parse_bsd(split[0], split[1], split[2], None, self._now)
+        if start is None:
+            # An unknown month, an invalid date or clock, or 29 February in a year without one.
+            # Every second of the minute shares it.
+            return _SECONDS_ADDED, None
+        moved_back = start.year != self._now.year
+        if not moved_back and start + _SECONDS[-1] - self._now > timedelta(days=1):
+            return _PER_STAMP, None  # the year guess changes within this minute
+        return _SECONDS_ADDED, start
+
+
+# Kinds of minute in `StampTimes`.
+_NOT_A_STAMP = 0
+_SECONDS_ADDED = 1
+_PER_STAMP = 2
 
 
 def parse_syslog(line: str, now: datetime) -> SyslogHeader | None:
