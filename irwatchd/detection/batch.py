@@ -132,39 +132,40 @@ def detect_file(
 class RawCandidates:
     """A block of syslog lines that are their own views, with the lines the prefilter named.
 
-    `candidates` maps the offset of a candidate line's newline in `block` to the rules to
-    confirm on it with `Detector.confirm_groups`. `number_base` and `offset_base` are the line
-    count and byte offset of the block's start in the file.
+    `candidates` maps the offset of a candidate line's newline in `block`, in line order, to
+    the mask of the syslog rules to confirm on it (see `Detector.prefilter_lines`).
+    `number_base` and `offset_base` are the line count and byte offset of the block's start in
+    the file.
     """
 
     block: bytes
-    candidates: dict[int, set[int]]
+    candidates: dict[int, int]
     source_type: str
     number_base: int
     offset_base: int
 
-    def lines(self) -> Iterator[tuple[int, int, str, set[int]]]:
-        """Yield (line number, byte offset, text, rule ids) of each candidate, in line order."""
+    def lines(self) -> Iterator[tuple[int, int, str, int]]:
+        """Yield (line number, byte offset, text, rule mask) of each candidate, in line order."""
         block = self.block
         counted_to = 0
         number = self.number_base
-        for newline in sorted(self.candidates):
+        for newline, rule_mask in self.candidates.items():
             start = block.rfind(b"\n", 0, newline) + 1
             number += block.count(b"\n", counted_to, start)
             counted_to = start
             text = block[start:newline].decode("utf-8")
-            yield number + 1, self.offset_base + start, text, self.candidates[newline]
+            yield number + 1, self.offset_base + start, text, rule_mask
 
 
 def _raw_findings(
     detector: Detector, part: RawCandidates, path: str, moment: datetime
 ) -> Iterator[Finding]:
-    for number, offset, text, rule_ids in part.lines():
+    for number, offset, text, rule_mask in part.lines():
         record = parse_line(
             text, part.source_type, moment, path=path, line_number=number, offset=offset
         )
         if record.view is text or record.view == text:
-            yield from detector.confirm(record, rule_ids)
+            yield from detector.confirm(record, detector.rule_ids_of("syslog", rule_mask))
         else:  # pragma: no cover - `_is_raw_view_block` rules this out
             yield from detector.detect([record])
 

@@ -23,7 +23,7 @@ from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.detection.hscache import load_later_or_compile
 from irwatchd.detection.rules import Rule
 from irwatchd.errors import ConfigError, Problem
-from irwatchd.parsing.re2match import UNANCHORED, Re2Pattern
+from irwatchd.parsing.re2match import Re2Pattern
 from irwatchd.parsing.record import SOURCE_TYPES, LogRecord
 
 try:
@@ -40,7 +40,7 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 64 << 20
 
-_clean_source = lru_cache(maxsize=8192)(clean_source)
+memoised_clean_source = lru_cache(maxsize=8192)(clean_source)
 """`clean_source`, memoised: one attacking address appears on thousands of lines.
 
 Each entry keeps two strings and a cache link, about 200 bytes, so 65,536 entries took 13 MiB
@@ -61,11 +61,11 @@ keeps `^`-anchored text and the tail keeps the `$`-anchored attribution fields (
 MAX_CACHED_VIEWS = 8192
 """Views whose candidate rules `prefilter_repeated_views` keeps; the cache empties when full."""
 
-_ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
+ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
 
 
-def _detection_view(view: str) -> str:
+def detection_view(view: str) -> str:
     # NOTE: the middle of an over-long view is not scanned; MAX_VIEW_CHARS gives the reason.
     if len(view) <= MAX_VIEW_CHARS:
         return view
@@ -79,33 +79,6 @@ class _CompiledRule:
     rule: Rule
     patterns: tuple[Re2Pattern, ...]
     ignore: tuple[Re2Pattern, ...]
-
-
-_SpanMatcher = Callable[[object, bytes, int, int], list[tuple[int, int]]]
-"""`Re2Pattern.match_spans`: (anchor, data, start, end) to the span of every group."""
-
-
-@dataclass(frozen=True, slots=True)
-class _FieldRule:
-    """A rule prepared for `Detector.confirm_fields`: its span matchers and group positions.
-
-    Each pattern is (span matcher, position of `user`, position of `source_ip`), where position
-    0 means the pattern has no such group.
-    """
-
-    rule: Rule
-    rank: int
-    patterns: tuple[tuple[_SpanMatcher, int, int], ...]
-    ignore: tuple[_SpanMatcher, ...]
-
-
-def _field_rule(compiled: _CompiledRule, rank: int) -> _FieldRule:
-    patterns = tuple(
-        (pattern.match_spans, pattern.index.get("user", 0), pattern.index.get("source_ip", 0))
-        for pattern in compiled.patterns
-    )
-    ignore = tuple(pattern.match_spans for pattern in compiled.ignore)
-    return _FieldRule(compiled.rule, rank, patterns, ignore)
 
 
 def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
@@ -188,10 +161,8 @@ class Detector:
         self._rank: dict[int, int] = {}
         self._by_id: dict[int, _CompiledRule] = {}
         self._ids_by_type: dict[str, set[int]] = defaultdict(set)
-        # Rules by id and source type, prepared for `confirm_fields` when it first needs them.
-        self._field_rules: dict[str, dict[int, _FieldRule]] = {}
-        # `id` of the rule of each Hyperscan pattern id, by source type, for `prefilter_lines`.
-        self._rule_of_pattern: dict[str, list[int]] = {}
+        # The rule mask bit of each Hyperscan pattern id, by source type, for `prefilter_lines`.
+        self._bit_of_pattern: dict[str, list[int]] = {}
         # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
         self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
         compiled_rules = []
@@ -252,19 +223,25 @@ class Detector:
         """Return whether lines of `source_type` go through a Hyperscan prefilter database."""
         return self.use_prefilter and source_type in self._databases
 
-    def prefilter_lines(self, source_type: str, buffer: bytes) -> dict[int, set[int]]:
+    def prefilter_lines(self, source_type: str, buffer: bytes) -> dict[int, int]:
         """Prefilter a buffer of newline-ended lines whose views are the lines themselves.
 
-        Return, for each candidate line, the offset of its newline mapped to the rules to
-        confirm on it with `confirm`. The caller guarantees that each line's view is its text
-        (true for traditional and ISO syslog lines), because rules match views, and that no
-        line is longer than `MAX_VIEW_CHARS`, whose views are cut. Call it only
-        when `has_prefilter(source_type)` is true.
+        Return, for each candidate line in line order, the offset of its newline mapped to the
+        mask of the rules to confirm on it. Bit i of a mask is the i-th rule of
+        `ranked_rules(source_type)`, and `rule_ids_of` turns a mask into ids for `confirm`.
+        The caller guarantees that each line's view is its text (true for traditional and ISO
+        syslog lines), because rules match views, and that no line is longer than
+        `MAX_VIEW_CHARS`, whose views are cut. Call it only when `has_prefilter(source_type)`
+        is true.
         """
-        rule_of_pattern = self._rule_of_pattern.get(source_type)
-        if rule_of_pattern is None:
-            rule_of_pattern = [id(compiled) for compiled, _ in self._entries[source_type]]
-            self._rule_of_pattern[source_type] = rule_of_pattern
+        bit_of_pattern = self._bit_of_pattern.get(source_type)
+        if bit_of_pattern is None:
+            rank = {
+                id(compiled): index for index, compiled in enumerate(self._by_type[source_type])
+            }
+            entries = self._entries[source_type]
+            bit_of_pattern = [1 << rank[id(compiled)] for compiled, _ in entries]
+            self._bit_of_pattern[source_type] = bit_of_pattern
         hits: list[tuple[int, int]] = []
         add_hit = hits.append
 
@@ -276,20 +253,38 @@ class Detector:
         # As in `_prefilter`, a hit belongs to the line that contains its last byte. In end
         # order, a hit whose last byte is at or before the newline found last is on its line.
         hits.sort()
-        candidates: dict[int, set[int]] = {}
+        candidates: dict[int, int] = {}
         find = buffer.find
         newline = -1
-        rule_ids: set[int] = set()
+        mask = 0
         for end, pattern_id in hits:
             last_byte = end - 1 if end else 0
             if last_byte > newline:
+                if mask:
+                    candidates[newline] = mask
                 newline = find(b"\n", last_byte)
-                rule_ids = candidates[newline] = set()
-            rule_ids.add(rule_of_pattern[pattern_id])
+                mask = 0
+            mask |= bit_of_pattern[pattern_id]
+        if mask:
+            candidates[newline] = mask
         return candidates
 
+    def ranked_rules(
+        self, source_type: str
+    ) -> list[tuple[Rule, Sequence[Re2Pattern], Sequence[Re2Pattern]]]:
+        """Return the rules of a source type, most severe first, with their patterns and ignores."""
+        return [
+            (compiled.rule, compiled.patterns, compiled.ignore)
+            for compiled in self._by_type.get(source_type, [])
+        ]
+
+    def rule_ids_of(self, source_type: str, rule_mask: int) -> set[int]:
+        """Return the rule ids for `confirm` of a rule mask from `prefilter_lines`."""
+        rules = self._by_type.get(source_type, [])
+        return {id(compiled) for index, compiled in enumerate(rules) if rule_mask >> index & 1}
+
     def confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
-        """Run the rules `prefilter_lines` named for this line; at most one finding per category."""
+        """Run the rules of `rule_ids` on one record and return at most one finding per category."""
         return self._confirm(record, rule_ids)
 
     def prefilter_views(self, source_type: str, views: Sequence[str]) -> dict[int, set[int]]:
@@ -298,7 +293,7 @@ class Detector:
         Return the index of each candidate view mapped to the rules to confirm on it with
         `confirm`. Call it only when `has_prefilter(source_type)` is true.
         """
-        encoded = [_detection_view(view).encode("utf-8", "replace") for view in views]
+        encoded = [detection_view(view).encode("utf-8", "replace") for view in views]
         starts = []
         offset = 0
         for chunk in encoded:
@@ -370,7 +365,7 @@ class Detector:
         """Run the named rules on one view, most severe first; at most one match per category.
 
         Return each matching rule with its named groups. `rule_ids` come from
-        `prefilter_lines` or `prefilter_views`; rules that do not apply to `source_type` are
+        `prefilter_views` or `rule_ids_of`; rules that do not apply to `source_type` are
         skipped.
         """
         matches = []
@@ -385,51 +380,6 @@ class Detector:
             if groups is not None:
                 matches.append((compiled.rule, groups))
                 seen_categories.add(compiled.rule.category)
-        return matches
-
-    def confirm_fields(
-        self, source_type: str, data: bytes, view: str, rule_ids: set[int]
-    ) -> list[tuple[Rule, str | None, str | None]]:
-        """Run the named rules as `confirm_groups` does and return each match's rule, user, address.
-
-        `data` is `view` encoded as UTF-8. The user and source address are those `_finding`
-        gives a finding whose address comes from the rule's groups, so `source_type` must not
-        be one whose address the server writes (access and error logs).
-        """
-        if source_type in _ATTRIBUTED_BY_SERVER:
-            raise ValueError(
-                f"invalid source type {source_type!r} for confirm_fields: its address comes "
-                "from the server, so use confirm"
-            )
-        table = self._field_rules.get(source_type)
-        if table is None:
-            table = self._field_rules[source_type] = {
-                id(compiled): _field_rule(compiled, rank)
-                for rank, compiled in enumerate(self._by_type.get(source_type, []))
-            }
-        if len(view) > MAX_VIEW_CHARS:
-            view = _detection_view(view)
-            data = view.encode()
-        if len(rule_ids) == 1:
-            for rule_id in rule_ids:
-                entry = table.get(rule_id)
-                if entry is None:
-                    return []
-                found = _match_fields(entry, data, view)
-                return [] if found is None else [found]
-        matches = []
-        seen_categories = set()
-        entries = sorted(
-            (table[rule_id] for rule_id in rule_ids if rule_id in table),
-            key=_rank_of,
-        )
-        for entry in entries:
-            if entry.rule.category in seen_categories:
-                continue
-            found = _match_fields(entry, data, view)
-            if found is not None:
-                matches.append(found)
-                seen_categories.add(entry.rule.category)
         return matches
 
     def _finding(self, rule: Rule, record: LogRecord, groups: dict[str, str]) -> Finding:
@@ -452,7 +402,7 @@ class Detector:
 
 def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
     """Return the named groups of the rule's first matching pattern, or None (or ignored)."""
-    view = _detection_view(view)
+    view = detection_view(view)
     groups = None
     for pattern in compiled.patterns:
         groups = pattern.search_named(view)
@@ -465,47 +415,8 @@ def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
     return groups
 
 
-def _rank_of(entry: _FieldRule) -> int:
-    return entry.rank
-
-
-def _match_fields(
-    entry: _FieldRule, data: bytes, view: str
-) -> tuple[Rule, str | None, str | None] | None:
-    """Return the rule, user and cleaned source address of the rule's first matching pattern.
-
-    Return None when no pattern matches or an ignore pattern does. An empty group counts as
-    absent, as `groups.get(name) or None` and `clean_source` treat it.
-    """
-    size = len(data)
-    for pattern in entry.patterns:
-        spans = pattern[0](UNANCHORED, data, 0, size)
-        if spans[0][0] >= 0:
-            break
-    else:
-        return None
-    _, user_position, source_position = pattern
-    for ignore_spans in entry.ignore:
-        if ignore_spans(UNANCHORED, data, 0, size)[0][0] >= 0:
-            return None
-    # For ASCII text byte offsets are character offsets. Otherwise RE2 matches UTF-8 at
-    # character boundaries, so every span decodes on its own.
-    is_ascii = size == len(view)
-    user = None
-    if user_position:
-        start, end = spans[user_position]
-        if end > start >= 0:
-            user = view[start:end] if is_ascii else data[start:end].decode()
-    source = None
-    if source_position:
-        start, end = spans[source_position]
-        if end > start >= 0:
-            source = _clean_source(view[start:end] if is_ascii else data[start:end].decode())
-    return entry.rule, user, source
-
-
 def source_address(source_type: str, client_ip: str | None, groups: dict[str, str]) -> str | None:
     """Return a finding's source address: the server-written client field, else the rule's group."""
-    if source_type in _ATTRIBUTED_BY_SERVER:
-        return _clean_source(client_ip)
-    return _clean_source(groups.get("source_ip"))
+    if source_type in ATTRIBUTED_BY_SERVER:
+        return memoised_clean_source(client_ip)
+    return memoised_clean_source(groups.get("source_ip"))

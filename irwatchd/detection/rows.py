@@ -18,6 +18,7 @@ from typing import BinaryIO, Final
 
 from irwatchd.detection.batch import RawCandidates, StreamTotals, walk_file
 from irwatchd.detection.engine import Detector
+from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.process_context import (
     ATTRIBUTION_GROUP,
@@ -101,7 +102,7 @@ class _RawRowBuilder:
     """Rows from the candidate lines of raw syslog blocks, as `_raw_findings` would find them."""
 
     def __init__(self, detector: Detector, moment: datetime) -> None:
-        self._detector = detector
+        self._confirmer = FieldConfirmer(detector, "syslog")
         self._moment = moment
         # Times of the stamp prefixes that `split_stamp_prefix` accepts.
         self._times: dict[str, datetime | None] = {}
@@ -109,7 +110,7 @@ class _RawRowBuilder:
 
     def add_rows(self, part: RawCandidates, rows: list[DetectRow]) -> None:
         """Append the rows of the candidate lines of one raw block to `rows`, in line order."""
-        confirm = self._detector.confirm_fields
+        confirm = self._confirmer.confirm
         header = self._header
         block = part.block
         # Without tab, form feed and CR, a header field contains no `\s` character that
@@ -117,14 +118,14 @@ class _RawRowBuilder:
         plain = b"\t" not in block and b"\f" not in block and b"\r" not in block
         number = part.number_base
         counted_to = 0
-        for newline in sorted(part.candidates):
+        for newline, rule_mask in part.candidates.items():
             start = block.rfind(b"\n", 0, newline) + 1
             number += block.count(b"\n", counted_to, start)
             counted_to = start
             data = block[start:newline]
             # `walk_file` makes raw blocks only of valid UTF-8 lines that parse as syslog.
             text = data.decode()
-            matches = confirm("syslog", data, text, part.candidates[newline])
+            matches = confirm(data, text, rule_mask)
             if not matches:
                 continue
             time, process = header(text, plain)
