@@ -262,6 +262,8 @@ class RowRenderer:
 
     def __init__(self) -> None:
         self._rule_fields: dict[str, str] = {}
+        # The JSON value of each recent log time; rows of one second share a time.
+        self._time_values: dict[datetime | None, str] = {}
 
     def render(self, rows: Iterable[DetectRow]) -> str:
         """Return one JSON object per row, each ending in a newline."""
@@ -271,6 +273,7 @@ class RowRenderer:
         """Return one JSON object per row, each ending in a newline, as a list."""
         lines = []
         rule_fields = self._rule_fields
+        time_values = self._time_values
         for number, rule_id, category, severity, source_ip, user, time, _ in rows:
             fields = rule_fields.get(rule_id)
             if fields is None:
@@ -279,13 +282,22 @@ class RowRenderer:
                 )[1:-1]
             address = "null" if source_ip is None else encode_basestring_ascii(source_ip)
             name = "null" if user is None else encode_basestring_ascii(user)
-            stamp = format_rfc3339(time)
-            moment = "null" if stamp is None else encode_basestring_ascii(stamp)
+            moment = time_values.get(time)
+            if moment is None:
+                moment = self._time_value(time)
             lines.append(
                 f'{{"line": {number}, {fields}, "source_ip": {address}, '
                 f'"user": {name}, "time": {moment}}}\n'
             )
         return lines
+
+    def _time_value(self, time: datetime | None) -> str:
+        stamp = format_rfc3339(time)
+        value = "null" if stamp is None else encode_basestring_ascii(stamp)
+        if len(self._time_values) >= _MAX_CACHED_TIMES:
+            self._time_values.clear()
+        self._time_values[time] = value
+        return value
 
     @staticmethod
     def with_source_ip(line: str, address: str) -> str:
