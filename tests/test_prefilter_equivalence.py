@@ -354,3 +354,25 @@ def test_raw_view_check_matches_one_pass() -> None:
             counts[raw] += 1
     assert counts[True] > 500, "too few blocks passed the check to compare"
     assert counts[False] > 500, "too few blocks failed the check to compare"
+
+
+def test_simple_access_block_matches_line_checks() -> None:
+    rng = random.Random(37)
+    seeds = [line for line in _corpus_lines("web.jsonl") if line.isascii()]
+    seeds += ['a b c [x] "GET / HTTP/1.1" 200 1 "-" "-"', 'a b c [x y] "" - - "" ""']
+    alphabet = ['"', "\\", " ", "  ", "]", "[", "\t", "-", "7", "x", "\x7f", ""]
+    counts = {True: 0, False: 0}
+    for _ in range(4000):
+        lines = [rng.choice(seeds) for _ in range(rng.randint(1, 3))]
+        index = rng.randrange(len(lines))
+        chars = list(lines[index])
+        position = rng.randrange(len(chars) + 1)
+        chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+        lines[index] = "".join(chars)
+        block = "".join(line + "\n" for line in lines)
+        expected = all(batch.combined_access_view(line) is not None for line in lines)
+        simple = batch._SIMPLE_ACCESS_LINES.fullmatch(block.encode()) is not None
+        assert simple == expected, block
+        counts[simple] += 1
+    assert counts[True] > 500, "too few simple blocks to compare"
+    assert counts[False] > 500, "too few other blocks to compare"
