@@ -68,7 +68,7 @@ _NOT_ACCESS_LOG = re2.compile(
 
 
 # A block whose every line has the simple combined shape that `combined_access_view` accepts,
-# checked in one linear RE2 pass. Such a line is printable ASCII without a backslash. It holds
+# checked in one linear RE2 pass. Such a line is printable ASCII without a backslash. It has
 # three tokens without a space, a `[time]` without `]` inside and a quoted request. Then come
 # a status of `-` or three digits, a size of `-` or digits, and a quoted referer and agent
 # that end the line. In the classes, 0x22 is `"`, 0x5c is a backslash and 0x5d is `]`.

@@ -15,7 +15,6 @@ import re2
 
 UNANCHORED = re2._Anchor.UNANCHORED
 """The anchor argument of `Re2Pattern.match_spans` for a search anywhere in the text."""
-_UNANCHORED = UNANCHORED
 _NO_SPAN = (-1, -1)
 
 
@@ -45,7 +44,7 @@ class Re2Pattern:
     def search(self, text: str) -> list[str | None] | None:
         """Search `text`; return the whole match and every group, or None when there is no match."""
         data = text.encode()
-        spans = self._compiled.Match(_UNANCHORED, data, 0, len(data))
+        spans = self._compiled.Match(UNANCHORED, data, 0, len(data))
         if spans[0] == _NO_SPAN:
             return None
         if len(data) == len(text):
@@ -68,4 +67,4 @@ class Re2Pattern:
     def matches(self, text: str) -> bool:
         """Return whether the pattern matches anywhere in `text`."""
         data = text.encode()
-        return bool(self._compiled.Match(_UNANCHORED, data, 0, len(data))[0] != _NO_SPAN)
+        return bool(self._compiled.Match(UNANCHORED, data, 0, len(data))[0] != _NO_SPAN)
