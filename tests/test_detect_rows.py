@@ -11,12 +11,14 @@ import pytest
 
 from irwatchd.cli.main import build_parser
 from irwatchd.config import load_config
-from irwatchd.detection import batch, parallel
+from irwatchd.detection import batch, parallel, rows
 from irwatchd.detection.batch import detect_file
-from irwatchd.detection.engine import Detector, hyperscan
+from irwatchd.detection.engine import Detector, hyperscan, source_address
+from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
 from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.parsing import syslog
 from tests.helpers import CONFIG, CORPUS
 
 pytestmark = pytest.mark.skipif(hyperscan is None, reason="hyperscan is not installed")
@@ -196,3 +198,76 @@ def _run_detect(argv: list[str]) -> int:
 def _findings_printed(output: str) -> str:
     """Return the JSON lines of `output`, without the log lines structlog prints by default."""
     return "".join(line for line in output.splitlines(keepends=True) if line.startswith("{"))
+
+
+def _header_variants(rng: random.Random, seeds: list[str], count: int) -> list[str]:
+    """Return `count` lines made from `seeds` with odd characters written into their headers."""
+    alphabet = " \t\x0b\x0c\x00[]:0123456789ADecJanab<>.-é\u00a0\u0663\U0001f600"
+    lines = []
+    for _ in range(count):
+        chars = list(rng.choice(seeds))
+        position = rng.randrange(min(len(chars), 48) + 1)
+        chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+        lines.append("".join(chars))
+    return lines
+
+
+def test_header_split_matches_parsed_header(detector: Detector) -> None:
+    seeds = [line.decode() for line in _corpus_lines("auth.jsonl")]
+    seeds += [
+        "Mar  8 15:14:19 sshd[5] sshd[811]: x",
+        "Mar  8 15:14:19 a[b sshd[811]: x",
+        "Mar  8 15:14:19 2024 sshd[811]: x",
+        "Mar  8 15:14:19 bastion sshd[81 1]: x",
+        "Mar  8 15:14:19 bastion sshd[\u0663]: x",
+        "Mar  8 15:14:19 bastion sshd[811] x",
+        "Mar  8 15:14:19 bastion sshd[811]",
+        "Mar  8 15:14:19 bastion sshd:[811]: x",
+        "Mar 08 15:14:19 bastion sshd[811]: x",
+        "Feb 30 15:14:19 bastion sshd[811]: x",
+        "Mar  8 15:14:19.5 bastion sshd[811]: x",
+        "Mar  8 15:14:19 bastion ss\thd[811]: x",
+    ]
+    lines = seeds + _header_variants(random.Random(23), seeds, 20_000)
+    builder = rows._RawRowBuilder(detector, MOMENT)
+    fast_path_count = 0
+    for line in lines:
+        expected = builder._parsed_header(line)
+        plain = not any(space in line for space in "\t\x0c\r")
+        assert builder._header(line, plain) == expected, repr(line)
+        assert builder._header(line, False) == expected, repr(line)
+        fast_path_count += line[: syslog.STAMP_PREFIX] in builder._times
+    assert fast_path_count > len(lines) // 2, "too few lines took the split in `_header`"
+
+
+def test_field_confirmer_matches_confirm_groups(detector: Detector) -> None:
+    lines = [line.decode() for line in _corpus_lines("auth.jsonl")]
+    lines += [line.decode("utf-8", "replace") for line in _hostile_lines()]
+    lines += [
+        "Mar  8 15:14:19 bastion sshd[811]: Failed password for "
+        + "\u00e9\x00" * 300_000
+        + " from 192.0.2.1 port 22 ssh2",
+        "Mar  8 15:14:19 bastion sshd[811]: Failed password for  from 192.0.2.1 port 22 ssh2",
+        "Mar  8 15:14:19 bastion sshd[811]: Failed password for x from [::1]:22 port 22 ssh2",
+        "Mar  8 15:14:19 bastion su: pam_unix(su:auth): authentication failure; logname= uid=1 "
+        "euid=0 tty= ruser=m rhost=  user=root",
+    ]
+    confirmer = FieldConfirmer(detector, "syslog")
+    rule_count = len(detector.ranked_rules("syslog"))
+    masks = [(1 << rule_count) - 1, *(1 << index for index in range(rule_count))]
+    found = 0
+    for line in lines:
+        for mask in masks:
+            groups = detector.confirm_groups(line, "syslog", detector.rule_ids_of("syslog", mask))
+            expected = [
+                (rule, fields.get("user") or None, source_address("syslog", None, fields))
+                for rule, fields in groups
+            ]
+            assert confirmer.confirm(line.encode(), line, mask) == expected, (mask, line[:200])
+            found += len(expected)
+    assert found > len(lines), "too few matches to compare"
+
+
+def test_field_confirmer_rejects_access_log(detector: Detector) -> None:
+    with pytest.raises(ValueError, match="access_log"):
+        FieldConfirmer(detector, "access_log")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 from irwatchd.config import load_config
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
+from irwatchd.parsing import syslog
 from irwatchd.parsing.dispatch import guess_source_type, parse_line
+from irwatchd.parsing.timestamps import parse_bsd
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2024, 3, 9, 12, 0, tzinfo=UTC)
@@ -140,3 +143,38 @@ def test_access_log_multiline_sql_comment_is_removed() -> None:
         'HTTP/1.1" 200 10 "-" "Mozilla/5.0"'
     )
     assert "union select 1" in parse_line(line, "access_log", NOW).view
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 12, 4, 12, 0, 30, tzinfo=UTC),
+        # The year guess changes in the middle of the minute 12:00 on 5 December.
+        datetime(2026, 12, 4, 11, 59, 30, tzinfo=UTC),
+        # A January run reads December lines as last year's and 29 February has no year.
+        datetime(2027, 1, 2, 0, 0, 0, 500_000, tzinfo=UTC),
+        datetime(2025, 2, 27, 23, 59, 59, tzinfo=UTC),
+    ],
+)
+def test_stamp_times_match_parse_bsd(now: datetime) -> None:
+    rng = random.Random(31)
+    months = ["Jan", "Feb", "Mar", "Dec", "Xyz", "dec", "DEC"]
+    days = [" 1", "01", " 4", " 5", "29", "30", "31", "32", " 0", "\u0663\u0663", "1 ", "  "]
+    clocks = ["00:00:00", "11:59:59", "12:00:00", "12:00:29", "12:00:31", "12:00:59", "23:59:60"]
+    clocks += ["24:00:00", "12:60:00", "1:00:00 ", "12:00:\u0663\u0663", "12-00-00", "12:00:0 "]
+    stamps = []
+    for _ in range(20_000):
+        stamp = f"{rng.choice(months)} {rng.choice(days)} {rng.choice(clocks)} "
+        if rng.random() < 0.1:
+            chars = list(stamp)
+            chars[rng.randrange(len(chars))] = rng.choice(" :0a\t\u00e9")
+            stamp = "".join(chars)
+        stamps.append(stamp[: rng.choice([16, 16, 16, 15, 12])])
+    times = syslog.StampTimes(now)
+    accepted = 0
+    for stamp in stamps:
+        split = syslog.split_stamp_prefix(stamp)
+        expected = None if split is None else parse_bsd(split[0], split[1], split[2], None, now)
+        assert times.time_of(stamp) == (split is not None, expected), repr(stamp)
+        accepted += split is not None and expected is not None
+    assert accepted > 1000, "too few stamps had a time to compare"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import re2
 
 from irwatchd.config import load_config
 from irwatchd.detection import batch, hscache, parallel
@@ -326,3 +327,52 @@ def test_hyperscan_cache_loads_when_first_used(
     assert len(compiles) == 1, "a cached database was compiled again"
     assert loader() is first, "a second call loaded the database again"
     assert hits, "the loaded database found nothing"
+
+
+def test_raw_view_check_matches_one_pass() -> None:
+    # The check in one RE2 pass that `_is_raw_view_block` splits into cheaper steps.
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    one_pass = {
+        "syslog": re2.compile(rb"\r|(?:\A|\n)(?:<|1 )", options),
+        "auto": re2.compile(rb"\r|(?:\A|\n)[^JFMASOND]", options),
+    }
+    rng = random.Random(29)
+    seeds = [line.encode() for name in CORPUS_FILES for line in _corpus_lines(name)]
+    alphabet = [b"\r", b"\n", b"<", b"1 ", b"J", b"x", b"", b"\xc3\xa9"]
+    counts = {True: 0, False: 0}
+    for _ in range(3000):
+        lines = [rng.choice(seeds) for _ in range(rng.randint(1, 4))]
+        index = rng.randrange(len(lines))
+        position = rng.choice([0, 0, 1, rng.randrange(len(lines[index]) + 1)])
+        lines[index] = lines[index][:position] + rng.choice(alphabet) + lines[index][position:]
+        block = b"\n".join(lines) + b"\n"
+        for source_type in ("syslog", "auto"):
+            expected = one_pass[source_type].search(block) is None
+            raw = batch._is_raw_view_block(block, source_type, 1 << 20)
+            assert raw == expected, (source_type, block)
+            counts[raw] += 1
+    assert counts[True] > 500, "too few blocks passed the check to compare"
+    assert counts[False] > 500, "too few blocks failed the check to compare"
+
+
+def test_simple_access_block_matches_line_checks() -> None:
+    rng = random.Random(37)
+    seeds = [line for line in _corpus_lines("web.jsonl") if line.isascii()]
+    seeds += ['a b c [x] "GET / HTTP/1.1" 200 1 "-" "-"', 'a b c [x y] "" - - "" ""']
+    alphabet = ['"', "\\", " ", "  ", "]", "[", "\t", "-", "7", "x", "\x7f", ""]
+    counts = {True: 0, False: 0}
+    for _ in range(4000):
+        lines = [rng.choice(seeds) for _ in range(rng.randint(1, 3))]
+        index = rng.randrange(len(lines))
+        chars = list(lines[index])
+        position = rng.randrange(len(chars) + 1)
+        chars[position : position + rng.randint(0, 2)] = rng.choice(alphabet) * rng.randint(0, 2)
+        lines[index] = "".join(chars)
+        block = "".join(line + "\n" for line in lines)
+        expected = all(batch.combined_access_view(line) is not None for line in lines)
+        simple = batch._SIMPLE_ACCESS_LINES.fullmatch(block.encode()) is not None
+        assert simple == expected, block
+        counts[simple] += 1
+    assert counts[True] > 500, "too few simple blocks to compare"
+    assert counts[False] > 500, "too few other blocks to compare"

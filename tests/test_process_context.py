@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from irwatchd.detection.process_context import LogTime, ProcessContext, ProcessKey
+from irwatchd.detection.rows import attribute_group
 from tests.helpers import run_cli
 
 INVALID = "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 192.0.2.1"
@@ -55,3 +58,33 @@ def test_daemon_attributes_by_process(tmp_path: Path) -> None:
         wait_until(lambda: len(audit_actions(state, "finding")) >= 2)
     findings = audit_actions(state, "finding")
     assert [record["source"]["ip"] for record in findings] == ["192.0.2.1", "192.0.2.1"]
+
+
+def test_microsecond_times_attribute_as_datetimes() -> None:
+    # Ages and gaps on both sides of the 600 s age limit and the 10 s lookahead, to the microsecond.
+    start = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    first, second, third = ("bastion", "sshd", "811"), ("bastion", "sshd", "812"), ("b", "s", "9")
+    rows: list[tuple[ProcessKey | None, int, str | None]] = [
+        (first, 0, "192.0.2.1"),
+        (first, 600_000_000, None),
+        (first, 600_000_001, None),
+        (second, 700_000_000, None),
+        (None, 705_000_000, None),
+        (second, 710_000_000, "192.0.2.2"),
+        (third, 720_000_000, None),
+        (third, 730_000_001, "192.0.2.3"),
+    ]
+    processes = [process for process, _, _ in rows]
+    addresses = [address for _, _, address in rows]
+    datetimes: list[LogTime | None] = [start + timedelta(microseconds=n) for _, n, _ in rows]
+    since_epoch = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    microseconds: list[LogTime | None] = [since_epoch + n for _, n, _ in rows]
+
+    expected = attribute_group(processes, datetimes, addresses, ProcessContext())
+    attributed = attribute_group(processes, microseconds, addresses, ProcessContext())
+
+    assert attributed == expected
+    assert expected[1] == "192.0.2.1", "an address exactly 600 s old still counts"
+    assert expected[2] is None, "an address older than 600 s must not count"
+    assert expected[3] == "192.0.2.2", "an address exactly 10 s ahead still counts"
+    assert expected[6] is None, "an address more than 10 s ahead must not count"

@@ -40,13 +40,20 @@ A larger block saves little time but adds to peak RSS: 1 MiB blocks cost 7 MiB m
 _LATIN1 = re2.Options()
 _LATIN1.encoding = re2.Options.Encoding.LATIN1
 _LATIN1.log_errors = False
-# Text that shows a line might not be its own syslog view, found in one linear RE2 pass over
-# a block. That is a CR, which `iter_lines` strips from a line end, or a line that starts
-# like RFC 5424 (`<PRI>` or `1 `). With `auto` it is also a line whose first byte is not a
-# month initial, because `guess_source_type` could then guess another type.
+# A line start that shows the line might not be its own syslog view, found in one linear RE2
+# pass over a block: a line that starts like RFC 5424 (`<PRI>` or `1 `). With `auto` it is
+# also a line whose first byte is not a month initial, because `guess_source_type` could then
+# guess another type. `_is_raw_view_block` checks the first line and CR on their own, so every
+# match starts with a newline. RE2 then skips ahead from newline to newline. That took 0.016 ms
+# per 256 KiB block of auth.log, against 0.4 ms for one pattern that also matches CR
+# (google-re2 1.1, CPython 3.11, timeit on the 2-core benchmark machine).
 _NOT_RAW_VIEW = {
-    "syslog": re2.compile(rb"\r|(?:\A|\n)(?:<|1 )", _LATIN1),
-    "auto": re2.compile(rb"\r|(?:\A|\n)[^JFMASOND]", _LATIN1),
+    "syslog": re2.compile(rb"\n(?:<|1 )", _LATIN1),
+    "auto": re2.compile(rb"\n[^JFMASOND]", _LATIN1),
+}
+_NOT_RAW_VIEW_FIRST_LINE = {
+    "syslog": re2.compile(rb"\A(?:<|1 )", _LATIN1),
+    "auto": re2.compile(rb"\A[^JFMASOND]", _LATIN1),
 }
 
 # A line that `guess_source_type` would not guess to be an access-log line, found in one
@@ -56,6 +63,22 @@ _NOT_RAW_VIEW = {
 _NOT_ACCESS_LOG = re2.compile(
     rb"(?:\A|\n)(?:\n|[{<\[JFMASOND]|type=|node="
     rb"|[0-9][^\n]{3}/[^\n]{2}/[^\n]{3}|[0-9][^\n]{3}-[^\n]{5}[T ])",
+    _LATIN1,
+)
+
+
+# A block whose every line has the simple combined shape that `combined_access_view` accepts,
+# checked in one linear RE2 pass. Such a line is printable ASCII without a backslash. It has
+# three tokens without a space, a `[time]` without `]` inside and a quoted request. Then come
+# a status of `-` or three digits, a size of `-` or digits, and a quoted referer and agent
+# that end the line. In the classes, 0x22 is `"`, 0x5c is a backslash and 0x5d is `]`.
+_SIMPLE_ACCESS_LINES = re2.compile(
+    rb"(?:"
+    rb"[\x21\x23-\x5b\x5d-\x7e]+ [\x21\x23-\x5b\x5d-\x7e]+ [\x21\x23-\x5b\x5d-\x7e]+ "
+    rb"\[[\x20\x21\x23-\x5b\x5e-\x7e]+\] "
+    rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*" (?:-|[0-9]{3}) (?:-|[0-9]+) '
+    rb'"[\x20\x21\x23-\x5b\x5d-\x7e]*" "[\x20\x21\x23-\x5b\x5d-\x7e]*"\n'
+    rb")*",
     _LATIN1,
 )
 
@@ -125,39 +148,40 @@ def detect_file(
 class RawCandidates:
     """A block of syslog lines that are their own views, with the lines the prefilter named.
 
-    `candidates` maps the offset of a candidate line's newline in `block` to the rules to
-    confirm on it with `Detector.confirm_groups`. `number_base` and `offset_base` are the line
-    count and byte offset of the block's start in the file.
+    `candidates` maps the offset of a candidate line's newline in `block`, in line order, to
+    the mask of the syslog rules to confirm on it (see `Detector.prefilter_lines`).
+    `number_base` and `offset_base` are the line count and byte offset of the block's start in
+    the file.
     """
 
     block: bytes
-    candidates: dict[int, set[int]]
+    candidates: dict[int, int]
     source_type: str
     number_base: int
     offset_base: int
 
-    def lines(self) -> Iterator[tuple[int, int, str, set[int]]]:
-        """Yield (line number, byte offset, text, rule ids) of each candidate, in line order."""
+    def lines(self) -> Iterator[tuple[int, int, str, int]]:
+        """Yield (line number, byte offset, text, rule mask) of each candidate, in line order."""
         block = self.block
         counted_to = 0
         number = self.number_base
-        for newline in sorted(self.candidates):
+        for newline, rule_mask in self.candidates.items():
             start = block.rfind(b"\n", 0, newline) + 1
             number += block.count(b"\n", counted_to, start)
             counted_to = start
             text = block[start:newline].decode("utf-8")
-            yield number + 1, self.offset_base + start, text, self.candidates[newline]
+            yield number + 1, self.offset_base + start, text, rule_mask
 
 
 def _raw_findings(
     detector: Detector, part: RawCandidates, path: str, moment: datetime
 ) -> Iterator[Finding]:
-    for number, offset, text, rule_ids in part.lines():
+    for number, offset, text, rule_mask in part.lines():
         record = parse_line(
             text, part.source_type, moment, path=path, line_number=number, offset=offset
         )
         if record.view is text or record.view == text:
-            yield from detector.confirm(record, rule_ids)
+            yield from detector.confirm(record, detector.rule_ids_of("syslog", rule_mask))
         else:  # pragma: no cover - `_is_raw_view_block` rules this out
             yield from detector.detect([record])
 
@@ -206,10 +230,12 @@ def walk_file(
             return
         block, carry = buffer[:cut], buffer[cut:]
         if block:
+            lines_in_block = block.count(b"\n")
             yield from _detect_block(
-                detector, block, source_type, path, max_line_bytes, moment, number, offset, counts
-            )
-            number += block.count(b"\n")
+                detector, block, source_type, path, max_line_bytes, moment, number, offset, counts,
+                lines_in_block,
+            )  # fmt: skip
+            number += lines_in_block
             offset += len(block)
     if carry:
         tail = io.BytesIO(carry)
@@ -277,6 +303,11 @@ def _is_raw_view_block(block: bytes, source_type: str, max_line_bytes: int) -> b
             block.decode("utf-8")
         except UnicodeDecodeError:
             return False
+    # A CR is stripped from a line end by `iter_lines`, so such a line is not its own view.
+    if b"\r" in block:
+        return False
+    if _NOT_RAW_VIEW_FIRST_LINE[source_type].search(block, 0, 2) is not None:
+        return False
     if _NOT_RAW_VIEW[source_type].search(block) is not None:
         return False
     return lines_within(block, min(max_line_bytes, MAX_VIEW_CHARS))
@@ -292,14 +323,17 @@ def _detect_block(
     number_base: int,
     offset_base: int,
     counts: StreamTotals,
+    lines_in_block: int,
 ) -> Iterator[Finding | RawCandidates]:
-    """Detect in one block of complete lines: raw prefilter when it is sound, else parse all."""
+    """Detect in one block of complete lines: raw prefilter when it is sound, else parse all.
+
+    `lines_in_block` is the number of newlines in `block`.
+    """
     if source_type != "syslog":
         access = _detect_access_block(
             detector, block, source_type, path, max_line_bytes, moment, number_base, offset_base
         )
         if access is not None:
-            lines_in_block = block.count(b"\n")
             counts.lines += lines_in_block
             counts.fast_lines += lines_in_block
             yield from access
@@ -318,7 +352,6 @@ def _detect_block(
             number_base, offset_base, counts,
         )  # fmt: skip
         return
-    lines_in_block = block.count(b"\n")
     counts.lines += lines_in_block
     counts.fast_lines += lines_in_block
     candidates = detector.prefilter_lines("syslog", block)
@@ -390,12 +423,26 @@ def combined_access_view(line: str) -> str | None:
         return None
     if not (size == "-" or size.isdigit()):
         return None
-    method, _, rest = parts[1].partition(" ")
+    return _request_view(parts[1], parts[3], parts[5])
+
+
+@lru_cache(maxsize=4096)
+def _request_view(request: str, referer: str, agent: str) -> str:
+    """Return the view of a combined-format line of a simple shape from its three quoted fields.
+
+    The view depends on nothing else, and the same fields recur on many lines. The fields
+    alone decide whether a normalisation step could change the view: without `%`, `&`, `/*`,
+    two spaces or a `+` in the target, the plain view built here is the view `access_view`
+    builds from the same fields.
+    """
+    method, _, rest = request.partition(" ")
     target, _, protocol = rest.rpartition(" ")
     if not protocol.startswith("HTTP/"):
         target = rest
-    referer, agent = parts[3], parts[5]
-    if "%" in line or "&" in line or "/*" in line or "  " in line or "+" in target:
+    fields = (request, referer, agent)
+    if any("%" in field or "&" in field or "/*" in field or "  " in field for field in fields):
+        return _memoised_access_view(method, target, referer, agent)
+    if "+" in target:
         return _memoised_access_view(method, target, referer, agent)
     agent_view = "" if agent == "-" else agent.lower().strip()
     referer_view = "" if referer == "-" else referer.lower().strip()
@@ -432,24 +479,31 @@ def _detect_access_block(
     lines = block.decode("ascii").split("\n")
     lines.pop()  # the block ends with a newline
     kind = "access_log"
-    offsets = list(accumulate((len(line) + 1 for line in lines), initial=offset_base))
+    # Line i starts at `offset_base + text_before[i] + i`, after i lines and their newlines.
+    text_before = list(accumulate(map(len, lines), initial=0))
     views: list[str] = []
     records: dict[int, LogRecord] = {}
-    for index, view in enumerate([combined_access_view(line) for line in lines]):
-        if view is None:
-            record = parse_line(
-                lines[index], kind, moment, path=path, line_number=number_base + index + 1,
-                offset=offsets[index],
-            )  # fmt: skip
-            records[index] = record
-            view = record.view
-        views.append(view)
+    if _SIMPLE_ACCESS_LINES.fullmatch(block) is not None:
+        # Every line has the simple shape, so `combined_access_view` would only split it.
+        for line in lines:
+            parts = line.split('"')
+            views.append(_request_view(parts[1], parts[3], parts[5]))
+    else:
+        for index, view in enumerate([combined_access_view(line) for line in lines]):
+            if view is None:
+                record = parse_line(
+                    lines[index], kind, moment, path=path, line_number=number_base + index + 1,
+                    offset=offset_base + text_before[index] + index,
+                )  # fmt: skip
+                records[index] = record
+                view = record.view
+            views.append(view)
     findings: list[Finding] = []
     candidates = detector.prefilter_repeated_views(kind, views)
     for index in sorted(candidates):
         record = records.get(index) or parse_line(
             lines[index], kind, moment, path=path, line_number=number_base + index + 1,
-            offset=offsets[index],
+            offset=offset_base + text_before[index] + index,
         )  # fmt: skip
         if record.view == views[index]:
             findings.extend(detector.confirm(record, candidates[index]))

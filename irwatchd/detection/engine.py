@@ -40,7 +40,7 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 64 << 20
 
-_clean_source = lru_cache(maxsize=8192)(clean_source)
+memoised_clean_source = lru_cache(maxsize=8192)(clean_source)
 """`clean_source`, memoised: one attacking address appears on thousands of lines.
 
 Each entry keeps two strings and a cache link, about 200 bytes, so 65,536 entries took 13 MiB
@@ -61,11 +61,11 @@ keeps `^`-anchored text and the tail keeps the `$`-anchored attribution fields (
 MAX_CACHED_VIEWS = 8192
 """Views whose candidate rules `prefilter_repeated_views` keeps; the cache empties when full."""
 
-_ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
+ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
 
 
-def _detection_view(view: str) -> str:
+def detection_view(view: str) -> str:
     # NOTE: the middle of an over-long view is not scanned; MAX_VIEW_CHARS gives the reason.
     if len(view) <= MAX_VIEW_CHARS:
         return view
@@ -161,6 +161,8 @@ class Detector:
         self._rank: dict[int, int] = {}
         self._by_id: dict[int, _CompiledRule] = {}
         self._ids_by_type: dict[str, set[int]] = defaultdict(set)
+        # The rule mask bit of each Hyperscan pattern id, by source type, for `prefilter_lines`.
+        self._bit_of_pattern: dict[str, list[int]] = {}
         # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
         self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
         compiled_rules = []
@@ -221,36 +223,68 @@ class Detector:
         """Return whether lines of `source_type` go through a Hyperscan prefilter database."""
         return self.use_prefilter and source_type in self._databases
 
-    def prefilter_lines(self, source_type: str, buffer: bytes) -> dict[int, set[int]]:
+    def prefilter_lines(self, source_type: str, buffer: bytes) -> dict[int, int]:
         """Prefilter a buffer of newline-ended lines whose views are the lines themselves.
 
-        Return, for each candidate line, the offset of its newline mapped to the rules to
-        confirm on it with `confirm`. The caller guarantees that each line's view is its text
-        (true for traditional and ISO syslog lines), because rules match views, and that no
-        line is longer than `MAX_VIEW_CHARS`, whose views are cut. Call it only
-        when `has_prefilter(source_type)` is true.
+        Return, for each candidate line in line order, the offset of its newline mapped to the
+        mask of the rules to confirm on it. Bit i of a mask is the i-th rule of
+        `ranked_rules(source_type)`, and `rule_ids_of` turns a mask into ids for `confirm`.
+        The caller guarantees that each line's view is its text (true for traditional and ISO
+        syslog lines), because rules match views, and that no line is longer than
+        `MAX_VIEW_CHARS`, whose views are cut. Call it only when `has_prefilter(source_type)`
+        is true.
         """
-        entries = self._entries[source_type]
-        hits: set[tuple[int, int]] = set()
+        bit_of_pattern = self._bit_of_pattern.get(source_type)
+        if bit_of_pattern is None:
+            rank = {
+                id(compiled): index for index, compiled in enumerate(self._by_type[source_type])
+            }
+            entries = self._entries[source_type]
+            bit_of_pattern = [1 << rank[id(compiled)] for compiled, _ in entries]
+            self._bit_of_pattern[source_type] = bit_of_pattern
+        hits: list[tuple[int, int]] = []
+        add_hit = hits.append
 
         def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            # As in `_prefilter`, a hit belongs to the line that contains its last byte.
-            hits.add((max(end - 1, 0), pattern_id))
+            add_hit((end, pattern_id))
 
         database = self._databases[source_type]()
         database.scan(buffer, match_event_handler=on_match)  # type: ignore[attr-defined]
-        candidates: dict[int, set[int]] = {}
-        newline_of: dict[int, int] = {}
-        for position, pattern_id in hits:
-            newline = newline_of.get(position)
-            if newline is None:
-                newline = buffer.find(b"\n", position)
-                newline_of[position] = newline
-            candidates.setdefault(newline, set()).add(id(entries[pattern_id][0]))
+        # As in `_prefilter`, a hit belongs to the line that contains its last byte. In end
+        # order, a hit whose last byte is at or before the newline found last is on its line.
+        hits.sort()
+        candidates: dict[int, int] = {}
+        find = buffer.find
+        newline = -1
+        mask = 0
+        for end, pattern_id in hits:
+            last_byte = end - 1 if end else 0
+            if last_byte > newline:
+                if mask:
+                    candidates[newline] = mask
+                newline = find(b"\n", last_byte)
+                mask = 0
+            mask |= bit_of_pattern[pattern_id]
+        if mask:
+            candidates[newline] = mask
         return candidates
 
+    def ranked_rules(
+        self, source_type: str
+    ) -> list[tuple[Rule, Sequence[Re2Pattern], Sequence[Re2Pattern]]]:
+        """Return the rules of a source type, most severe first, with their patterns and ignores."""
+        return [
+            (compiled.rule, compiled.patterns, compiled.ignore)
+            for compiled in self._by_type.get(source_type, [])
+        ]
+
+    def rule_ids_of(self, source_type: str, rule_mask: int) -> set[int]:
+        """Return the rule ids for `confirm` of a rule mask from `prefilter_lines`."""
+        rules = self._by_type.get(source_type, [])
+        return {id(compiled) for index, compiled in enumerate(rules) if rule_mask >> index & 1}
+
     def confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
-        """Run the rules `prefilter_lines` named for this line; at most one finding per category."""
+        """Run the rules of `rule_ids` on one record and return at most one finding per category."""
         return self._confirm(record, rule_ids)
 
     def prefilter_views(self, source_type: str, views: Sequence[str]) -> dict[int, set[int]]:
@@ -259,7 +293,7 @@ class Detector:
         Return the index of each candidate view mapped to the rules to confirm on it with
         `confirm`. Call it only when `has_prefilter(source_type)` is true.
         """
-        encoded = [_detection_view(view).encode("utf-8", "replace") for view in views]
+        encoded = [detection_view(view).encode("utf-8", "replace") for view in views]
         starts = []
         offset = 0
         for chunk in encoded:
@@ -331,7 +365,7 @@ class Detector:
         """Run the named rules on one view, most severe first; at most one match per category.
 
         Return each matching rule with its named groups. `rule_ids` come from
-        `prefilter_lines` or `prefilter_views`; rules that do not apply to `source_type` are
+        `prefilter_views` or `rule_ids_of`; rules that do not apply to `source_type` are
         skipped.
         """
         matches = []
@@ -368,7 +402,7 @@ class Detector:
 
 def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
     """Return the named groups of the rule's first matching pattern, or None (or ignored)."""
-    view = _detection_view(view)
+    view = detection_view(view)
     groups = None
     for pattern in compiled.patterns:
         groups = pattern.search_named(view)
@@ -383,6 +417,6 @@ def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:
 
 def source_address(source_type: str, client_ip: str | None, groups: dict[str, str]) -> str | None:
     """Return a finding's source address: the server-written client field, else the rule's group."""
-    if source_type in _ATTRIBUTED_BY_SERVER:
-        return _clean_source(client_ip)
-    return _clean_source(groups.get("source_ip"))
+    if source_type in ATTRIBUTED_BY_SERVER:
+        return memoised_clean_source(client_ip)
+    return memoised_clean_source(groups.get("source_ip"))

@@ -28,6 +28,13 @@ _PROCESS_TYPES = frozenset({"syslog", "json"})
 ProcessKey = tuple[str, str, str]
 """(host, program, PID) of the process that wrote a line."""
 
+LogTime = datetime | int
+"""A line's log time: a `datetime`, or whole microseconds since the Unix epoch.
+
+The `detect --jobs` parent attributes with microseconds, so it builds no `datetime` per row.
+One `ProcessContext` must be given only one of the two kinds.
+"""
+
 ATTRIBUTION_GROUP = 1024
 """Findings `attribute_stream` attributes together; the lookahead stays within one group."""
 
@@ -70,7 +77,7 @@ class ProcessContext:
         self.max_processes = max_processes
         self.max_age_seconds = max_age_seconds
         self.lookahead_seconds = lookahead_seconds
-        self._seen: OrderedDict[ProcessKey, tuple[str, datetime | None]] = OrderedDict()
+        self._seen: OrderedDict[ProcessKey, tuple[str, LogTime | None]] = OrderedDict()
 
     def apply(self, finding: Finding) -> Finding:
         """Remember the finding's address, or give it the one its process showed earlier."""
@@ -86,12 +93,12 @@ class ProcessContext:
         fields = finding.fields | {"source_ip_from": "process"}
         return dataclasses.replace(finding, source_ip=address, fields=fields)
 
-    def remember(self, key: ProcessKey, address: str, moment: datetime | None) -> None:
+    def remember(self, key: ProcessKey, address: str, moment: LogTime | None) -> None:
         """Store `address` as the last one process `key` showed, at log time `moment`."""
         self.remember_many(((key, address, moment),))
 
     def remember_many(
-        self, entries: Iterable[tuple[ProcessKey | None, str, datetime | None]]
+        self, entries: Iterable[tuple[ProcessKey | None, str, LogTime | None]]
     ) -> None:
         """Remember each (key, address, time) in order; entries without a key are skipped."""
         seen = self._seen
@@ -103,14 +110,14 @@ class ProcessContext:
             if len(seen) > self.max_processes:
                 seen.popitem(last=False)
 
-    def recall(self, key: ProcessKey, moment: datetime | None) -> str | None:
+    def recall(self, key: ProcessKey, moment: LogTime | None) -> str | None:
         """Return the address process `key` showed last, unless it is older than the max age."""
         known = self._seen.get(key)
         if known is None:
             return None
         address, seen_at = known
         if moment is not None and seen_at is not None:
-            age = (moment - seen_at).total_seconds()
+            age = _seconds_between(moment, seen_at)
             if age < 0 or age > self.max_age_seconds:
                 return None
         return address
@@ -140,8 +147,8 @@ class ProcessContext:
     def address_ahead(
         self,
         key: ProcessKey,
-        moment: datetime | None,
-        later: Iterable[tuple[ProcessKey | None, datetime | None, str | None]],
+        moment: LogTime | None,
+        later: Iterable[tuple[ProcessKey | None, LogTime | None, str | None]],
     ) -> str | None:
         """Return the first address process `key` shows in `later` within the lookahead time.
 
@@ -151,11 +158,24 @@ class ProcessContext:
             if address is None or candidate_key != key:
                 continue
             if moment is not None and candidate_time is not None:
-                gap = (candidate_time - moment).total_seconds()
+                gap = _seconds_between(candidate_time, moment)
                 if gap < 0 or gap > self.lookahead_seconds:
                     return None
             return address
         return None
+
+
+def _seconds_between(later: LogTime, earlier: LogTime) -> float:
+    """Return the seconds from `earlier` to `later`, both datetimes or both microseconds.
+
+    Both kinds give the same float: `timedelta.total_seconds` also divides whole microseconds
+    by 10**6.
+    """
+    if isinstance(later, int) and isinstance(earlier, int):
+        return (later - earlier) / 1_000_000
+    if isinstance(later, datetime) and isinstance(earlier, datetime):
+        return (later - earlier).total_seconds()
+    raise TypeError(f"cannot compare log times {later!r} and {earlier!r} of different kinds")
 
 
 def attribute_stream(

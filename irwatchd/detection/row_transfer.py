@@ -16,13 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from irwatchd.detection.process_context import ATTRIBUTION_GROUP, ProcessContext, ProcessKey
-from irwatchd.detection.rows import DetectRow, RowRenderer, attribute_group
+from irwatchd.detection.process_context import (
+    ATTRIBUTION_GROUP,
+    LogTime,
+    ProcessContext,
+    ProcessKey,
+)
+from irwatchd.detection.rows import SOURCE_IP, DetectRow, RowRenderer, attribute_group
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _LENGTH_BYTES = 8
-_MAX_CACHED_TIMES = 4096
 
 
 @dataclass(slots=True)
@@ -31,24 +35,25 @@ class RenderedRows:
 
     lines: list[str]
     processes: list[ProcessKey | None]
-    times: list[datetime | None]
+    times: list[LogTime | None]
     addresses: list[str | None]
 
 
 def dump_rendered(rows: list[DetectRow], renderer: RowRenderer, sink: BinaryIO) -> None:
     """Render rows and append them to `sink` as one record for `load_rendered`.
 
-    Times travel as microseconds since the epoch, because attribution and printing use only
-    the instant, not the time zone.
+    Times travel as microseconds since the epoch, and the parent attributes with them as they
+    are, because attribution uses only the instant and the lines are rendered already.
     """
-    microseconds = [
-        None if row.time is None else (row.time - _EPOCH) // _MICROSECOND for row in rows
-    ]
+    # Rows of one log second share a time, so each distinct time is converted once.
+    distinct = {row[6] for row in rows if row[6] is not None}
+    since_epoch = {moment: (moment - _EPOCH) // _MICROSECOND for moment in distinct}
+    microseconds = [None if row[6] is None else since_epoch[row[6]] for row in rows]
     record = (
         renderer.render_lines(rows),
-        [row.process for row in rows],
+        [row[7] for row in rows],
         microseconds,
-        [row.source_ip for row in rows],
+        [row[SOURCE_IP] for row in rows],
     )
     data = marshal.dumps(record)
     sink.write(len(data).to_bytes(_LENGTH_BYTES, "little"))
@@ -57,26 +62,13 @@ def dump_rendered(rows: list[DetectRow], renderer: RowRenderer, sink: BinaryIO) 
 
 def load_rendered(source: BinaryIO) -> Iterator[RenderedRows]:
     """Yield the records `dump_rendered` wrote to `source`, in order, until its end."""
-    times: dict[int, datetime] = {}
     while True:
         prefix = source.read(_LENGTH_BYTES)
         if not prefix:
             return
         data = source.read(int.from_bytes(prefix, "little"))
         lines, processes, microseconds, addresses = marshal.loads(data)  # noqa: S302 - own worker
-        moments = [
-            None if value is None else times.get(value) or _new_time(times, value)
-            for value in microseconds
-        ]
-        yield RenderedRows(lines, processes, moments, addresses)
-
-
-def _new_time(times: dict[int, datetime], microseconds: int) -> datetime:
-    """Return the time `microseconds` after the epoch, and keep it in `times` for reuse."""
-    if len(times) >= _MAX_CACHED_TIMES:
-        times.clear()
-    moment = times[microseconds] = _EPOCH + timedelta(microseconds=microseconds)
-    return moment
+        yield RenderedRows(lines, processes, microseconds, addresses)
 
 
 def attribute_rendered(

@@ -11,44 +11,52 @@ findings first. A test compares the rendered rows with the rendered findings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from json import dumps
 from json.encoder import encode_basestring_ascii
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from irwatchd.detection.batch import RawCandidates, StreamTotals, walk_file
-from irwatchd.detection.engine import Detector, source_address
+from irwatchd.detection.engine import Detector
+from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.process_context import (
     ATTRIBUTION_GROUP,
+    LogTime,
     ProcessContext,
     ProcessKey,
     process_key,
     process_key_of,
 )
-from irwatchd.parsing.syslog import parse_syslog, split_traditional
+from irwatchd.parsing.syslog import (
+    RE2_SPACE,
+    STAMP_PREFIX,
+    StampTimes,
+    parse_syslog,
+    split_traditional,
+)
 from irwatchd.parsing.timestamps import format_rfc3339, parse_bsd
 
+_MAX_CACHED_TIMES = 4096
+_MAX_CACHED_SOURCES = 4096
 
-@dataclass(slots=True)
-class DetectRow:
-    """One finding as `detect` prints it, with the process key that attribution needs."""
 
-    line: int
-    rule_id: str
-    category: str
-    severity: str
-    source_ip: str | None
-    user: str | None
-    time: datetime | None
-    process: ProcessKey | None
+DetectRow = tuple[int, str, str, str, str | None, str | None, datetime | None, ProcessKey | None]
+"""One finding as `detect` prints it, with the process key that attribution needs.
+
+The fields are line number, rule id, category, severity, source address, user, log time and
+process key. A tuple takes a fifth of the time of a slotted dataclass instance to build
+(0.09 µs against 0.5 µs, CPython 3.11 on the 2-core benchmark machine).
+"""
+
+SOURCE_IP: Final = 4
+"""Position of the source address in a `DetectRow`."""
 
 
 def row_from_finding(finding: Finding) -> DetectRow:
     """Return the row of a finding that `Detector` built."""
     record = finding.record
-    return DetectRow(
+    return (
         record.line_number,
         finding.rule_id,
         finding.category,
@@ -96,36 +104,118 @@ class _RawRowBuilder:
     """Rows from the candidate lines of raw syslog blocks, as `_raw_findings` would find them."""
 
     def __init__(self, detector: Detector, moment: datetime) -> None:
-        self._detector = detector
+        self._confirmer = FieldConfirmer(detector, "syslog")
         self._moment = moment
+        # Times of the stamp prefixes that `split_stamp_prefix` accepts.
+        self._times: dict[str, datetime | None] = {}
+        self._stamp_times = StampTimes(moment)
+        # `_source` of each `host tag[` seen.
+        self._sources: dict[str, tuple[str, str] | tuple[()]] = {}
 
     def add_rows(self, part: RawCandidates, rows: list[DetectRow]) -> None:
-        confirm = self._detector.confirm_groups
-        # `walk_file` makes raw blocks only of lines that parse as (or fall back to) syslog.
-        for number, _, text, rule_ids in part.lines():
-            matches = confirm(text, "syslog", rule_ids)
+        """Append the rows of the candidate lines of one raw block to `rows`, in line order."""
+        confirm = self._confirmer.confirm
+        header = self._header
+        block = part.block
+        # Without tab, form feed and CR, a header field contains no `\s` character that
+        # `split_traditional` checks for, because lines contain no newline either.
+        plain = b"\t" not in block and b"\f" not in block and b"\r" not in block
+        number = part.number_base
+        counted_to = 0
+        for newline, rule_mask in part.candidates.items():
+            start = block.rfind(b"\n", 0, newline) + 1
+            number += block.count(b"\n", counted_to, start)
+            counted_to = start
+            data = block[start:newline]
+            # `walk_file` makes raw blocks only of valid UTF-8 lines that parse as syslog.
+            text = data.decode()
+            matches = confirm(data, text, rule_mask)
             if not matches:
                 continue
-            time, host, program = self._header(text)
-            process = process_key_of("syslog", host, program, text)
-            for rule, groups in matches:
-                source_ip = source_address("syslog", None, groups)
-                user = groups.get("user") or None
-                row = DetectRow(
-                    number, rule.id, rule.category, rule.severity, source_ip, user, time, process
-                )
+            time, process = header(text, plain)
+            for rule, user, source_ip in matches:
+                row = (
+                    number + 1, rule.id, rule.category, rule.severity, source_ip, user, time,
+                    process,
+                )  # fmt: skip
                 rows.append(row)
 
-    def _header(self, text: str) -> tuple[datetime | None, str | None, str | None]:
-        """Return the time, host and program `parse_syslog` finds in a line."""
+    def _header(self, text: str, plain: bool) -> tuple[datetime | None, ProcessKey | None]:
+        """Return the time and process key that `_parsed_header` returns for a line.
+
+        A line of the usual shape, `Mmm dd hh:mm:ss host tag[pid]: message`, is split here with
+        a few string searches whose results match `split_traditional` step by step (a test
+        compares the two). `plain` is true when the line contains no tab, form feed or CR.
+        """
+        stamp = text[:STAMP_PREFIX]
+        if stamp in self._times:
+            time = self._times[stamp]
+        else:
+            is_stamp, time = self._stamp_times.time_of(stamp)
+            if not is_stamp:
+                return self._parsed_header(text)
+            if len(self._times) >= _MAX_CACHED_TIMES:
+                self._times.clear()
+            self._times[stamp] = time
+        host_end = text.find(" ", STAMP_PREFIX)
+        bracket = text.find("[", host_end)
+        if host_end <= STAMP_PREFIX:
+            return self._parsed_header(text)
+        # `host tag[` decides everything about the host and the tag, and recurs on most lines.
+        source = self._sources.get(text[STAMP_PREFIX : bracket + 1])
+        if source is None:
+            source = self._source(text[STAMP_PREFIX : bracket + 1])
+        if not source:
+            return self._parsed_header(text)
+        pid_end = text.find("]", bracket)
+        if pid_end < 0 or text[pid_end + 1 : pid_end + 2] != ":":
+            return self._parsed_header(text)
+        pid = text[bracket + 1 : pid_end]
+        if " " in pid or not (plain or RE2_SPACE.isdisjoint(pid)):
+            return self._parsed_header(text)
+        host, tag = source
+        return time, (host, tag, pid) if pid.isdigit() else None
+
+    def _source(self, prefix: str) -> tuple[str, str] | tuple[()]:
+        """Return (host, tag) of a line that starts with a stamp and then `prefix`, `host tag[`.
+
+        Return () when `split_traditional` would not split such a line as `_header` does. That
+        is an empty host or tag, a tag with a space or `:`, whitespace, or a host of four
+        digits (maybe a year). It is also a `tag[` inside the host, because `process_key_of`
+        would look for the PID there. The result depends on the prefix alone, so it is kept.
+        """
+        host_end = prefix.find(" ")
+        host = prefix[:host_end]
+        tag = prefix[host_end + 1 : -1]
+        valid = (
+            host_end > 0
+            and prefix.endswith("[")
+            and tag != ""
+            and " " not in tag
+            and ":" not in tag
+            and not (len(host) == 4 and host.isascii() and host.isdigit())
+            and RE2_SPACE.isdisjoint(host)
+            and RE2_SPACE.isdisjoint(tag)
+            # The stamp has no `[` and the tag no space, so an earlier `tag[` in the line can
+            # only lie inside the host.
+            and prefix[host_end + 1 :] not in host
+        )
+        source: tuple[str, str] | tuple[()] = (host, tag) if valid else ()
+        if len(self._sources) >= _MAX_CACHED_SOURCES:
+            self._sources.clear()
+        self._sources[prefix] = source
+        return source
+
+    def _parsed_header(self, text: str) -> tuple[datetime | None, ProcessKey | None]:
+        """Return the time and process key of a line from `parse_syslog` and `process_key_of`."""
         split = split_traditional(text)
         if split is None:
             header = parse_syslog(text, self._moment)
             if header is None:
-                return None, None, None
-            return header.time, header.host, header.program
+                return None, None
+            return header.time, process_key_of("syslog", header.host, header.program, text)
         time = parse_bsd(split[0], split[1], split[2], None, self._moment)
-        return time, split[3], split[4]
+        return time, process_key_of("syslog", split[3], split[4], text)
 
 
 def attribute_rows(
@@ -145,18 +235,20 @@ def attribute_rows(
 
 
 def _attribute_row_group(rows: list[DetectRow], context: ProcessContext) -> None:
-    addresses = [row.source_ip for row in rows]
+    addresses = [row[SOURCE_IP] for row in rows]
     attributed = attribute_group(
-        [row.process for row in rows], [row.time for row in rows], addresses, context
+        [row[7] for row in rows], [row[6] for row in rows], addresses, context
     )
     if attributed is not addresses:
-        for row, address in zip(rows, attributed, strict=True):
-            row.source_ip = address
+        for index, (before, after) in enumerate(zip(addresses, attributed, strict=True)):
+            if after is not before:
+                number, rule_id, category, severity, _, user, time, process = rows[index]
+                rows[index] = (number, rule_id, category, severity, after, user, time, process)
 
 
 def attribute_group(
     processes: list[ProcessKey | None],
-    times: list[datetime | None],
+    times: list[LogTime | None],
     addresses: list[str | None],
     context: ProcessContext,
 ) -> list[str | None]:
@@ -195,6 +287,8 @@ class RowRenderer:
 
     def __init__(self) -> None:
         self._rule_fields: dict[str, str] = {}
+        # The JSON value of each recent log time, because rows of one second share a time.
+        self._time_values: dict[datetime | None, str] = {}
 
     def render(self, rows: Iterable[DetectRow]) -> str:
         """Return one JSON object per row, each ending in a newline."""
@@ -203,21 +297,32 @@ class RowRenderer:
     def render_lines(self, rows: Iterable[DetectRow]) -> list[str]:
         """Return one JSON object per row, each ending in a newline, as a list."""
         lines = []
-        for row in rows:
-            fields = self._rule_fields.get(row.rule_id)
+        rule_fields = self._rule_fields
+        time_values = self._time_values
+        for number, rule_id, category, severity, source_ip, user, time, _ in rows:
+            fields = rule_fields.get(rule_id)
             if fields is None:
-                fields = self._rule_fields[row.rule_id] = dumps(
-                    {"rule": row.rule_id, "category": row.category, "severity": row.severity}
+                fields = rule_fields[rule_id] = dumps(
+                    {"rule": rule_id, "category": category, "severity": severity}
                 )[1:-1]
-            source_ip = "null" if row.source_ip is None else encode_basestring_ascii(row.source_ip)
-            user = "null" if row.user is None else encode_basestring_ascii(row.user)
-            stamp = format_rfc3339(row.time)
-            time = "null" if stamp is None else encode_basestring_ascii(stamp)
+            address = "null" if source_ip is None else encode_basestring_ascii(source_ip)
+            name = "null" if user is None else encode_basestring_ascii(user)
+            moment = time_values.get(time)
+            if moment is None:
+                moment = self._time_value(time)
             lines.append(
-                f'{{"line": {row.line}, {fields}, "source_ip": {source_ip}, '
-                f'"user": {user}, "time": {time}}}\n'
+                f'{{"line": {number}, {fields}, "source_ip": {address}, '
+                f'"user": {name}, "time": {moment}}}\n'
             )
         return lines
+
+    def _time_value(self, time: datetime | None) -> str:
+        stamp = format_rfc3339(time)
+        value = "null" if stamp is None else encode_basestring_ascii(stamp)
+        if len(self._time_values) >= _MAX_CACHED_TIMES:
+            self._time_values.clear()
+        self._time_values[time] = value
+        return value
 
     @staticmethod
     def with_source_ip(line: str, address: str) -> str:

@@ -9,9 +9,12 @@ strings `re2.compile(pattern).search(text).group(name)` returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import re2
 
-_UNANCHORED = re2._Anchor.UNANCHORED
+UNANCHORED = re2._Anchor.UNANCHORED
+"""The anchor argument of `Re2Pattern.match_spans` for a search anywhere in the text."""
 _NO_SPAN = (-1, -1)
 
 
@@ -21,7 +24,7 @@ class Re2Pattern:
     `index[name]` is the position of a named group in that list; position 0 is the whole match.
     """
 
-    __slots__ = ("_compiled", "index", "names", "pattern", "regexp")
+    __slots__ = ("_compiled", "index", "match_spans", "names", "pattern", "regexp")
 
     def __init__(self, pattern: str, options: re2.Options) -> None:
         self.pattern = pattern
@@ -30,6 +33,10 @@ class Re2Pattern:
         # Match(anchor, bytes, pos, endpos) returns one (start, end) byte span per group, and
         # (-1, -1) for a group that did not take part.
         self._compiled = self.regexp._regexp
+        # `match_spans(UNANCHORED, data, 0, len(data))` returns those spans for UTF-8 bytes,
+        # for hot loops that slice the groups they need themselves.
+        self.match_spans: Callable[[object, bytes, int, int], list[tuple[int, int]]]
+        self.match_spans = self._compiled.Match
         self.index: dict[str, int] = dict(self.regexp.groupindex)
         # Same order as `re2` groupdict(), so dicts built from it compare and print the same.
         self.names: tuple[tuple[str, int], ...] = tuple(self.index.items())
@@ -37,7 +44,7 @@ class Re2Pattern:
     def search(self, text: str) -> list[str | None] | None:
         """Search `text`; return the whole match and every group, or None when there is no match."""
         data = text.encode()
-        spans = self._compiled.Match(_UNANCHORED, data, 0, len(data))
+        spans = self._compiled.Match(UNANCHORED, data, 0, len(data))
         if spans[0] == _NO_SPAN:
             return None
         if len(data) == len(text):
@@ -60,4 +67,4 @@ class Re2Pattern:
     def matches(self, text: str) -> bool:
         """Return whether the pattern matches anywhere in `text`."""
         data = text.encode()
-        return bool(self._compiled.Match(_UNANCHORED, data, 0, len(data))[0] != _NO_SPAN)
+        return bool(self._compiled.Match(UNANCHORED, data, 0, len(data))[0] != _NO_SPAN)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import re2
 
@@ -60,15 +60,15 @@ class SyslogHeader:
 _UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset("0123456789")
-_RE2_SPACE = frozenset("\t\n\f\r ")
+RE2_SPACE = frozenset("\t\n\f\r ")
 """What RE2's `\\s` matches: ASCII whitespace without the vertical tab."""
 
 
-_STAMP_PREFIX = 16
+STAMP_PREFIX = 16
 """Length of the most common time prefix, `Mmm dd hh:mm:ss ` or `Mmm  d hh:mm:ss `."""
 _MAX_CACHED_STAMPS = 4096
 _stamps: dict[str, tuple[str, str, str]] = {}
-"""Time prefixes of `_STAMP_PREFIX` characters already split, mapped to (month, day, clock).
+"""Time prefixes of `STAMP_PREFIX` characters already split, mapped to (month, day, clock).
 
 Lines are written in time order, so consecutive lines share a prefix, and each split depends
 on the prefix alone.
@@ -85,26 +85,26 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     """
     if "\n" in line:
         return None
-    stamp = _stamps.get(line[:_STAMP_PREFIX])
+    stamp = _stamps.get(line[:STAMP_PREFIX])
     if stamp is None:
         split = _split_stamp(line)
         if split is None:
             return None
         month, day, clock, host_start = split
-        if host_start == _STAMP_PREFIX:
+        if host_start == STAMP_PREFIX:
             if len(_stamps) >= _MAX_CACHED_STAMPS:
                 _stamps.clear()
-            _stamps[line[:_STAMP_PREFIX]] = (month, day, clock)
+            _stamps[line[:STAMP_PREFIX]] = (month, day, clock)
     else:
         month, day, clock = stamp
-        host_start = _STAMP_PREFIX
+        host_start = STAMP_PREFIX
     host_end = line.find(" ", host_start)
     if host_end <= host_start:
         return None
     host = line[host_start:host_end]
     if len(host) == 4 and host.isascii() and host.isdigit():
         return None  # maybe a year after the clock
-    if not _RE2_SPACE.isdisjoint(host):
+    if not RE2_SPACE.isdisjoint(host):
         return None
     tag_start = host_end + 1
     # The tag runs to the first space, `[` or `:`; other whitespace in it goes to RE2.
@@ -120,7 +120,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
     if tag_end <= tag_start or tag_end == len(line):
         return None
     tag = line[tag_start:tag_end]
-    if not _RE2_SPACE.isdisjoint(tag):
+    if not RE2_SPACE.isdisjoint(tag):
         return None
     pid = None
     if line[tag_end] == ":":
@@ -130,7 +130,7 @@ def split_traditional(line: str) -> tuple[str, str, str, str, str, str | None, s
         if pid_end < 0 or line[pid_end + 1 : pid_end + 2] != ":":
             return None
         pid = line[tag_end + 1 : pid_end]
-        if not _RE2_SPACE.isdisjoint(pid):
+        if not RE2_SPACE.isdisjoint(pid):
             return None
         message_start = pid_end + 2
     else:
@@ -166,6 +166,90 @@ def _split_stamp(line: str) -> tuple[str, str, str, int] | None:
     ):
         return None
     return line[:3], day, clock, position + 9
+
+
+def split_stamp_prefix(line: str) -> tuple[str, str, str] | None:
+    """Return (month, day, clock) when a line starts with a whole `STAMP_PREFIX`-character time.
+
+    Such a prefix is a traditional time and the space after it, so the host starts right
+    after it. `split_traditional` splits the time of every line with that prefix the same way,
+    so callers may keep results per prefix. Return None for any other start.
+    """
+    split = _split_stamp(line[:STAMP_PREFIX])
+    if split is None or split[3] != STAMP_PREFIX:
+        return None
+    return split[0], split[1], split[2]
+
+
+_MINUTE_PREFIX = 13
+"""Length of a stamp prefix up to its seconds, `Mmm dd hh:mm:`."""
+_MAX_CACHED_MINUTES = 1024
+_SECONDS = tuple(timedelta(seconds=second) for second in range(60))
+
+
+class StampTimes:
+    """Times of stamp prefixes, as `split_stamp_prefix` and `parse_bsd` give them, kept per minute.
+
+    Logs write a new second every few lines, so a time per whole stamp is built often. Here the
+    stamp of each minute is parsed once, and a stamp's time is that minute's time plus its
+    seconds. A minute in which the year guess of `parse_bsd` changes is parsed stamp by stamp.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        # (kind, time at second 0) of each minute prefix seen.
+        self._minutes: dict[str, tuple[int, datetime | None]] = {}
+
+    def time_of(self, stamp: str) -> tuple[bool, datetime | None]:
+        """Return (True, time) when `split_stamp_prefix` accepts `stamp`, else (False, None).
+
+        The time is the one `parse_bsd` returns for the split stamp, which may be None.
+        """
+        prefix = stamp[:_MINUTE_PREFIX]
+        minute = self._minutes.get(prefix)
+        if minute is None:
+            minute = self._minute(prefix)
+            if len(self._minutes) >= _MAX_CACHED_MINUTES:
+                self._minutes.clear()
+            self._minutes[prefix] = minute
+        kind, start = minute
+        if kind == _NOT_A_STAMP:
+            return False, None
+        seconds = stamp[_MINUTE_PREFIX:STAMP_PREFIX]
+        # `_split_stamp` accepts two ASCII digits and a space here. The minute passed the rest.
+        if len(seconds) != 3 or seconds[2] != " " or not seconds.isascii():
+            return False, None
+        if not seconds[:2].isdigit():
+            return False, None
+        if kind == _PER_STAMP:
+            split = split_stamp_prefix(stamp)
+            if split is None:  # pragma: no cover - the checks above accept the same stamps
+                return False, None
+            return True, parse_bsd(split[0], split[1], split[2], None, self._now)
+        second = int(seconds[:2])
+        if start is None or second >= len(_SECONDS):
+            return True, None  # `datetime` rejects second 60 and up
+        return True, start + _SECONDS[second]
+
+    def _minute(self, prefix: str) -> tuple[int, datetime | None]:
+        split = split_stamp_prefix(prefix + "00 ")
+        if split is None:
+            return _NOT_A_STAMP, None
+        start = parse_bsd(split[0], split[1], split[2], None, self._now)
+        if start is None:
+            # An unknown month, an invalid date or clock, or 29 February in a year without one.
+            # Every second of the minute shares it.
+            return _SECONDS_ADDED, None
+        moved_back = start.year != self._now.year
+        if not moved_back and start + _SECONDS[-1] - self._now > timedelta(days=1):
+            return _PER_STAMP, None  # the year guess changes within this minute
+        return _SECONDS_ADDED, start
+
+
+# Kinds of minute in `StampTimes`.
+_NOT_A_STAMP = 0
+_SECONDS_ADDED = 1
+_PER_STAMP = 2
 
 
 def parse_syslog(line: str, now: datetime) -> SyslogHeader | None:
