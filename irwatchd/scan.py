@@ -41,9 +41,9 @@ log = get_logger(__name__)
 FLUSH_EVERY_PENDING = 300
 """Pending audit records and actions after which a scan flushes.
 
-Lower than the daemon's, because smaller flushes cost a scan no measurable time: it fsyncs its audit log
-only on rotation and when it finishes. On a 200,000-line auth.log from `bench/generate.py`,
-300 instead of 3,000 lowers peak RSS from 84 to 72 MiB at the same speed.
+Lower than the daemon's, because smaller flushes cost a scan no measurable time: it fsyncs its
+audit log only on rotation and when it finishes. On a 200,000-line auth.log from
+`bench/generate.py`, 300 instead of 3,000 lowers peak RSS from 84 to 72 MiB at the same speed.
 """
 
 
