@@ -2,10 +2,11 @@
 
 Everything that touches state runs on this one thread. Each poll reads complete lines,
 parses and detects them in one batch per file, and hands each finding to the responder. The
-responder's flush then applies the poll's blocks and writes their audit records, tickets and
-alerts. The loop fsyncs the audit log, and only then moves the file checkpoints past those
-lines. A crash at any point therefore re-reads lines whose
-findings may already be audited and never skips one. The dedup keys drop the repeats.
+responder then applies the read's blocks and writes their audit records. Tickets and alert
+files wait until the backlog is read, so that a burst's blocks do not wait for them. The
+loop then writes them, fsyncs the audit log, and only then moves the file checkpoints past
+those lines. A crash at any point therefore re-reads lines whose findings may already be
+audited and never skips one. The dedup keys drop the repeats.
 
 Signals only set flags and wake the loop. A reload validates the new configuration on a
 worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
@@ -59,8 +60,10 @@ from irwatchd.parsing.dispatch import parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response.responder import (
     FLUSH_EVERY_PENDING,
+    MAX_PENDING_FILES,
     Responder,
     StatePaths,
+    collector_paused,
     dedup_key,
 )
 from irwatchd.sources.checkpoints import CheckpointStore
@@ -227,38 +230,59 @@ class Daemon:
         audit: RecordingAuditLog,
         checkpoints: CheckpointStore,
     ) -> None:
-        # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed and
-        # checkpointed piece by piece and memory stays bounded.
+        # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed piece by
+        # piece and memory stays bounded. Every read's blocks and records are written at
+        # once, but tickets and alert files wait until the backlog is read (or
+        # MAX_PENDING_FILES are waiting), so no block waits for them. The checkpoints move
+        # only after those files, so a crash re-reads every line whose files may be missing.
+        unsaved = False
+        handled = 0
         while True:
             batches = tailer.poll()
-            if not batches:
+            if batches:
+                try:
+                    with collector_paused():
+                        for batch in batches:
+                            handled += self._process(batch, responder, audit.recorded_keys)
+                        responder.flush_records()
+                except OSError as error:
+                    self._recording_failed(tailer, audit, error)
+                    return
+                unsaved = True
+                interrupted = self.stop_requested or self.reload_requested
+                if not interrupted and responder.pending_files < MAX_PENDING_FILES:
+                    self._tick()
+                    continue
+            if unsaved:
+                try:
+                    # Tickets and alert files, then the fsync of every record so far.
+                    responder.write_files()
+                    audit.sync()
+                except OSError as error:
+                    self._recording_failed(tailer, audit, error)
+                    return
+                if handled:
+                    self._note_write_success("record_findings")
+                audit.recorded_keys.clear()
+                self._save_checkpoints(tailer, audit, checkpoints)
+                self._tick()
+                unsaved = False
+                handled = 0
+            if not batches or self.stop_requested or self.reload_requested:
                 return
-            handled = 0
-            try:
-                for batch in batches:
-                    handled += self._process(batch, responder, audit.recorded_keys)
-                # Blocks, then their audit records, then tickets and alerts (see Responder).
-                responder.flush()
-                audit.sync()
-            except OSError as error:
-                # The lines after the last checkpoint are read again on the next poll. The
-                # audit log stored the key of each finding it recorded before the failure,
-                # so those findings are skipped and never recorded twice.
-                tailer.rewind()
-                path = error.filename or str(audit.path)
-                log.error(
-                    "findings_not_recorded", path=path,
-                    error=str(error), hint=write_failure_hint(error, self.paths.root),
-                )  # fmt: skip
-                self._note_write_failure("record_findings", error, str(path))
-                return
-            if handled:
-                self._note_write_success("record_findings")
-            audit.recorded_keys.clear()
-            self._save_checkpoints(tailer, audit, checkpoints)
-            self._tick()
-            if self.stop_requested or self.reload_requested:
-                return
+
+    def _recording_failed(self, tailer: Tailer, audit: RecordingAuditLog, error: OSError) -> None:
+        """Rewind to the last checkpoints after a failed write, and report the failure."""
+        # The lines after the last checkpoint are read again on the next poll. The audit log
+        # stored the key of each finding it recorded since then, so those findings are
+        # skipped and never recorded twice.
+        tailer.rewind()
+        path = error.filename or str(audit.path)
+        log.error(
+            "findings_not_recorded", path=path,
+            error=str(error), hint=write_failure_hint(error, self.paths.root),
+        )  # fmt: skip
+        self._note_write_failure("record_findings", error, str(path))
 
     def _save_checkpoints(
         self, tailer: Tailer, audit: AuditLog, checkpoints: CheckpointStore
@@ -331,8 +355,8 @@ class Daemon:
             self.findings += 1
             responder.handle(finding)
             handled += 1
-            if responder.pending >= FLUSH_EVERY_PENDING:
-                responder.flush()
+            if responder.pending_records >= FLUSH_EVERY_PENDING:
+                responder.flush_records()
         return handled
 
     @staticmethod

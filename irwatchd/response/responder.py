@@ -13,9 +13,11 @@ thousand of each.
 4. it writes the alert files, fsyncs their folder once, queues them for the channels, and
    appends their records.
 
-So a block record is written only after its block is applied, and a batch costs a few fsyncs
-instead of several per finding. Tickets and alert files are derived state, so they are not
-fsynced one by one. The audit log, which the caller fsyncs, is the record of what was done.
+The daemon runs steps 1 and 2 (`flush_records`) for each read and steps 3 and 4
+(`write_files`) once a backlog is read. So a block record is written only after its block
+is applied, and a batch costs a few fsyncs instead of several per finding. Tickets and
+alert files are derived state, so they are not fsynced one by one. The audit log, which the
+caller fsyncs, is the record of what was done.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ FLUSH_EVERY_PENDING = 3000
 
 This bounds the memory a large read holds until its flush (a 1 MiB read of sshd failures
 makes about 10,000 records) without giving up the batching of blocks and fsyncs.
+"""
+
+MAX_PENDING_FILES = 20_000
+"""Ticket and alert file writes the daemon holds back while it reads a backlog.
+
+Past it, the daemon writes them and saves its checkpoints before it reads on. This bounds
+the memory they hold (about 1 KiB each by the peak RSS of `bench/burst.py`) and the
+lines a crash reads again.
 """
 
 MAX_CLOCK_SKEW = timedelta(hours=1)
@@ -324,25 +334,56 @@ class Responder:
         """The number of audit records and actions waiting for `flush`."""
         return len(self._records) + len(self._pending_tickets) + len(self._pending_alerts)
 
+    @property
+    def pending_records(self) -> int:
+        """The number of audit records (and block slots) waiting for `flush_records`."""
+        return len(self._records)
+
+    @property
+    def pending_files(self) -> int:
+        """The number of ticket and alert file writes waiting for `flush` or `write_files`."""
+        return len(self._pending_tickets) + len(self._pending_alerts)
+
     def flush(self) -> None:
         """Carry out the actions `handle` decided since the last flush, in the module's order.
 
         Raises the first OSError of a write. The actions of this flush not done by then are
         dropped, except the tickets and alert files that other writes did not stop.
         """
-        with _collector_paused():
-            self._flush()
+        with collector_paused():
+            self._flush_records()
+            self._write_files()
 
-    def _flush(self) -> None:
+    def flush_records(self) -> None:
+        """Apply the pending blocks and append the pending records; keep tickets and alerts.
+
+        The daemon calls this for each read of a backlog, so the blocks of later reads do
+        not wait for the ticket and alert files of earlier ones. A ticket queued again before
+        `write_files` is written once, with its latest state.
+        """
+        with collector_paused():
+            self._flush_records()
+
+    def write_files(self) -> None:
+        """Write the pending tickets and alert files and append their records.
+
+        Raises the first OSError, after writing and auditing the files that did not fail.
+        """
+        with collector_paused():
+            self._write_files()
+
+    def _flush_records(self) -> None:
         self._status_checked.clear()
         records, self._records = self._records, []
         blocks, self._pending_blocks = self._pending_blocks, []
-        tickets, self._pending_tickets = self._pending_tickets, {}
-        alerts, self._pending_alerts = self._pending_alerts, []
         audited = self._apply_blocks(blocks, records) if blocks else {}
         self.audit.append_many([record for record in records if record is not None])
         for incident in audited.values():
             incident.actions_done.add(BLOCK_AUDITED)
+
+    def _write_files(self) -> None:
+        tickets, self._pending_tickets = self._pending_tickets, {}
+        alerts, self._pending_alerts = self._pending_alerts, []
         ticket_error = self._write_tickets(list(tickets.values()))
         alert_error = self._write_alerts(alerts)
         for error in (ticket_error, alert_error):
@@ -669,14 +710,15 @@ class Responder:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector, unless it was off already.
 
     A flush allocates tens of thousands of short-lived dicts while the daemon keeps many
     long-lived objects, and each collection those allocations start scans the long-lived
     objects again. Paused, the collections run once after the flush. In an in-process run of the
     responder with a 10,000-source burst, flushes took 2.4 s instead of 3.1 s, and `handle`,
-    which then runs the deferred collections, 1.3 s instead of 1.1 s.
+    which then runs the deferred collections, 1.3 s instead of 1.1 s. The daemon also pauses it
+    for each whole read, detection and `handle` included.
     """
     was_enabled = gc.isenabled()
     gc.disable()
