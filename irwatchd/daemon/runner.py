@@ -15,7 +15,6 @@ swaps it in between two polls, so files, offsets, windows, incidents and blocks 
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import signal
@@ -49,7 +48,6 @@ from irwatchd.daemon.statusfile import (
 )
 from irwatchd.detection.batch import detect_lines_block
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import CantCreateError, NoPermissionError
@@ -337,10 +335,11 @@ class Daemon:
                 followed.max_line_bytes, now,
                 lines_before=block.number or 0, offset_before=block.offset,
             )  # fmt: skip
-            if block.number is None:
-                # The file was opened at its end, so its line numbers are unknown.
-                findings = [_without_line_number(finding) for finding in findings]
+            # A file opened at its end has unknown line numbers, because its blocks count
+            # lines from where reading started.
+            line_numbers_known = block.number is not None
         else:
+            line_numbers_known = True
             findings = self.detector.detect(self._parse(batch, now))
         handled = 0
         for finding in self.process_context.attribute(findings):
@@ -353,7 +352,7 @@ class Daemon:
                 # intents first.
                 continue
             self.findings += 1
-            responder.handle(finding)
+            responder.handle(finding, key=key, line_number_known=line_numbers_known)
             handled += 1
             if responder.pending_records >= FLUSH_EVERY_PENDING:
                 responder.flush_records()
@@ -558,13 +557,6 @@ def _ignore_stop_signals() -> None:
     """
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
-
-
-def _without_line_number(finding: Finding) -> Finding:
-    """Return the finding with line number 0, which the audit log writes as unknown."""
-    if not finding.record.line_number:
-        return finding
-    return dataclasses.replace(finding, record=dataclasses.replace(finding.record, line_number=0))
 
 
 def _path_or_none(path: Path | None) -> str | None:

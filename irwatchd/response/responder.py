@@ -399,15 +399,20 @@ class Responder:
             return logged
         return now
 
-    def handle(self, finding: Finding) -> None:
+    def handle(
+        self, finding: Finding, *, key: str | None = None, line_number_known: bool = True
+    ) -> None:
         """Queue a finding's audit record and actions, and those of the findings it completes.
 
         The actions are the ones its incident's severity calls for. `flush` carries them out.
+        `key` is the finding's `dedup_key` when the caller has it already. With
+        `line_number_known` false, the records give no line number (the daemon opened the
+        file at its end, so it counted lines from there).
         """
         moment = self._moment(finding)
-        self._respond(finding, moment)
+        self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
-            self._respond(correlated, moment)
+            self._respond(correlated, moment, None, line_number_known)
 
     def _adopt_ticket_status(self, finding: Finding) -> None:
         """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket.
@@ -427,11 +432,20 @@ class Responder:
         elif status is not None:
             incident.status = status
 
-    def _respond(self, finding: Finding, moment: datetime) -> None:
+    def _respond(
+        self, finding: Finding, moment: datetime, key: str | None, line_number_known: bool
+    ) -> None:
         self._adopt_ticket_status(finding)
         update = self.incidents.add(finding, moment)
         incident = update.incident
-        self._records.append(finding_record(finding, dedup_key(finding), incident.id))
+        self._records.append(
+            finding_record(
+                finding,
+                dedup_key(finding) if key is None else key,
+                incident.id,
+                line_number_known=line_number_known,
+            )
+        )
         self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
         self._close_tickets()
         actions = self._actions[incident.severity]
