@@ -2,11 +2,12 @@
 
 Everything that touches state runs on this one thread. Each poll reads complete lines,
 parses and detects them in one batch per file, and hands each finding to the responder. The
-responder then applies the read's blocks and writes their audit records. Tickets and alert
-files wait until the backlog is read, so that a burst's blocks do not wait for them. The
-loop then writes them, fsyncs the audit log, and only then moves the file checkpoints past
-those lines. A crash at any point therefore re-reads lines whose findings may already be
-audited and never skips one. The dedup keys drop the repeats.
+responder then applies the read's blocks and writes their audit records. When a read leaves
+many tickets and alert files waiting, they wait until the backlog is read (within bounds),
+so that a burst's blocks do not wait for them. The loop then writes them, fsyncs the audit
+log, and only then moves the file checkpoints past those lines. A crash at any point
+therefore re-reads lines whose findings may already be audited and never skips one. The
+dedup keys drop the repeats, and at the next start `_refile` writes the files they miss.
 
 Signals only set flags and wake the loop. A reload validates the new configuration on a
 worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
@@ -32,7 +33,12 @@ from irwatchd.audit.records import action_record
 from irwatchd.config import Config
 from irwatchd.daemon.lock import StateLock
 from irwatchd.daemon.notify import Notifier
-from irwatchd.daemon.recovery import RecordingAuditLog, recover, write_failure_hint
+from irwatchd.daemon.recovery import (
+    RecordingAuditLog,
+    findings_after,
+    recover,
+    write_failure_hint,
+)
 from irwatchd.daemon.reloading import ReloadJob
 from irwatchd.daemon.settings import DaemonSettings, ValidatedConfiguration, resolve_settings
 from irwatchd.daemon.statusfile import (
@@ -69,6 +75,19 @@ from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
 
 log = structlog.get_logger(__name__)
+
+DEFER_FILES_FROM = 1_000
+"""Waiting ticket and alert files from which the daemon reads on before it writes them.
+
+Fewer are written after the read that queued them, together with the checkpoints. A burst
+of new sources queues more, and those wait so that its later blocks do not wait for them.
+"""
+
+CHECKPOINT_EVERY_BYTES = 8 << 20
+"""Bytes read after which waiting files and the checkpoints are written, even while more
+lines wait. This bounds what a crash reads again and the dedup keys held for a retry. It is
+above the 5 MB of a burst of 10,000 sources with five sshd failures each, so the blocks of
+such a burst do not wait for its files."""
 
 
 class Daemon:
@@ -137,9 +156,10 @@ class Daemon:
         audit = RecordingAuditLog(self.paths.audit_log, metrics=self.metrics)
         responder = Responder(self.settings.loaded, self.paths, audit)
         checkpoints = CheckpointStore(self.paths.checkpoints)
-        self._seen_keys = recover(
+        recovered = recover(
             self.paths.audit_log, checkpoints.audit_position, responder.windows, datetime.now(UTC)
-        ).seen_keys
+        )
+        self._seen_keys = recovered.seen_keys
         config = self.config
         tailer = Tailer(
             self.settings.watch_specs, checkpoints,
@@ -155,6 +175,8 @@ class Daemon:
                 "config_path": str(self.settings.loaded.path),
                 "watch": [spec.path for spec in self.settings.watch_specs],
             }))  # fmt: skip
+            if recovered.after_checkpoint is not None:
+                self._refile(responder, audit, recovered.after_checkpoint)
             self._poll(tailer, responder, audit, checkpoints)
             self._configure_metrics()
             self._write_status()
@@ -230,11 +252,11 @@ class Daemon:
     ) -> None:
         # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed piece by
         # piece and memory stays bounded. Every read's blocks and records are written at
-        # once, but tickets and alert files wait until the backlog is read (or
-        # MAX_PENDING_FILES are waiting), so no block waits for them. The checkpoints move
-        # only after those files, so a crash re-reads every line whose files may be missing.
+        # once. When a read leaves many tickets and alert files waiting, they wait until the
+        # backlog is read (within the bounds above), so no later block waits for them. The
+        # checkpoints move only after those files.
         unsaved = False
-        handled = 0
+        handled = read_bytes = 0
         while True:
             batches = tailer.poll()
             if batches:
@@ -247,8 +269,13 @@ class Daemon:
                     self._recording_failed(tailer, audit, error)
                     return
                 unsaved = True
+                read_bytes += sum(batch.size for batch in batches)
                 interrupted = self.stop_requested or self.reload_requested
-                if not interrupted and responder.pending_files < MAX_PENDING_FILES:
+                if (
+                    not interrupted
+                    and DEFER_FILES_FROM <= responder.pending_files < MAX_PENDING_FILES
+                    and read_bytes < CHECKPOINT_EVERY_BYTES
+                ):
                     self._tick()
                     continue
             if unsaved:
@@ -265,9 +292,34 @@ class Daemon:
                 self._save_checkpoints(tailer, audit, checkpoints)
                 self._tick()
                 unsaved = False
-                handled = 0
+                handled = read_bytes = 0
             if not batches or self.stop_requested or self.reload_requested:
                 return
+
+    def _refile(self, responder: Responder, audit: AuditLog, start: int) -> None:
+        """Write the tickets and alert files of findings recorded after the last checkpoint.
+
+        A crash between a backlog's records and its files leaves them unwritten, and the
+        findings read again are skipped as recorded, so they are rebuilt from the audit log.
+        """
+        findings = refiled = 0
+        for recorded in findings_after(self.paths.audit_log, start):
+            findings += 1
+            refiled += responder.refile(
+                recorded.finding, recorded.moment, recorded.incident_id, recorded.recorded_actions
+            )
+        files = responder.pending_files
+        try:
+            responder.flush()
+            audit.sync()
+        except OSError as error:
+            # The audit log keeps every finding; the files of the incidents rebuilt are lost.
+            log.error("refile_failed", path=error.filename or str(audit.path), error=str(error),
+                      hint=write_failure_hint(error, self.paths.root))  # fmt: skip
+            self._note_write_failure("refile", error, str(error.filename or audit.path))
+            return
+        log.info("findings_refiled", findings_after_checkpoint=findings, refiled=refiled,
+                 files=files)  # fmt: skip
 
     def _recording_failed(self, tailer: Tailer, audit: RecordingAuditLog, error: OSError) -> None:
         """Rewind to the last checkpoints after a failed write, and report the failure."""

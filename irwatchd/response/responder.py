@@ -9,9 +9,9 @@ thousand of each.
 1. it applies every pending block with one back-end call and one save of `blocks.json`,
 2. it appends the batch's audit records in the order `handle` made them (each finding, then
    its block, forensics and incident-close records) with one write,
-3. it writes the tickets, fsyncs their folder once, and appends their records,
-4. it writes the alert files, fsyncs their folder once, queues them for the channels, and
-   appends their records.
+3. it writes the alert files, fsyncs their folder once, queues them for the channels, and
+   appends their records,
+4. it writes the tickets, fsyncs their folder once, and appends their records.
 
 The daemon runs steps 1 and 2 (`flush_records`) for each read and steps 3 and 4
 (`write_files`) once a backlog is read. So a block record is written only after its block
@@ -193,10 +193,17 @@ class Responder:
         self._pending_blocks: list[_PendingBlock] = []
         self._pending_tickets: dict[str, _PendingTicket] = {}
         self._pending_alerts: list[_PendingAlert] = []
+        # Tickets and alerts of the records `flush_records` wrote, waiting for `write_files`.
+        # A failed record write drops the pending ones instead, as their findings are
+        # handled again.
+        self._ready_tickets: dict[str, _PendingTicket] = {}
+        self._ready_alerts: list[_PendingAlert] = []
         self._dirty_tickets: dict[str, Incident] = {}
         self._ticket_written: dict[str, float] = {}
         # Incidents whose ticket status was read from disk since the last flush.
         self._status_checked: set[str] = set()
+        # Incidents that `refile` rebuilt at start.
+        self._refiled: set[str] = set()
         self._configured = False
         self.apply_config(loaded)
         if live:
@@ -342,7 +349,12 @@ class Responder:
     @property
     def pending_files(self) -> int:
         """The number of ticket and alert file writes waiting for `flush` or `write_files`."""
-        return len(self._pending_tickets) + len(self._pending_alerts)
+        return (
+            len(self._pending_tickets)
+            + len(self._pending_alerts)
+            + len(self._ready_tickets)
+            + len(self._ready_alerts)
+        )
 
     def flush(self) -> None:
         """Carry out the actions `handle` decided since the last flush, in the module's order.
@@ -365,7 +377,7 @@ class Responder:
             self._flush_records()
 
     def write_files(self) -> None:
-        """Write the pending tickets and alert files and append their records.
+        """Write the tickets and alert files of the records written so far; audit each one.
 
         Raises the first OSError, after writing and auditing the files that did not fail.
         """
@@ -376,17 +388,25 @@ class Responder:
         self._status_checked.clear()
         records, self._records = self._records, []
         blocks, self._pending_blocks = self._pending_blocks, []
+        tickets, self._pending_tickets = self._pending_tickets, {}
+        alerts, self._pending_alerts = self._pending_alerts, []
         audited = self._apply_blocks(blocks, records) if blocks else {}
         self.audit.append_many([record for record in records if record is not None])
         for incident in audited.values():
             incident.actions_done.add(BLOCK_AUDITED)
+        for incident_id, pending in tickets.items():
+            ready = self._ready_tickets.setdefault(incident_id, pending)
+            ready.is_new = ready.is_new or pending.is_new
+        self._ready_alerts += alerts
 
     def _write_files(self) -> None:
-        tickets, self._pending_tickets = self._pending_tickets, {}
-        alerts, self._pending_alerts = self._pending_alerts, []
-        ticket_error = self._write_tickets(list(tickets.values()))
+        # Alerts go first, so a ticket on disk means its incident's alerts are recorded, and
+        # `refile` can skip the incidents that tickets brought back.
+        tickets, self._ready_tickets = self._ready_tickets, {}
+        alerts, self._ready_alerts = self._ready_alerts, []
         alert_error = self._write_alerts(alerts)
-        for error in (ticket_error, alert_error):
+        ticket_error = self._write_tickets(list(tickets.values()))
+        for error in (alert_error, ticket_error):
             if error is not None:
                 raise error
 
@@ -413,6 +433,41 @@ class Responder:
         self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
             self._respond(correlated, moment, None, line_number_known)
+
+    def refile(
+        self, finding: Finding, moment: datetime, incident_id: str, recorded_actions: frozenset[str]
+    ) -> bool:
+        """Rebuild the incident of a finding recorded before a crash; queue its missing files.
+
+        Only an incident that no ticket brought back at start is rebuilt, under its recorded
+        id. Its ticket and alert are queued as `handle` would queue them, unless
+        `recorded_actions` (the actions audited for it since the last checkpoint) has them.
+        An incident that a ticket brought back only gets its ticket written again when the
+        ticket has no record. Nothing else is recorded or applied again: the finding and block
+        records are in the audit log, and `recover` counted the windows. Returns whether the
+        finding was refiled.
+        """
+        current = self.incidents.get((finding.category, finding.source_ip, finding.record.host))
+        if current is not None and current.id not in self._refiled:
+            if current.id == incident_id and "ticket" not in recorded_actions:
+                # The crash came after this ticket's file (and so its alerts) but before its
+                # record: write it again for the record, without counting the finding twice.
+                self._queue_ticket(current, finding)
+            return False
+        update = self.incidents.add(finding, moment)
+        incident = update.incident
+        if update.is_new:
+            incident.id = incident_id
+            self._refiled.add(incident_id)
+        if "block" in recorded_actions:
+            incident.actions_done.add(BLOCK_AUDITED)
+        self._close_tickets()
+        actions = self._actions[incident.severity]
+        if "alert" in actions and "alert" not in recorded_actions:
+            self._alert(finding, update, moment)
+        if "ticket" in actions and "ticket" not in recorded_actions:
+            self._queue_ticket(incident, finding, is_new=update.is_new)
+        return True
 
     def _adopt_ticket_status(self, finding: Finding) -> None:
         """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket.
@@ -464,7 +519,7 @@ class Responder:
             self._dirty_tickets.pop(incident.id, None)
             self._ticket_written.pop(incident.id, None)
             # A ticket still pending is written by the next flush, with the closed status.
-            pending = incident.id in self._pending_tickets
+            pending = incident.id in self._pending_tickets or incident.id in self._ready_tickets
             if not pending and self.tickets.path_for(incident.id).exists():
                 self.tickets.write(incident)
             self._records.append(
