@@ -115,9 +115,11 @@ class _PendingTicket:
 
 @dataclass(slots=True)
 class _PendingAlert:
+    """An alert `handle` decided on. Its document is built when the file is written, so it
+    shows the incident as it is then, and a burst's alerts take no time before its blocks."""
+
     finding: Finding
     incident: Incident
-    alert: dict[str, Any]
     reason: str
 
 
@@ -603,8 +605,7 @@ class Responder:
         if reason is None:
             return
         incident.last_alert_at = now
-        alert = alert_document(finding, incident, reason)
-        self._pending_alerts.append(_PendingAlert(finding, incident, alert, reason))
+        self._pending_alerts.append(_PendingAlert(finding, incident, reason))
 
     def _write_alerts(self, alerts: list[_PendingAlert]) -> OSError | None:
         """Write the alert files, fsync their folder once, queue them and audit each one.
@@ -612,20 +613,21 @@ class Responder:
         Returns the first write error, after writing, queueing and auditing the others.
         """
         first_error: OSError | None = None
-        paths: list[tuple[_PendingAlert, Path]] = []
+        written: list[tuple[_PendingAlert, dict[str, Any], Path]] = []
         for pending in alerts:
+            alert = alert_document(pending.finding, pending.incident, pending.reason)
             try:
-                paths.append((pending, write_alert_file(self.paths.alerts, pending.alert)))
+                written.append((pending, alert, write_alert_file(self.paths.alerts, alert)))
             except OSError as error:
-                log.error("alert_write_failed", alert_id=pending.alert["alert_id"],
+                log.error("alert_write_failed", alert_id=alert["alert_id"],
                           incident_id=pending.incident.id, error=str(error))  # fmt: skip
                 first_error = first_error or error
-        if not paths:
+        if not written:
             return first_error
         fsync_directory(self.paths.alerts)
         records = []
-        for pending, path in paths:
-            channels = self.dispatcher.submit(pending.alert) if self.live else []
+        for pending, alert, path in written:
+            channels = self.dispatcher.submit(alert) if self.live else []
             records.append(
                 action_record(
                     "alert",
@@ -633,7 +635,7 @@ class Responder:
                     finding=pending.finding,
                     incident_id=pending.incident.id,
                     details={
-                        "alert_id": pending.alert["alert_id"],
+                        "alert_id": alert["alert_id"],
                         "alert_path": str(path),
                         "reason": pending.reason,
                         "channels": channels,
