@@ -302,12 +302,18 @@ class Daemon:
         A crash between a backlog's records and its files leaves them unwritten, and the
         findings read again are skipped as recorded, so they are rebuilt from the audit log.
         """
+        try:
+            # The checkpoint file's last change is when the audit position was saved.
+            checkpoint_time = self.paths.checkpoints.stat().st_mtime
+        except OSError:
+            checkpoint_time = 0.0
         findings = refiled = 0
         for recorded in findings_after(self.paths.audit_log, start):
             findings += 1
             refiled += responder.refile(
-                recorded.finding, recorded.moment, recorded.incident_id, recorded.recorded_actions
-            )
+                recorded.finding, recorded.moment, recorded.incident_id,
+                recorded.recorded_actions, checkpoint_time,
+            )  # fmt: skip
         files = responder.pending_files
         try:
             responder.flush()

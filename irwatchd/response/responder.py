@@ -52,7 +52,7 @@ from irwatchd.response.backends import (
     backend_problems,
     build_backend,
 )
-from irwatchd.response.blocking import BlockRequest, BlockResult, BlockStore
+from irwatchd.response.blocking import BlockRequest, BlockResult, BlockStore, parse_blockable
 from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
 from irwatchd.response.tickets import TicketStore
@@ -437,17 +437,23 @@ class Responder:
             self._respond(correlated, moment, None, line_number_known)
 
     def refile(
-        self, finding: Finding, moment: datetime, incident_id: str, recorded_actions: frozenset[str]
+        self,
+        finding: Finding,
+        moment: datetime,
+        incident_id: str,
+        recorded_actions: frozenset[str],
+        checkpoint_time: float,
     ) -> bool:
         """Rebuild the incident of a finding recorded before a crash; queue its missing files.
 
         Only an incident that no ticket brought back at start is rebuilt, under its recorded
         id. Its ticket and alert are queued as `handle` would queue them, unless
         `recorded_actions` (the actions audited for it since the last checkpoint) has them.
-        An incident that a ticket brought back only gets its ticket written again when the
-        ticket has no record. Nothing else is recorded or applied again: the finding and block
-        records are in the audit log, and `recover` counted the windows. Returns whether the
-        finding was refiled.
+        A block applied for it after `checkpoint_time` (Unix time) without a record gets its
+        record, marked `recorded_late`. An incident that a ticket brought back only gets its
+        ticket written again when the ticket has no record. Nothing else is recorded or
+        applied again: the finding records are in the audit log, and `recover` counted the
+        windows. Returns whether the finding was refiled.
         """
         current = self.incidents.get((finding.category, finding.source_ip, finding.record.host))
         if current is not None and current.id not in self._refiled:
@@ -469,7 +475,28 @@ class Responder:
             self._alert(finding, update, moment)
         if "ticket" in actions and "ticket" not in recorded_actions:
             self._queue_ticket(incident, finding, is_new=update.is_new)
+        if "block" in actions and "block" not in recorded_actions:
+            self._refile_block(finding, incident, checkpoint_time)
         return True
+
+    def _refile_block(self, finding: Finding, incident: Incident, since: float) -> None:
+        """Queue the record of a block that a crash cut off, when the block is still active.
+
+        A kill can cut the audit write after a finding's record but before its block's, and
+        the finding is then skipped when read again. `_block_record` writes one record per
+        incident however often this queues it.
+        """
+        if incident.source_ip is None:
+            return
+        try:
+            address = str(parse_blockable(incident.source_ip))
+        except ValueError:
+            return
+        entry = self.blocks.active_entry(address)
+        if entry is None or entry.get("incident_id") != incident.id:
+            return
+        if float(entry.get("blocked_at", 0.0)) >= since:
+            self._block(finding, incident)
 
     def _adopt_ticket_status(self, finding: Finding) -> None:
         """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket.
