@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def stopped_with_findings_after_checkpoint(daemon: DaemonProcess, state: Path) -
     A kill then always leaves lines that are read again, whose findings must be skipped.
     """
     daemon.signal(signal.SIGSTOP)
-    position = json.loads((state / "checkpoints.json").read_text())["audit_position"]
+    saved = state / "checkpoints.json"
+    # The first checkpoint of a burst comes only after CHECKPOINT_EVERY_BYTES of it.
+    position = json.loads(saved.read_text())["audit_position"] if saved.exists() else None
     audit = state / "audit.jsonl"
     if position is not None and audit.stat().st_ino == position["inode"]:
         with audit.open("rb") as handle:
@@ -149,6 +152,95 @@ def test_kill_9_mid_burst_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert run_cli("audit", "verify", "--state-dir", str(state)).returncode == 0
     # Reading is bounded to 1 MiB per file per poll; the whole burst is 10 MB of log.
     assert peak_kib < 400 * 1024, f"peak resident memory {peak_kib} KiB"
+
+
+FILE_BURST_SOURCES = 3_000
+"""Enough new sources that their tickets and alert files wait until the burst is read."""
+
+
+def ipv6_failure_lines(sources: int, network: str) -> list[str]:
+    """Return five sshd failures from each of `sources` addresses in `network` (a /64 prefix)."""
+    stamp = datetime.now(UTC).strftime("%b %e %H:%M:%S")
+    return [
+        f"{stamp} web1 sshd[{2000 + attempt}]: Failed password for root from "
+        f"{network}{index + 1:x} port {40000 + attempt} ssh2"
+        for index in range(sources)
+        for attempt in range(5)
+    ]
+
+
+def stopped_with_blocks_before_tickets(daemon: DaemonProcess, state: Path) -> bool:
+    """Stop the daemon; keep it stopped if block records follow its last checkpoint but no
+    ticket record does yet. A kill then leaves files that were never written."""
+    daemon.signal(signal.SIGSTOP)
+    position = json.loads((state / "checkpoints.json").read_text())["audit_position"]
+    with (state / "audit.jsonl").open("rb") as handle:
+        handle.seek(position["size"])
+        written = handle.read()
+    if b'"action":"block","outcome":"success"' in written and b'"action":"ticket"' not in written:
+        return True
+    daemon.signal(signal.SIGCONT)
+    return False
+
+
+@pytest.mark.slow
+def test_kill_9_before_files_refiles_them(tmp_path: Path) -> None:
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    auth = logs / "auth.log"
+    auth.touch()
+    config = write_daemon_config(tmp_path, blocking={"max_blocks_per_minute": 1_000_000})
+    daemon = start_daemon(state, [f"{auth}:syslog"], config=config)
+    # One attack first, so a checkpoint with an audit position exists before the burst.
+    append_lines(auth, ipv6_failure_lines(1, "2001:db8:5::"))
+    saved = state / "checkpoints.json"
+    wait_until(lambda: saved.exists() and committed_offset(state, auth) == auth.stat().st_size)
+
+    append_lines(auth, ipv6_failure_lines(FILE_BURST_SOURCES, "2001:db8:6::"))
+    wait_until(lambda: stopped_with_blocks_before_tickets(daemon, state), timeout=60, interval=0.02)
+    daemon.process.kill()
+    daemon.process.wait(timeout=20)
+    tickets_before = len(list((state / "alerts" / "tickets").glob("inc-*.json")))
+    assert tickets_before < FILE_BURST_SOURCES, "the burst's tickets were written before the kill"
+
+    daemon = start_daemon(state, [f"{auth}:syslog"], config=config)
+    size = auth.stat().st_size
+    wait_until(lambda: committed_offset(state, auth) == size, timeout=120, interval=0.2)
+    assert daemon.stop() == 0, daemon.log_text()
+    refiled = log_events(daemon, "findings_refiled")
+    assert len(refiled) == 1
+    assert refiled[0]["refiled"] > 0
+
+    sources = FILE_BURST_SOURCES + 1
+    brute_force = [
+        record for record in actions(state, "finding") if record["rule"]["id"] == "brute-force"
+    ]
+    assert len({record["source"]["ip"] for record in brute_force}) == sources
+    assert len(brute_force) == sources
+    incident_ids = {record["irwatchd"]["incident_id"] for record in brute_force}
+    assert len(incident_ids) == sources
+
+    blocks = Counter(
+        record["source"]["ip"]
+        for record in actions(state, "block")
+        if record["event"]["outcome"] == "success"
+    )
+    assert len(blocks) == sources
+    assert set(blocks.values()) == {1}
+
+    alerts = Counter(record["irwatchd"]["incident_id"] for record in actions(state, "alert"))
+    assert set(alerts) == incident_ids
+    assert set(alerts.values()) == {1}
+    for record in actions(state, "alert"):
+        assert Path(record["irwatchd"]["alert_path"]).exists(), record["irwatchd"]["alert_path"]
+
+    tickets = {path.stem for path in (state / "alerts" / "tickets").glob("inc-*.json")}
+    assert tickets == incident_ids
+    ticket_records = Counter(
+        record["irwatchd"]["incident_id"] for record in actions(state, "ticket")
+    )
+    assert set(ticket_records) == incident_ids
+    assert run_cli("audit", "verify", "--state-dir", str(state)).returncode == 0
 
 
 @pytest.mark.parametrize("switch", ["flag", "environment"])

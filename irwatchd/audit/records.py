@@ -16,8 +16,13 @@ _ECS_CATEGORY = {
 }
 
 
-def finding_record(finding: Finding, dedup_key: str, incident_id: str | None) -> dict[str, Any]:
-    """Build the audit record of one finding; the raw line is kept exactly as read."""
+def finding_record(
+    finding: Finding, dedup_key: str, incident_id: str | None, *, line_number_known: bool = True
+) -> dict[str, Any]:
+    """Build the audit record of one finding; the raw line is kept exactly as read.
+
+    The line number is written as null when it is 0 or `line_number_known` is false.
+    """
     record = finding.record
     document: dict[str, Any] = {
         "event": {
@@ -37,7 +42,7 @@ def finding_record(finding: Finding, dedup_key: str, incident_id: str | None) ->
             "category": finding.category,
             "severity": finding.severity,
             "count": finding.count,
-            "line_number": record.line_number or None,
+            "line_number": (record.line_number or None) if line_number_known else None,
             "source_type": record.source_type,
             "dedup_key": dedup_key,
             "incident_id": incident_id,

@@ -44,10 +44,30 @@ _FINDING_MARK = b'"action":"finding"'
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
-    """The result of `recover`: keys of recorded findings, and the number counted again."""
+    """The result of `recover`: keys of recorded findings, and the number counted again.
+
+    `after_checkpoint` is the offset in the current audit file where the records written
+    after the last checkpoint start, or None when that is unknown (no checkpoint, or the log
+    rotated since).
+    """
 
     seen_keys: set[str]
     replayed: int
+    after_checkpoint: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFinding:
+    """A finding rebuilt from its audit record, with the actions recorded for its incident.
+
+    `recorded_actions` contains the `event.action` of every record (`ticket`, `alert`, `block`
+    with outcome success) that names the incident after the same checkpoint.
+    """
+
+    finding: Finding
+    moment: datetime
+    incident_id: str
+    recorded_actions: frozenset[str]
 
 
 def recover(
@@ -65,9 +85,10 @@ def recover(
         return Recovered(set(), 0)
     replay_from = max(0, current.st_size - TAIL_BYTES)
     keys_from = replay_from
+    after_checkpoint = None
     keys: set[str] = set()
     if position is not None and position[0] == current.st_ino and position[1] <= current.st_size:
-        keys_from = position[1]
+        keys_from = after_checkpoint = position[1]
     elif position is not None:
         rotated = rotated_path(audit_path, 1)
         with contextlib.suppress(OSError):
@@ -96,7 +117,40 @@ def recover(
     keys.discard("")
     log.info("audit_recovered", path=str(audit_path), dedup_keys=len(keys),
              findings_replayed=replayed, keys_from=keys_from)  # fmt: skip
-    return Recovered(keys, replayed)
+    return Recovered(keys, replayed, after_checkpoint)
+
+
+_ACTION_MARKS = (b'"action":"ticket"', b'"action":"alert"', b'"action":"block"')
+
+
+def findings_after(audit_path: Path, start: int) -> Iterator[RecordedFinding]:
+    """Yield each finding recorded from byte `start` of the audit log on, in order.
+
+    The daemon rebuilds from them the tickets and alert files that a crash kept it from
+    writing. The log is read twice: once for the action records, then for the findings.
+    """
+    recorded: dict[str, set[str]] = {}
+    with audit_path.open("rb") as handle:
+        handle.seek(start)
+        for line in handle:
+            if not any(mark in line for mark in _ACTION_MARKS):
+                continue
+            try:
+                record = json.loads(line)
+                event = record["event"]
+                incident_id = record["irwatchd"]["incident_id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(incident_id, str) and event.get("outcome") == "success":
+                recorded.setdefault(incident_id, set()).add(str(event.get("action")))
+    for _, record in _finding_records(audit_path, start):
+        finding = _finding(record)
+        moment = _moment(record)
+        incident_id = record.get("irwatchd", {}).get("incident_id")
+        if finding is None or moment is None or not isinstance(incident_id, str):
+            continue
+        actions = frozenset(recorded.get(incident_id, ()))
+        yield RecordedFinding(finding, moment, incident_id, actions)
 
 
 class RecordingAuditLog(CountingAuditLog):

@@ -2,10 +2,12 @@
 
 Everything that touches state runs on this one thread. Each poll reads complete lines,
 parses and detects them in one batch per file, and hands each finding to the responder. The
-responder's flush then applies the poll's blocks and writes their audit records, tickets and
-alerts. The loop fsyncs the audit log, and only then moves the file checkpoints past those
-lines. A crash at any point therefore re-reads lines whose
-findings may already be audited and never skips one. The dedup keys drop the repeats.
+responder then applies the read's blocks and writes their audit records. When a read leaves
+many tickets and alert files waiting, they wait until the backlog is read (within bounds),
+so that a burst's blocks do not wait for them. The loop then writes them, fsyncs the audit
+log, and only then moves the file checkpoints past those lines. A crash at any point
+therefore re-reads lines whose findings may already be audited and never skips one. The
+dedup keys drop the repeats, and at the next start `_refile` writes the files they miss.
 
 Signals only set flags and wake the loop. A reload validates the new configuration on a
 worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
@@ -14,7 +16,6 @@ swaps it in between two polls, so files, offsets, windows, incidents and blocks 
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 import signal
@@ -30,7 +31,12 @@ from irwatchd.audit.records import action_record
 from irwatchd.config import Config
 from irwatchd.daemon.lock import StateLock
 from irwatchd.daemon.notify import Notifier
-from irwatchd.daemon.recovery import RecordingAuditLog, recover, write_failure_hint
+from irwatchd.daemon.recovery import (
+    RecordingAuditLog,
+    findings_after,
+    recover,
+    write_failure_hint,
+)
 from irwatchd.daemon.reloading import ReloadJob
 from irwatchd.daemon.settings import DaemonSettings, ValidatedConfiguration, resolve_settings
 from irwatchd.daemon.statusfile import (
@@ -46,7 +52,6 @@ from irwatchd.daemon.statusfile import (
 )
 from irwatchd.detection.batch import detect_lines_block
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.finding import Finding
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.errors import CantCreateError, NoPermissionError
@@ -58,8 +63,10 @@ from irwatchd.parsing.dispatch import parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response.responder import (
     FLUSH_EVERY_PENDING,
+    MAX_PENDING_FILES,
     Responder,
     StatePaths,
+    collector_paused,
     dedup_key,
 )
 from irwatchd.sources.checkpoints import CheckpointStore
@@ -67,6 +74,19 @@ from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
 
 log = get_logger(__name__)
+
+DEFER_FILES_FROM = 1_000
+"""Waiting ticket and alert files from which the daemon reads on before it writes them.
+
+Fewer are written after the read that queued them, together with the checkpoints. A burst
+of new sources queues more, and those wait so that its later blocks do not wait for them.
+"""
+
+CHECKPOINT_EVERY_BYTES = 8 << 20
+"""Bytes read after which waiting files and the checkpoints are written, even while more
+lines wait. This bounds what a crash reads again and the dedup keys held for a retry. It is
+above the 5 MB of a burst of 10,000 sources with five sshd failures each, so the blocks of
+such a burst do not wait for its files."""
 
 
 class Daemon:
@@ -135,9 +155,10 @@ class Daemon:
         audit = RecordingAuditLog(self.paths.audit_log, metrics=self.metrics)
         responder = Responder(self.settings.loaded, self.paths, audit)
         checkpoints = CheckpointStore(self.paths.checkpoints)
-        self._seen_keys = recover(
+        recovered = recover(
             self.paths.audit_log, checkpoints.audit_position, responder.windows, datetime.now(UTC)
-        ).seen_keys
+        )
+        self._seen_keys = recovered.seen_keys
         config = self.config
         tailer = Tailer(
             self.settings.watch_specs, checkpoints,
@@ -153,6 +174,8 @@ class Daemon:
                 "config_path": str(self.settings.loaded.path),
                 "watch": [spec.path for spec in self.settings.watch_specs],
             }))  # fmt: skip
+            if recovered.after_checkpoint is not None:
+                self._refile(responder, audit, recovered.after_checkpoint)
             self._poll(tailer, responder, audit, checkpoints)
             self._configure_metrics()
             self._write_status()
@@ -226,38 +249,95 @@ class Daemon:
         audit: RecordingAuditLog,
         checkpoints: CheckpointStore,
     ) -> None:
-        # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed and
-        # checkpointed piece by piece and memory stays bounded.
+        # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed piece by
+        # piece and memory stays bounded. Every read's blocks and records are written at
+        # once. When a read leaves many tickets and alert files waiting, they wait until the
+        # backlog is read (within the bounds above), so no later block waits for them. The
+        # checkpoints move only after those files.
+        unsaved = False
+        handled = read_bytes = 0
         while True:
             batches = tailer.poll()
-            if not batches:
+            if batches:
+                try:
+                    with collector_paused():
+                        for batch in batches:
+                            handled += self._process(batch, responder, audit.recorded_keys)
+                        responder.flush_records()
+                except OSError as error:
+                    self._recording_failed(tailer, audit, error)
+                    return
+                unsaved = True
+                read_bytes += sum(batch.size for batch in batches)
+                interrupted = self.stop_requested or self.reload_requested
+                if (
+                    not interrupted
+                    and DEFER_FILES_FROM <= responder.pending_files < MAX_PENDING_FILES
+                    and read_bytes < CHECKPOINT_EVERY_BYTES
+                ):
+                    self._tick()
+                    continue
+            if unsaved:
+                try:
+                    # Tickets and alert files, then the fsync of every record so far.
+                    responder.write_files()
+                    audit.sync()
+                except OSError as error:
+                    self._recording_failed(tailer, audit, error)
+                    return
+                if handled:
+                    self._note_write_success("record_findings")
+                audit.recorded_keys.clear()
+                self._save_checkpoints(tailer, audit, checkpoints)
+                self._tick()
+                unsaved = False
+                handled = read_bytes = 0
+            if not batches or self.stop_requested or self.reload_requested:
                 return
-            handled = 0
-            try:
-                for batch in batches:
-                    handled += self._process(batch, responder, audit.recorded_keys)
-                # Blocks, then their audit records, then tickets and alerts (see Responder).
-                responder.flush()
-                audit.sync()
-            except OSError as error:
-                # The lines after the last checkpoint are read again on the next poll. The
-                # audit log stored the key of each finding it recorded before the failure,
-                # so those findings are skipped and never recorded twice.
-                tailer.rewind()
-                path = error.filename or str(audit.path)
-                log.error(
-                    "findings_not_recorded", path=path,
-                    error=str(error), hint=write_failure_hint(error, self.paths.root),
-                )  # fmt: skip
-                self._note_write_failure("record_findings", error, str(path))
-                return
-            if handled:
-                self._note_write_success("record_findings")
-            audit.recorded_keys.clear()
-            self._save_checkpoints(tailer, audit, checkpoints)
-            self._tick()
-            if self.stop_requested or self.reload_requested:
-                return
+
+    def _refile(self, responder: Responder, audit: AuditLog, start: int) -> None:
+        """Write the tickets and alert files of findings recorded after the last checkpoint.
+
+        A crash between a backlog's records and its files leaves them unwritten, and the
+        findings read again are skipped as recorded, so they are rebuilt from the audit log.
+        """
+        try:
+            # The checkpoint file's last change is when the audit position was saved.
+            checkpoint_time = self.paths.checkpoints.stat().st_mtime
+        except OSError:
+            checkpoint_time = 0.0
+        findings = refiled = 0
+        for recorded in findings_after(self.paths.audit_log, start):
+            findings += 1
+            refiled += responder.refile(
+                recorded.finding, recorded.moment, recorded.incident_id,
+                recorded.recorded_actions, checkpoint_time,
+            )  # fmt: skip
+        files = responder.pending_files
+        try:
+            responder.flush()
+            audit.sync()
+        except OSError as error:
+            # The audit log keeps every finding; the files of the incidents rebuilt are lost.
+            log.error("refile_failed", path=error.filename or str(audit.path), error=str(error),
+                      hint=write_failure_hint(error, self.paths.root))  # fmt: skip
+            self._note_write_failure("refile", error, str(error.filename or audit.path))
+            return
+        log.info("findings_refiled", findings_after_checkpoint=findings, refiled=refiled,
+                 files=files)  # fmt: skip
+
+    def _recording_failed(self, tailer: Tailer, audit: RecordingAuditLog, error: OSError) -> None:
+        """Rewind to the last checkpoints after a failed write, and report the failure."""
+        # The lines after the last checkpoint are read again on the next poll. The audit log
+        # stored the key of each finding it recorded since then, so those findings are
+        # skipped and never recorded twice.
+        tailer.rewind()
+        path = error.filename or str(audit.path)
+        log.error(
+            "findings_not_recorded", path=path,
+            error=str(error), hint=write_failure_hint(error, self.paths.root),
+        )  # fmt: skip
+        self._note_write_failure("record_findings", error, str(path))
 
     def _save_checkpoints(
         self, tailer: Tailer, audit: AuditLog, checkpoints: CheckpointStore
@@ -312,10 +392,11 @@ class Daemon:
                 followed.max_line_bytes, now,
                 lines_before=block.number or 0, offset_before=block.offset,
             )  # fmt: skip
-            if block.number is None:
-                # The file was opened at its end, so its line numbers are unknown.
-                findings = [_without_line_number(finding) for finding in findings]
+            # A file opened at its end has unknown line numbers, because its blocks count
+            # lines from where reading started.
+            line_numbers_known = block.number is not None
         else:
+            line_numbers_known = True
             findings = self.detector.detect(self._parse(batch, now))
         handled = 0
         for finding in self.process_context.attribute(findings):
@@ -328,10 +409,10 @@ class Daemon:
                 # intents first.
                 continue
             self.findings += 1
-            responder.handle(finding)
+            responder.handle(finding, key=key, line_number_known=line_numbers_known)
             handled += 1
-            if responder.pending >= FLUSH_EVERY_PENDING:
-                responder.flush()
+            if responder.pending_records >= FLUSH_EVERY_PENDING:
+                responder.flush_records()
         return handled
 
     @staticmethod
@@ -533,13 +614,6 @@ def _ignore_stop_signals() -> None:
     """
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)
-
-
-def _without_line_number(finding: Finding) -> Finding:
-    """Return the finding with line number 0, which the audit log writes as unknown."""
-    if not finding.record.line_number:
-        return finding
-    return dataclasses.replace(finding, record=dataclasses.replace(finding.record, line_number=0))
 
 
 def _path_or_none(path: Path | None) -> str | None:

@@ -9,13 +9,15 @@ thousand of each.
 1. it applies every pending block with one back-end call and one save of `blocks.json`,
 2. it appends the batch's audit records in the order `handle` made them (each finding, then
    its block, forensics and incident-close records) with one write,
-3. it writes the tickets, fsyncs their folder once, and appends their records,
-4. it writes the alert files, fsyncs their folder once, queues them for the channels, and
-   appends their records.
+3. it writes the alert files, fsyncs their folder once, queues them for the channels, and
+   appends their records,
+4. it writes the tickets, fsyncs their folder once, and appends their records.
 
-So a block record is written only after its block is applied, and a batch costs a few fsyncs
-instead of several per finding. Tickets and alert files are derived state, so they are not
-fsynced one by one. The audit log, which the caller fsyncs, is the record of what was done.
+The daemon runs steps 1 and 2 (`flush_records`) for each read and steps 3 and 4
+(`write_files`) once a backlog is read. So a block record is written only after its block
+is applied, and a batch costs a few fsyncs instead of several per finding. Tickets and
+alert files are derived state, so they are not fsynced one by one. The audit log, which the
+caller fsyncs, is the record of what was done.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from irwatchd.response.backends import (
     backend_problems,
     build_backend,
 )
-from irwatchd.response.blocking import BlockRequest, BlockResult, BlockStore
+from irwatchd.response.blocking import BlockRequest, BlockResult, BlockStore, parse_blockable
 from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
 from irwatchd.response.tickets import TicketStore
@@ -75,6 +77,14 @@ FLUSH_EVERY_PENDING = 3000
 
 This bounds the memory a large read holds until its flush (a 1 MiB read of sshd failures
 makes about 10,000 records) without giving up the batching of blocks and fsyncs.
+"""
+
+MAX_PENDING_FILES = 20_000
+"""Ticket and alert file writes the daemon holds back while it reads a backlog.
+
+Past it, the daemon writes them and saves its checkpoints before it reads on. This bounds
+the memory they hold (about 1 KiB each by the peak RSS of `bench/burst.py`) and the
+lines a crash reads again.
 """
 
 MAX_CLOCK_SKEW = timedelta(hours=1)
@@ -104,9 +114,11 @@ class _PendingTicket:
 
 @dataclass(slots=True)
 class _PendingAlert:
+    """An alert `handle` decided on. Its document is built when the file is written, so it
+    shows the incident as it is then, and a burst's alerts take no time before its blocks."""
+
     finding: Finding
     incident: Incident
-    alert: dict[str, Any]
     reason: str
 
 
@@ -182,10 +194,17 @@ class Responder:
         self._pending_blocks: list[_PendingBlock] = []
         self._pending_tickets: dict[str, _PendingTicket] = {}
         self._pending_alerts: list[_PendingAlert] = []
+        # Tickets and alerts of the records `flush_records` wrote, waiting for `write_files`.
+        # A failed record write drops the pending ones instead, as their findings are
+        # handled again.
+        self._ready_tickets: dict[str, _PendingTicket] = {}
+        self._ready_alerts: list[_PendingAlert] = []
         self._dirty_tickets: dict[str, Incident] = {}
         self._ticket_written: dict[str, float] = {}
         # Incidents whose ticket status was read from disk since the last flush.
         self._status_checked: set[str] = set()
+        # Incidents that `refile` rebuilt at start.
+        self._refiled: set[str] = set()
         self._configured = False
         self.apply_config(loaded)
         if live:
@@ -323,16 +342,50 @@ class Responder:
         """The number of audit records and actions waiting for `flush`."""
         return len(self._records) + len(self._pending_tickets) + len(self._pending_alerts)
 
+    @property
+    def pending_records(self) -> int:
+        """The number of audit records (and block slots) waiting for `flush_records`."""
+        return len(self._records)
+
+    @property
+    def pending_files(self) -> int:
+        """The number of ticket and alert file writes waiting for `flush` or `write_files`."""
+        return (
+            len(self._pending_tickets)
+            + len(self._pending_alerts)
+            + len(self._ready_tickets)
+            + len(self._ready_alerts)
+        )
+
     def flush(self) -> None:
         """Carry out the actions `handle` decided since the last flush, in the module's order.
 
         Raises the first OSError of a write. The actions of this flush not done by then are
         dropped, except the tickets and alert files that other writes did not stop.
         """
-        with _collector_paused():
-            self._flush()
+        with collector_paused():
+            self._flush_records()
+            self._write_files()
 
-    def _flush(self) -> None:
+    def flush_records(self) -> None:
+        """Apply the pending blocks and append the pending records; keep tickets and alerts.
+
+        The daemon calls this for each read of a backlog, so the blocks of later reads do
+        not wait for the ticket and alert files of earlier ones. A ticket queued again before
+        `write_files` is written once, with its latest state.
+        """
+        with collector_paused():
+            self._flush_records()
+
+    def write_files(self) -> None:
+        """Write the tickets and alert files of the records written so far; audit each one.
+
+        Raises the first OSError, after writing and auditing the files that did not fail.
+        """
+        with collector_paused():
+            self._write_files()
+
+    def _flush_records(self) -> None:
         self._status_checked.clear()
         records, self._records = self._records, []
         blocks, self._pending_blocks = self._pending_blocks, []
@@ -342,9 +395,19 @@ class Responder:
         self.audit.append_many([record for record in records if record is not None])
         for incident in audited.values():
             incident.actions_done.add(BLOCK_AUDITED)
-        ticket_error = self._write_tickets(list(tickets.values()))
+        for incident_id, pending in tickets.items():
+            ready = self._ready_tickets.setdefault(incident_id, pending)
+            ready.is_new = ready.is_new or pending.is_new
+        self._ready_alerts += alerts
+
+    def _write_files(self) -> None:
+        # Alerts go first, so a ticket on disk means its incident's alerts are recorded, and
+        # `refile` can skip the incidents that tickets brought back.
+        tickets, self._ready_tickets = self._ready_tickets, {}
+        alerts, self._ready_alerts = self._ready_alerts, []
         alert_error = self._write_alerts(alerts)
-        for error in (ticket_error, alert_error):
+        ticket_error = self._write_tickets(list(tickets.values()))
+        for error in (alert_error, ticket_error):
             if error is not None:
                 raise error
 
@@ -357,15 +420,82 @@ class Responder:
             return logged
         return now
 
-    def handle(self, finding: Finding) -> None:
+    def handle(
+        self, finding: Finding, *, key: str | None = None, line_number_known: bool = True
+    ) -> None:
         """Queue a finding's audit record and actions, and those of the findings it completes.
 
         The actions are the ones its incident's severity calls for. `flush` carries them out.
+        `key` is the finding's `dedup_key` when the caller has it already. With
+        `line_number_known` false, the records give no line number (the daemon opened the
+        file at its end, so it counted lines from there).
         """
         moment = self._moment(finding)
-        self._respond(finding, moment)
+        self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
-            self._respond(correlated, moment)
+            self._respond(correlated, moment, None, line_number_known)
+
+    def refile(
+        self,
+        finding: Finding,
+        moment: datetime,
+        incident_id: str,
+        recorded_actions: frozenset[str],
+        checkpoint_time: float,
+    ) -> bool:
+        """Rebuild the incident of a finding recorded before a crash; queue its missing files.
+
+        Only an incident that no ticket brought back at start is rebuilt, under its recorded
+        id. Its ticket and alert are queued as `handle` would queue them, unless
+        `recorded_actions` (the actions audited for it since the last checkpoint) has them.
+        A block applied for it after `checkpoint_time` (Unix time) without a record gets its
+        record, marked `recorded_late`. An incident that a ticket brought back only gets its
+        ticket written again when the ticket has no record. Nothing else is recorded or
+        applied again: the finding records are in the audit log, and `recover` counted the
+        windows. Returns whether the finding was refiled.
+        """
+        current = self.incidents.get((finding.category, finding.source_ip, finding.record.host))
+        if current is not None and current.id not in self._refiled:
+            if current.id == incident_id and "ticket" not in recorded_actions:
+                # The crash came after this ticket's file (and so its alerts) but before its
+                # record: write it again for the record, without counting the finding twice.
+                self._queue_ticket(current, finding)
+            return False
+        update = self.incidents.add(finding, moment)
+        incident = update.incident
+        if update.is_new:
+            incident.id = incident_id
+            self._refiled.add(incident_id)
+        if "block" in recorded_actions:
+            incident.actions_done.add(BLOCK_AUDITED)
+        self._close_tickets()
+        actions = self._actions[incident.severity]
+        if "alert" in actions and "alert" not in recorded_actions:
+            self._alert(finding, update, moment)
+        if "ticket" in actions and "ticket" not in recorded_actions:
+            self._queue_ticket(incident, finding, is_new=update.is_new)
+        if "block" in actions and "block" not in recorded_actions:
+            self._refile_block(finding, incident, checkpoint_time)
+        return True
+
+    def _refile_block(self, finding: Finding, incident: Incident, since: float) -> None:
+        """Queue the record of a block that a crash cut off, when the block is still active.
+
+        A kill can cut the audit write after a finding's record but before its block's, and
+        the finding is then skipped when read again. `_block_record` writes one record per
+        incident however often this queues it.
+        """
+        if incident.source_ip is None:
+            return
+        try:
+            address = str(parse_blockable(incident.source_ip))
+        except ValueError:
+            return
+        entry = self.blocks.active_entry(address)
+        if entry is None or entry.get("incident_id") != incident.id:
+            return
+        if float(entry.get("blocked_at", 0.0)) >= since:
+            self._block(finding, incident)
 
     def _adopt_ticket_status(self, finding: Finding) -> None:
         """Take an ack or close that `irwatchd incidents` wrote into the open incident's ticket.
@@ -385,11 +515,20 @@ class Responder:
         elif status is not None:
             incident.status = status
 
-    def _respond(self, finding: Finding, moment: datetime) -> None:
+    def _respond(
+        self, finding: Finding, moment: datetime, key: str | None, line_number_known: bool
+    ) -> None:
         self._adopt_ticket_status(finding)
         update = self.incidents.add(finding, moment)
         incident = update.incident
-        self._records.append(finding_record(finding, dedup_key(finding), incident.id))
+        self._records.append(
+            finding_record(
+                finding,
+                dedup_key(finding) if key is None else key,
+                incident.id,
+                line_number_known=line_number_known,
+            )
+        )
         self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
         self._close_tickets()
         actions = self._actions[incident.severity]
@@ -408,7 +547,7 @@ class Responder:
             self._dirty_tickets.pop(incident.id, None)
             self._ticket_written.pop(incident.id, None)
             # A ticket still pending is written by the next flush, with the closed status.
-            pending = incident.id in self._pending_tickets
+            pending = incident.id in self._pending_tickets or incident.id in self._ready_tickets
             if not pending and self.tickets.path_for(incident.id).exists():
                 self.tickets.write(incident)
             self._records.append(
@@ -492,8 +631,7 @@ class Responder:
         if reason is None:
             return
         incident.last_alert_at = now
-        alert = alert_document(finding, incident, reason)
-        self._pending_alerts.append(_PendingAlert(finding, incident, alert, reason))
+        self._pending_alerts.append(_PendingAlert(finding, incident, reason))
 
     def _write_alerts(self, alerts: list[_PendingAlert]) -> OSError | None:
         """Write the alert files, fsync their folder once, queue them and audit each one.
@@ -501,20 +639,21 @@ class Responder:
         Returns the first write error, after writing, queueing and auditing the others.
         """
         first_error: OSError | None = None
-        paths: list[tuple[_PendingAlert, Path]] = []
+        written: list[tuple[_PendingAlert, dict[str, Any], Path]] = []
         for pending in alerts:
+            alert = alert_document(pending.finding, pending.incident, pending.reason)
             try:
-                paths.append((pending, write_alert_file(self.paths.alerts, pending.alert)))
+                written.append((pending, alert, write_alert_file(self.paths.alerts, alert)))
             except OSError as error:
-                log.error("alert_write_failed", alert_id=pending.alert["alert_id"],
+                log.error("alert_write_failed", alert_id=alert["alert_id"],
                           incident_id=pending.incident.id, error=str(error))  # fmt: skip
                 first_error = first_error or error
-        if not paths:
+        if not written:
             return first_error
         fsync_directory(self.paths.alerts)
         records = []
-        for pending, path in paths:
-            channels = self.dispatcher.submit(pending.alert) if self.live else []
+        for pending, alert, path in written:
+            channels = self.dispatcher.submit(alert) if self.live else []
             records.append(
                 action_record(
                     "alert",
@@ -522,7 +661,7 @@ class Responder:
                     finding=pending.finding,
                     incident_id=pending.incident.id,
                     details={
-                        "alert_id": pending.alert["alert_id"],
+                        "alert_id": alert["alert_id"],
                         "alert_path": str(path),
                         "reason": pending.reason,
                         "channels": channels,
@@ -668,14 +807,15 @@ class Responder:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector, unless it was off already.
 
     A flush allocates tens of thousands of short-lived dicts while the daemon keeps many
     long-lived objects, and each collection those allocations start scans the long-lived
     objects again. Paused, the collections run once after the flush. In an in-process run of the
     responder with a 10,000-source burst, flushes took 2.4 s instead of 3.1 s, and `handle`,
-    which then runs the deferred collections, 1.3 s instead of 1.1 s.
+    which then runs the deferred collections, 1.3 s instead of 1.1 s. The daemon also pauses it
+    for each whole read, detection and `handle` included.
     """
     was_enabled = gc.isenabled()
     gc.disable()

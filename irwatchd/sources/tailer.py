@@ -74,6 +74,13 @@ class LineBatch:
         """Number of lines."""
         return len(self.raw_lines) if self.block is None else self.block.count
 
+    @property
+    def size(self) -> int:
+        """Number of bytes the lines take in the file, newlines and cut parts included."""
+        if self.block is not None:
+            return len(self.block.data)
+        return sum(line.size for line in self.raw_lines)
+
 
 class Tailer:
     """Discovers the files of the watch specs and reads their new complete lines."""
