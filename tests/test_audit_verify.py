@@ -108,6 +108,24 @@ def test_writer_drops_record_cut_by_a_kill(tmp_path: Path) -> None:
     assert (report.records, report.last_seq) == (RECORDS, RECORDS)
 
 
+def test_hostile_text_written_as_compact_json(tmp_path: Path) -> None:
+    # Every ASCII control character, quotes, a backslash, DEL, line and paragraph separators,
+    # a replacement character and text outside the Basic Multilingual Plane.
+    hostile = "".join(map(chr, range(0x20))) + '"\\\x7f\u2028\u2029\ufffd é \U0001f600'
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path)
+    record = action_record("alert", "failure", details={"original": hostile, "count": 7})
+    audit.append(record)
+    audit.close()
+
+    line = path.read_bytes().rstrip(b"\n")
+    expected = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+    assert line == expected
+    assert json.loads(line)["irwatchd"]["original"] == hostile
+    assert verify_log(path).records == 1
+
+
 def test_verify_missing_log(tmp_path: Path) -> None:
     code, output = _verify(tmp_path / "absent.jsonl")
     assert code == 66

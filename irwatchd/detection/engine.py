@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -60,6 +61,9 @@ keeps `^`-anchored text and the tail keeps the `$`-anchored attribution fields (
 
 MAX_CACHED_VIEWS = 8192
 """Views whose candidate rules `prefilter_repeated_views` keeps; the cache empties when full."""
+
+_MAX_CACHED_MASKS = 4096
+"""Rule masks whose rule ids `rule_ids_of` keeps; the cache empties when full."""
 
 ATTRIBUTED_BY_SERVER = frozenset({"access_log", "error_log"})
 """Source types whose client address comes from the parser, never from a rule's groups."""
@@ -165,6 +169,9 @@ class Detector:
         self._bit_of_pattern: dict[str, list[int]] = {}
         # Candidate rules of views already prefiltered, for `prefilter_repeated_views`.
         self._view_candidates: dict[str, dict[str, frozenset[int]]] = {}
+        # Rule ids of the rule masks `rule_ids_of` has seen. Logs show few distinct masks, and
+        # the cache is cleared at `_MAX_CACHED_MASKS` so crafted lines cannot grow it.
+        self._ids_of_mask: dict[tuple[str, int], frozenset[int]] = {}
         compiled_rules = []
         for rule in sorted(self.rules, key=lambda item: -severity_rank(item.severity)):
             compiled = _CompiledRule(
@@ -278,12 +285,20 @@ class Detector:
             for compiled in self._by_type.get(source_type, [])
         ]
 
-    def rule_ids_of(self, source_type: str, rule_mask: int) -> set[int]:
+    def rule_ids_of(self, source_type: str, rule_mask: int) -> frozenset[int]:
         """Return the rule ids for `confirm` of a rule mask from `prefilter_lines`."""
-        rules = self._by_type.get(source_type, [])
-        return {id(compiled) for index, compiled in enumerate(rules) if rule_mask >> index & 1}
+        ids = self._ids_of_mask.get((source_type, rule_mask))
+        if ids is None:
+            rules = self._by_type.get(source_type, [])
+            ids = frozenset(
+                id(compiled) for index, compiled in enumerate(rules) if rule_mask >> index & 1
+            )
+            if len(self._ids_of_mask) >= _MAX_CACHED_MASKS:
+                self._ids_of_mask.clear()
+            self._ids_of_mask[(source_type, rule_mask)] = ids
+        return ids
 
-    def confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
+    def confirm(self, record: LogRecord, rule_ids: AbstractSet[int]) -> list[Finding]:
         """Run the rules of `rule_ids` on one record and return at most one finding per category."""
         return self._confirm(record, rule_ids)
 
@@ -353,14 +368,14 @@ class Detector:
         for line, rule_ids in found.items():
             candidates[positions[line]].update(rule_ids)
 
-    def _confirm(self, record: LogRecord, rule_ids: set[int]) -> list[Finding]:
+    def _confirm(self, record: LogRecord, rule_ids: AbstractSet[int]) -> list[Finding]:
         return [
             self._finding(rule, record, groups)
             for rule, groups in self.confirm_groups(record.view, record.source_type, rule_ids)
         ]
 
     def confirm_groups(
-        self, view: str, source_type: str, rule_ids: set[int]
+        self, view: str, source_type: str, rule_ids: AbstractSet[int]
     ) -> list[tuple[Rule, dict[str, str]]]:
         """Run the named rules on one view, most severe first; at most one match per category.
 
