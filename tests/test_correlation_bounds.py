@@ -147,9 +147,29 @@ def test_windows_fire_once_per_quiet_period() -> None:
         for step in range(6)
     ]
     later = windows.observe(_finding("192.0.2.1", 0), START + timedelta(seconds=5 + 601))
+    again = [
+        len(windows.observe(_finding("192.0.2.1", 0), START + timedelta(seconds=5 + 601 + step)))
+        for step in range(1, 4)
+    ]
 
     assert fired == [0, 0, 1, 0, 0, 0]
     assert later == [], "one failure after a quiet window starts a new count"
+    assert again == [0, 1, 0], "the new count fires once more at the threshold"
+
+
+def test_windows_evicted_source_fires_again() -> None:
+    spec = CorrelationSpec(name="brute-force", categories=["failed_login"], threshold=2,
+                           window_seconds=600, category="brute_force", severity="high")  # fmt: skip
+    windows = SlidingWindows([spec], max_sources=1)
+    first = [len(windows.observe(_finding("192.0.2.1", 0), START)) for _ in range(2)]
+    windows.observe(_finding("192.0.2.2", 0), START)
+    # White-box: the fired marks are bounded like the windows, so eviction drops them too.
+    fired_after_eviction = set(windows._fired)
+    returned = [len(windows.observe(_finding("192.0.2.1", 0), START)) for _ in range(2)]
+
+    assert first == [0, 1]
+    assert fired_after_eviction == set()
+    assert returned == [0, 1], "an evicted source starts again, fired state included"
 
 
 def test_evidence_round_trips_through_ticket_json() -> None:

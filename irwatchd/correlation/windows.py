@@ -18,21 +18,6 @@ from irwatchd.detection.finding import Finding
 DEFAULT_MAX_SOURCES = 100_000
 
 
-class _SourceWindow:
-    """The times of one source's recent findings, oldest first, at most `threshold` of them.
-
-    A list, not a deque, because an empty deque already takes 760 bytes. With one to five
-    times, a window takes 150 to 225 bytes (tracemalloc, CPython 3.11), so 100,000 sources
-    need about 20 MiB in place of 75 MiB.
-    """
-
-    __slots__ = ("fired", "times")
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.fired = False
-
-
 class SlidingWindows:
     """Counts findings per source for each correlation spec and emits threshold findings."""
 
@@ -41,7 +26,14 @@ class SlidingWindows:
     ) -> None:
         self.specs = tuple(specs)
         self.max_sources = max_sources
-        self._windows: OrderedDict[tuple[str, str], _SourceWindow] = OrderedDict()
+        # The times of each (spec, source) pair's recent findings, oldest first, at most
+        # `threshold` of them. A bare list, not a deque (an empty deque already takes 760
+        # bytes) or an object around it. With two times, a window takes about 280 bytes with its
+        # key (tracemalloc, CPython 3.11), so 100,000 sources need about 27 MiB.
+        self._windows: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        # Pairs that emitted their correlated finding and have had a finding within a window
+        # since. Only sources past the threshold are in it, which most sources never reach.
+        self._fired: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -56,28 +48,27 @@ class SlidingWindows:
             if finding.category not in spec.categories:
                 continue
             key = (spec.name, finding.source_ip)
-            window = self._windows.get(key)
-            if window is None:
-                window = _SourceWindow()
-                self._windows[key] = window
+            times = self._windows.get(key)
+            if times is None:
+                times = self._windows[key] = []
                 if len(self._windows) > self.max_sources:
-                    self._windows.popitem(last=False)
+                    oldest, _ = self._windows.popitem(last=False)
+                    self._fired.discard(oldest)
             else:
                 self._windows.move_to_end(key)
             horizon = stamp - spec.window_seconds
-            times = window.times
             expired = 0
             while expired < len(times) and times[expired] < horizon:
                 expired += 1
             del times[:expired]
             if not times:
-                window.fired = False
+                self._fired.discard(key)
             # A "repeated N times" line counts N failures, but never more than the threshold
             # needs, so memory per source stays bounded.
             times.extend([stamp] * min(finding.count, spec.threshold))
             del times[: max(0, len(times) - spec.threshold)]
-            if not window.fired and len(window.times) >= spec.threshold:
-                window.fired = True
+            if len(times) >= spec.threshold and key not in self._fired:
+                self._fired.add(key)
                 emitted.append(
                     Finding(
                         rule_id=spec.name,
@@ -86,7 +77,7 @@ class SlidingWindows:
                         record=finding.record,
                         source_ip=finding.source_ip,
                         user=finding.user,
-                        count=len(window.times),
+                        count=len(times),
                         fields={"threshold": str(spec.threshold),
                                 "window_seconds": str(spec.window_seconds)},
                     )
