@@ -404,9 +404,9 @@ class Daemon:
             if key in self._seen_keys or key in recorded_keys:
                 # Recorded before a crash or a failed write; its windows were counted then
                 # (or again by `recover` at start).
-                # TODO: a crash or a failed write between a finding's audit record and its
-                # actions (ticket, alert, block) skips the actions not yet run; record action
-                # intents first.
+                # TODO: after a failed audit write, the ticket and alert files queued with the
+                # findings it did record are dropped, and those findings are skipped here. Only
+                # `_refile` at the next start writes them; refile on the retry too.
                 continue
             self.findings += 1
             responder.handle(finding, key=key, line_number_known=line_numbers_known)
