@@ -269,6 +269,41 @@ def test_nftables_restore_after_restart(namespaces: tuple[str, str], tmp_path: P
     assert restores[-1]["irwatchd"]["addresses"] == [ATTACKER]
 
 
+def test_table_recreated_after_ruleset_flush(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    firewall, attacker = namespaces
+    config = _write_config(tmp_path / "irwatchd.yaml", duration=600)
+    state, log = tmp_path / "state", tmp_path / "auth.log"
+    log.write_text("")
+    second = "192.0.2.77"
+    with _daemon_in(firewall, config, state, log):
+        append_lines(log, [_failed_password(ATTACKER)])
+        wait_until(lambda: ATTACKER in _set_members(firewall))
+
+        # `systemctl restart nftables` with Debian's default config flushes the whole ruleset.
+        _run(IP, "netns", "exec", firewall, NFT, "flush", "ruleset")
+        assert _set_members(firewall) == {}
+        append_lines(log, [_failed_password(second)])
+        after_block = wait_until(
+            lambda: {ATTACKER, second} <= set(_set_members(firewall)) and _set_members(firewall)
+        )
+        blocked_again = not _ping_passes(attacker, ATTACKER)
+
+        # With no new block to notice it, the periodic check restores the table.
+        _run(IP, "netns", "exec", firewall, NFT, "flush", "ruleset")
+        after_check = wait_until(
+            lambda: {ATTACKER, second} <= set(_set_members(firewall)) and _set_members(firewall),
+            timeout=30,
+        )
+
+    assert 0 < after_block[ATTACKER]["timeout"] <= 600
+    assert blocked_again, "the recreated chain drops the earlier attacker again"
+    assert 0 < after_check[second]["timeout"] <= 600
+    outcomes = [record["irwatchd"]["block_result"] for record in audit_actions(state, "block")]
+    assert outcomes == ["blocked", "blocked"]
+    stderr = (tmp_path / "daemon.stderr.log").read_text()
+    assert stderr.count("nftables_table_missing") == 2
+
+
 def test_blocks_cli_applies_without_daemon(namespaces: tuple[str, str], tmp_path: Path) -> None:
     firewall, attacker = namespaces
     config = _write_config(tmp_path / "irwatchd.yaml", duration=600)

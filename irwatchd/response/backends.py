@@ -20,6 +20,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 MINIMAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 SET_V4 = "blocked4"
 SET_V6 = "blocked6"
+TABLE_CHECK_SECONDS = 10.0
+"""Seconds between two checks that the nftables table still exists."""
 MAX_BATCH_ELEMENTS = 2000
 """Maximum number of addresses in one `nft` transaction; larger batches run as several."""
 
@@ -52,6 +55,11 @@ class BlockBackend(Protocol):
     """Something that enforces blocks: a firewall, a command, or nothing at all."""
 
     name: str
+    recreated: int
+    """How often the back-end found its firewall state gone and created it again, empty."""
+
+    def check(self) -> None:
+        """Find out whether the firewall state is still in place, and create it again if not."""
 
     def add(self, address: str, seconds: float) -> None:
         """Block an address for `seconds`, replacing a shorter block of the same address."""
@@ -102,6 +110,12 @@ def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> Non
         raise BackendError(f"{argv[0]} exited with status {completed.returncode}: {message}")
 
 
+def _names_missing_object(error: BackendError) -> bool:
+    """Return whether nft failed because the table, chain or set it names does not exist."""
+    # nft reports a missing table, chain or set with the text of ENOENT (seen with nftables v1.0.6).
+    return "No such file or directory" in str(error)
+
+
 def _one_by_one(addresses: Sequence[str], action: Callable[[int], None]) -> dict[str, str]:
     """Run `action` on each index of `addresses`; return the error message of each failure."""
     failures = {}
@@ -117,6 +131,10 @@ class SimulatedBackend:
     """A back-end that only records: nothing reaches a firewall."""
 
     name = "simulate"
+    recreated = 0
+
+    def check(self) -> None:
+        """Do nothing: there is no firewall state to lose."""
 
     def add(self, address: str, seconds: float) -> None:
         """Do nothing: the block store already holds the record."""
@@ -143,7 +161,42 @@ class NftablesBackend:
         self.table = table
         self.priority = priority
         self.timeout = timeout
+        self.recreated = 0
         self._ready = False
+        self._checked_at = float("-inf")
+
+    def check(self) -> None:
+        """Create the table again when someone removed it, at most once per check interval.
+
+        `nft flush ruleset`, which `systemctl restart nftables` runs with Debian's default
+        `/etc/nftables.conf`, removes the table with its sets. Listing the chain costs one
+        short `nft` run and no set elements.
+        """
+        now = time.monotonic()
+        if not self._ready or now - self._checked_at < TABLE_CHECK_SECONDS:
+            return
+        self._checked_at = now
+        try:
+            _run([self.nft_path, "list", "chain", "inet", self.table, "input"], self.timeout)
+        except BackendUnavailableError:
+            return  # the next block reports it; the table may well be there
+        except BackendError as error:
+            if not _names_missing_object(error):
+                return
+            try:
+                self._recreate(error)
+            except BackendError as create_error:
+                # The next block tries again and reports the failure in status.json.
+                log.error("nftables_table_create_failed", table=self.table,
+                          error=str(create_error))  # fmt: skip
+
+    def _recreate(self, error: BackendError) -> None:
+        """Create the table and sets again after `error` showed them gone; raise on failure."""
+        log.warning("nftables_table_missing", table=self.table, error=str(error),
+                    action="creating the table again and adding every active block")  # fmt: skip
+        self._ready = False
+        self.ensure_table()
+        self.recreated += 1
 
     def _apply(self, commands: list[dict[str, Any]]) -> None:
         document = json.dumps({"nftables": commands}).encode()
@@ -265,25 +318,36 @@ class NftablesBackend:
         addresses: list[str],
         build: Callable[[list[str]], list[dict[str, Any]]],
         failures: dict[str, str],
+        *,
+        retried: bool = False,
     ) -> None:
         """Apply one transaction; when nft rejects it, try each half again.
 
         `nft -f` applies a whole transaction or nothing, so after a rejection the halves can
-        be tried again safely, and one bad element costs about 2 * log2(batch) runs.
+        be tried again safely, and one bad element costs about 2 * log2(batch) runs. When the
+        table or a set is gone, they are created again and the batch is tried once more.
         """
         try:
             self._apply(build(addresses))
         except BackendUnavailableError as error:
             failures.update(dict.fromkeys(addresses, str(error)))
         except BackendError as error:
+            if _names_missing_object(error) and not retried:
+                try:
+                    self._recreate(error)
+                except BackendError as create_error:
+                    failures.update(dict.fromkeys(addresses, str(create_error)))
+                    return
+                self._apply_batch(addresses, build, failures, retried=True)
+                return
             if len(addresses) == 1:
                 failures[addresses[0]] = str(error)
                 return
             log.warning("nft_batch_rejected", addresses=len(addresses), error=str(error),
                         action="trying each half of the batch again")  # fmt: skip
             middle = len(addresses) // 2
-            self._apply_batch(addresses[:middle], build, failures)
-            self._apply_batch(addresses[middle:], build, failures)
+            self._apply_batch(addresses[:middle], build, failures, retried=retried)
+            self._apply_batch(addresses[middle:], build, failures, retried=retried)
 
     def _by_set(self, addresses: list[str]) -> list[tuple[dict[str, Any], list[str]]]:
         """Group addresses by the set of their family, each with the set's element base."""
@@ -330,11 +394,15 @@ class CommandBackend:
     """
 
     name = "command"
+    recreated = 0
 
     def __init__(self, block: Sequence[str], unblock: Sequence[str], timeout: float) -> None:
         self.block_template = list(block)
         self.unblock_template = list(unblock)
         self.timeout = timeout
+
+    def check(self) -> None:
+        """Do nothing: the command keeps its own state, which irwatchd cannot inspect."""
 
     @staticmethod
     def render(template: Sequence[str], address: str, seconds: float) -> list[str]:

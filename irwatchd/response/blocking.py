@@ -188,6 +188,7 @@ class BlockStore:
         self._block_lines = MemberLines()
         self._offence_lines = MemberLines()
         self._applied: set[str] = set()
+        self._seen_recreated = backend.recreated
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
         # The signatures of blocks.json and its history as last read or written, so a load
@@ -424,7 +425,18 @@ class BlockStore:
         else:
             self._backend_succeeded()
         self._applied.update(canonical for canonical in accepted if canonical not in failures)
+        self._reapply_if_recreated(time.time())
         return failures
+
+    def _reapply_if_recreated(self, now: float) -> None:
+        """Add every active block again when the back-end had to create its state anew."""
+        if self.backend.recreated == self._seen_recreated:
+            return
+        self._seen_recreated = self.backend.recreated
+        active = sorted(self.active(now))
+        applied = self._add_quietly(active, now, "block_reapply_failed")
+        log.warning("blocks_reapplied", backend=self.backend.name, active=len(active),
+                    applied=len(applied))  # fmt: skip
 
     def unblock(self, address: str) -> bool:
         """Lift a block and return whether one was recorded; an absent block is not an error.
@@ -509,6 +521,9 @@ class BlockStore:
         now = time.time()
         with self._locked():
             self._load()
+            if self.apply:
+                self.backend.check()
+                self._reapply_if_recreated(now)
             active = self.active(now)
             added = sorted(set(active) - self._applied)
             removed = sorted(self._applied - set(self._blocks))
