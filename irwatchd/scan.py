@@ -212,7 +212,14 @@ def scan(
         update={"blocking": loaded.config.blocking.model_copy(update={"backend": "simulate"})}
     )
     audit = ScanAuditLog(paths.audit_log)
-    responder = Responder(LoadedConfig(simulated, loaded.path), paths, audit, live=False)
+    # A scan's simulated blocks get a file of their own. In the daemon's `blocks.json` they
+    # would count as active blocks, which a running daemon applies through its back-end.
+    scan_folder = paths.reports / "scans" / stamp
+    scan_folder.mkdir(parents=True, exist_ok=True)
+    responder = Responder(
+        LoadedConfig(simulated, loaded.path), paths, audit, live=False,
+        blocks_path=scan_folder / "blocks.json",
+    )  # fmt: skip
     responder.incidents.close_idle_by_time = False
     try:
         audit.append(

@@ -62,6 +62,18 @@ def test_scan_report_counts_only_this_pass(tmp_path: Path) -> None:
     assert report["blocks_simulated"] == sorted(brute_sources)
 
 
+def test_scan_blocks_stay_out_of_daemon_state(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(SAMPLES / "auth.log"))
+    assert result.returncode == 0, result.stderr
+    report = _report(state)
+    (scan_blocks,) = (state / "reports" / "scans").glob("*/blocks.json")
+
+    assert report["blocks_simulated"]
+    assert not (state / "blocks.json").exists(), "a daemon on this state would apply them"
+    assert sorted(json.loads(scan_blocks.read_text())) == report["blocks_simulated"]
+
+
 def test_scan_missing_path_exits_66(tmp_path: Path) -> None:
     result = run_cli("scan", "--state-dir", str(tmp_path / "state"), str(tmp_path / "absent.log"))
     assert result.returncode == 66

@@ -166,8 +166,15 @@ class Responder:
     """
 
     def __init__(
-        self, loaded: LoadedConfig, paths: StatePaths, audit: AuditLog, *, live: bool = True
+        self,
+        loaded: LoadedConfig,
+        paths: StatePaths,
+        audit: AuditLog,
+        *,
+        live: bool = True,
+        blocks_path: Path | None = None,
     ) -> None:
+        """Load the state under `paths`; `blocks_path` replaces `paths.blocks` when given."""
         self.paths = paths
         self.audit = audit
         self.live = live
@@ -177,7 +184,7 @@ class Responder:
             # Stop at start with exit 78 rather than fail at the first attack.
             _check_backend(loaded)
         self.blocks = BlockStore(
-            paths.blocks,
+            blocks_path or paths.blocks,
             build_backend(config.blocking),
             Allowlist(config.blocking.allowlist),
             config.blocking,
