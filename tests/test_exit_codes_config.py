@@ -175,3 +175,25 @@ def test_re2_error_hint(tmp_path: Path, pattern: str, has_hint: bool) -> None:
     assert result.returncode == 78
     assert "RE2 cannot compile" in result.stderr
     assert ("no backreferences or lookaround" in result.stderr) is has_hint
+
+
+def test_check_rejects_state_dir_file(tmp_path: Path) -> None:
+    occupied = tmp_path / "state"
+    occupied.write_text("not a folder\n")
+    config = write_service_config(tmp_path, state_dir=str(occupied))
+
+    result = run_cli("check", "-c", str(config))
+
+    assert result.returncode == 78
+    assert f"'{occupied}' is a file, not a directory" in result.stderr
+
+
+def test_check_warns_without_sources(tmp_path: Path) -> None:
+    config = write_service_config(tmp_path, state_dir=str(tmp_path / "state"))
+
+    result = run_cli("check", "-c", str(config))
+
+    assert result.returncode == 0, result.stderr
+    assert "warning: " in result.stderr
+    assert "no sources configured" in result.stderr
+    assert "`irwatchd run` without --watch exits 78" in result.stderr

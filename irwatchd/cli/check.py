@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from irwatchd.config import default_config_path, load_config
+from irwatchd.daemon.settings import no_sources_problem
 from irwatchd.detection.examples import check_examples
 from irwatchd.detection.loader import build_detector
 from irwatchd.errors import EX_CONFIG, EX_OK
@@ -23,6 +26,16 @@ def run(args: argparse.Namespace) -> int:
     """Validate, print what is wrong, and exit 78 on any problem."""
     path = args.config_path if args.config else default_config_path()
     loaded = load_config(path)
+    if not list(loaded.config.sources.all()):
+        # Valid for `irwatchd run --watch PATH`, so a warning and not a failure.
+        print(f"warning: {no_sources_problem(loaded)} (`irwatchd run` without --watch exits 78)",
+              file=sys.stderr)  # fmt: skip
+    setup: list[str] = []
+    state_problem = state_dir_problem(loaded.state_dir)
+    if state_problem is not None:
+        setup.append(f"{path}: state_dir: {state_problem}")
+    for message in setup:
+        print(message, file=sys.stderr)
     backend = backend_problems(loaded.config.blocking)
     for key, message in backend:
         print(f"{path}: {key}: {message}", file=sys.stderr)
@@ -34,7 +47,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd check: {len(problems)} rule example(s) failed", file=sys.stderr)
     if backend:
         print("irwatchd check: the blocking back-end cannot run", file=sys.stderr)
-    if problems or backend:
+    if problems or backend or setup:
         return EX_CONFIG
     print(f"{path}: OK, {len(detector.rules)} rules, all examples pass")
     return EX_OK
+
+
+def state_dir_problem(root: Path) -> str | None:
+    """Return why `irwatchd run` could not create or write the state directory, or None.
+
+    A folder that is missing but could be created is fine. This user's write permission on
+    the nearest existing folder is judged by `os.access`, so a read-only mount or a full
+    disk still shows only at `irwatchd run`.
+    """
+    if root.exists():
+        if not root.is_dir():
+            return f"{str(root)!r} is a file, not a directory; point state_dir at a directory"
+        if not os.access(root, os.W_OK | os.X_OK):
+            return f"{str(root)!r} is not writable by this user; run as its owner or fix it"
+        return None
+    parent = root.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{str(root)!r} cannot be created: {str(parent)!r} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (
+            f"{str(root)!r} cannot be created: {str(parent)!r} is not writable by this user; "
+            "create it, or run as a user that may write there"
+        )
+    return None

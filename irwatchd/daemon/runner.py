@@ -631,6 +631,11 @@ def _lock_state_dir(paths: StatePaths) -> StateLock:
             f"cannot create or lock the state directory {str(paths.root)!r}: {error.strerror} "
             f"({error.filename}); run as a user that may write there, or pass --state-dir"
         ) from None
+    except (FileExistsError, NotADirectoryError) as error:
+        raise CantCreateError(
+            f"cannot create the state directory {str(paths.root)!r}: {error.filename!r} is a "
+            "file, not a directory; point state_dir at a directory, or pass --state-dir"
+        ) from None
     except OSError as error:
         raise CantCreateError(
             f"cannot create the state directory {str(paths.root)!r}: {error.strerror} "

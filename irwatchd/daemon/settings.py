@@ -62,12 +62,18 @@ def resolve_settings(
             for group, spec in loaded.config.sources.all()
         ]
     if not triples:
-        where = str(loaded.path) if loaded.path else "built-in defaults"
-        raise ConfigError(
-            [Problem(where, None, "sources", "no sources configured; add paths under "
-                     "sources.system, sources.security or sources.application, or pass --watch")]
-        )  # fmt: skip
+        raise ConfigError([no_sources_problem(loaded)])
     return DaemonSettings(loaded, root, specs_from_paths(triples))
+
+
+def no_sources_problem(loaded: LoadedConfig) -> Problem:
+    """Return the problem of a config that names no log to watch."""
+    where = str(loaded.path) if loaded.path else "built-in defaults"
+    message = (
+        "no sources configured; add paths under sources.system, sources.security or "
+        "sources.application, or pass --watch"
+    )
+    return Problem(where, None, "sources", message)
 
 
 @dataclass(frozen=True)
