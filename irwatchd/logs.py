@@ -181,6 +181,9 @@ def _route_standard_logging(level: str, renderer: structlog.typing.Processor) ->
     _standard_handler.setFormatter(formatter)
     root.addHandler(_standard_handler)
     root.setLevel(logging.DEBUG if level == "debug" else max(logging.WARNING, _number(level)))
+    # watchdog logs a debug record per inotify event, one per write to a watched log, which
+    # would bury irwatchd's own debug events. At other levels the root level filters it.
+    logging.getLogger("watchdog").setLevel(logging.INFO if level == "debug" else logging.NOTSET)
 
 
 def _number(level: str) -> int:

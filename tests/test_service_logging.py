@@ -218,3 +218,20 @@ def test_first_event_uses_configured_level_and_format() -> None:
     assert [entry["event"] for entry in entries] == ["shown"]
     assert entries[0]["path"] == "/var/log/x"
     assert entries[0]["level"] == "warning"
+
+
+def test_debug_level_leaves_out_watchdog_events() -> None:
+    program = (
+        "import logging\n"
+        "from irwatchd.logs import configure_logging\n"
+        "configure_logging('debug', json_output=True)\n"
+        "logging.getLogger('watchdog.observers.inotify').debug('in-event IN_MODIFY')\n"
+        "logging.getLogger('watchdog.observers.inotify').warning('inotify limit')\n"
+        "logging.getLogger('irwatchd.example').debug('own debug record')\n"
+    )
+
+    result = _run_python(program)
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+
+    assert result.returncode == 0
+    assert events == ["inotify limit", "own debug record"]
