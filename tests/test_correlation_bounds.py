@@ -212,3 +212,24 @@ def test_incident_json_round_trip() -> None:
     assert restored.to_json() == incident.to_json()
     assert document["actions_done"] == ["block_rate_limited"]
     assert [item["offset"] for item in document["evidence"]] == [0, 100]
+
+
+def test_evidence_tail_matches_slice() -> None:
+    items: list[dict[str, object]] = [
+        {"path": "/var/log/auth.log", "offset": 0, "line": "first"},
+        {"path": "/var/log/secure", "offset": 12, "line": "caf\u00e9 \u0000 nul"},
+        {"path": "/var/log/auth.log", "offset": 40, "line": ""},
+        {"path": "/var/log/auth.log", "offset": 41, "line": "last"},
+    ]
+    compact = EvidenceLines(items)
+    plain = EvidenceLines([*items, {"note": "not the compact shape"}])
+
+    for count in range(len(items) + 2):
+        tail = compact.tail(count)
+        expected = items[-count:] if count else []
+        assert tail.to_json() == expected, count
+        assert tail.text_size() == sum(len(str(item["line"])) for item in expected)
+        assert plain.tail(count).to_json() == (plain.to_json()[-count:] if count else [])
+    # The tail is a copy: adding to it leaves the original as it was.
+    compact.tail(2).append_line("/var/log/auth.log", 99, "added")
+    assert compact.to_json() == items

@@ -266,3 +266,30 @@ def test_write_moves_damaged_ticket_aside(tmp_path: Path) -> None:
     (moved,) = store.directory.glob(f"{path.name}.damaged-*")
     assert moved.read_text() == '"not an object"'
     assert json.loads(path.read_text())["id"] == incident.id
+
+
+def test_brute_force_ticket_has_every_failure(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {
+            "policy": {"low": ["audit"], "high": ["audit", "ticket"]},
+            "correlation": [
+                {"name": "brute-force", "categories": ["failed_login"], "threshold": 5,
+                 "window_seconds": 600, "category": "brute_force", "severity": "high"}
+            ],
+        }
+    )  # fmt: skip
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    for offset in range(0, 600, 100):
+        responder.handle(_finding(offset))
+    responder.close()
+    audit.close()
+
+    (ticket,) = _tickets(paths.root).values()
+    offsets = [item["offset"] for item in ticket["evidence"]]
+
+    assert ticket["category"] == "brute_force"
+    # The sixth failure goes to the failed_login incident only: the window fired once.
+    assert offsets == [0, 100, 200, 300, 400], "the five failures that fired it"

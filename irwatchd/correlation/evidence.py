@@ -66,6 +66,23 @@ class EvidenceLines(Sequence[EvidenceItem]):
             return sum(len(str(item.get("line", ""))) for item in self._plain)
         return len(self._text)
 
+    def tail(self, count: int) -> EvidenceLines:
+        """Return a new list of the last `count` items, sharing no state with this one."""
+        if count <= 0:
+            return EvidenceLines()
+        if self._plain is not None:
+            return EvidenceLines(self._plain[-count:])
+        first = max(0, len(self) - count)
+        start = self._positions[3 * first - 3] if first else 0
+        positions = self._positions[3 * first :]
+        for index in range(0, len(positions), 3):
+            positions[index] -= start
+        result = EvidenceLines()
+        result._text = self._text[start:]
+        result._positions = positions
+        result._paths = self._paths
+        return result
+
     def __len__(self) -> int:
         if self._plain is not None:
             return len(self._plain)

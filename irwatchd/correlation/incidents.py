@@ -183,6 +183,21 @@ class IncidentTracker:
         """Return the open incident for a key, if any."""
         return self._open.get(key)
 
+    def copy_evidence(self, target: Incident, source: Incident, count: int) -> None:
+        """Make the last `count` evidence lines of `source` the evidence of `target`.
+
+        A correlated incident (five failures make a `brute_force`) is filed with the line
+        that completed it. This gives it the lines that led up to it as well, which end with
+        that same line.
+        """
+        if min(count, len(source.evidence)) <= len(target.evidence):
+            return
+        if target.key in self._open:
+            self.evidence_chars -= target.evidence.text_size()
+        target.evidence = source.evidence.tail(count)
+        if target.key in self._open:
+            self.evidence_chars += target.evidence.text_size()
+
     def close(self, key: IncidentKey) -> None:
         """Close the open incident for a key (a person closed its ticket)."""
         incident = self._open.get(key)

@@ -440,7 +440,7 @@ class Responder:
         moment = self._moment(finding)
         self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
-            self._respond(correlated, moment, None, line_number_known)
+            self._respond(correlated, moment, None, line_number_known, grew_from=finding)
 
     def refile(
         self,
@@ -523,11 +523,25 @@ class Responder:
             incident.status = status
 
     def _respond(
-        self, finding: Finding, moment: datetime, key: str | None, line_number_known: bool
+        self,
+        finding: Finding,
+        moment: datetime,
+        key: str | None,
+        line_number_known: bool,
+        *,
+        grew_from: Finding | None = None,
     ) -> None:
+        """Queue the records and actions of one finding; `grew_from` completed a correlation."""
         self._adopt_ticket_status(finding)
         update = self.incidents.add(finding, moment)
         incident = update.incident
+        if grew_from is not None and update.is_new:
+            # The new correlated incident also shows the lines that led up to it.
+            earlier = self.incidents.get(
+                (grew_from.category, grew_from.source_ip, grew_from.record.host)
+            )
+            if earlier is not None:
+                self.incidents.copy_evidence(incident, earlier, finding.count)
         self._records.append(
             finding_record(
                 finding,
