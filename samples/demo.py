@@ -70,6 +70,8 @@ def main() -> int:
                "--state-dir", str(state)]  # fmt: skip
     for name, kind in LOGS.items():
         command += ["--watch", f"{logs / name}:{kind}"]
+    for name in LOGS:
+        (logs / name).touch()  # empty files to watch from the start, so nothing is missed
     audit = state / "audit.jsonl"
     audit_start = 0
     print(f"starting: {' '.join(command)}")
@@ -86,7 +88,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_interrupt)
     signal.signal(signal.SIGTERM, on_interrupt)
     colour = sys.stdout.isatty()
-    time.sleep(1.5)  # let the daemon place its watches before the files appear
+    time.sleep(1.5)  # let the daemon place its watches before the lines come
     pending = {name: (SAMPLES / name).read_text().splitlines(keepends=True) for name in LOGS}
     handles = {name: (logs / name).open("a") for name in LOGS}
     print(f"writing sample lines into {logs}; audit log: {audit}; Ctrl-C stops\n")
