@@ -337,4 +337,10 @@ def _scan_file(
             return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
     responder.flush()
     result.lines += totals.lines
-    return {"path": str(path), "lines": totals.lines}
+    entry: dict[str, Any] = {"path": str(path), "lines": totals.lines}
+    if totals.truncated_lines:
+        entry["truncated_lines"] = totals.truncated_lines
+        log.warning("scan_lines_truncated", path=str(path), lines=totals.truncated_lines,
+                    max_line_bytes=loaded.config.max_line_bytes,
+                    hint="raise max_line_bytes in the config to read such lines whole")  # fmt: skip
+    return entry

@@ -104,3 +104,26 @@ def test_detect_rejects_compressed_input(tmp_path: Path) -> None:
     assert result.returncode == 65
     assert result.stdout == ""
     assert "zcat" in result.stderr
+
+
+def test_detect_reports_cut_lines(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    failure = "Dec  1 00:00:0{} host sshd[7]: Failed password for root from 192.0.2.{} port 22 ssh2"
+    log.write_text(f"{failure.format(1, 8)}\n{'A' * 70_000}\n{failure.format(2, 9)}\n")
+
+    result = run_cli("detect", "--jobs", "1", str(log))
+
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "1 line(s) of" in result.stderr
+    assert "longer than max_line_bytes (65536)" in result.stderr
+
+
+def test_detect_quiet_without_cut_lines(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("Dec  1 00:00:01 host sshd[7]: Accepted publickey for alice from 192.0.2.8\n")
+
+    result = run_cli("detect", "--jobs", "1", str(log))
+
+    assert result.returncode == 0
+    assert result.stderr == ""

@@ -122,3 +122,17 @@ def test_scan_report_with_no_incidents(tmp_path: Path) -> None:
 
     assert json.loads(written)["incidents"] == []
     assert written == json.dumps(json.loads(written), indent=2) + "\n"
+
+
+def test_scan_report_counts_cut_lines(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text((SAMPLES / "auth.log").read_text() + "B" * 70_000 + "\n")
+    state = tmp_path / "state"
+
+    result = run_cli("scan", "--state-dir", str(state), str(log))
+    (entry,) = _report(state)["files"]
+
+    assert result.returncode == 0, result.stderr
+    assert entry["truncated_lines"] == 1
+    assert entry["lines"] == 61
+    assert "scan_lines_truncated" in result.stderr

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from irwatchd.config import default_config_path, load_config
+from irwatchd.detection.batch import StreamTotals
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
 from irwatchd.detection.parallel import FileRange, run_in_parallel, split_ranges
@@ -94,11 +95,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EX_DATAERR
+    totals = StreamTotals()
     try:
         with stream:
             rows = detect_rows(
-                detector, stream, args.source_type, args.file, loaded.config.max_line_bytes
-            )
+                detector, stream, args.source_type, args.file, loaded.config.max_line_bytes,
+                totals=totals,
+            )  # fmt: skip
             _print_rows(rows)
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
@@ -107,7 +110,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     sys.stdout.flush()
+    _report_truncated(args.file, totals, loaded.config.max_line_bytes)
     return EX_OK
+
+
+def _report_truncated(
+    path: str, totals: StreamTotals, max_line_bytes: int, where: str = ""
+) -> None:
+    """Tell on standard error how many lines were cut at `max_line_bytes`, if any."""
+    if totals.truncated_lines:
+        print(
+            f"irwatchd detect: {totals.truncated_lines} line(s) of {path!r}{where} were longer "
+            f"than max_line_bytes ({max_line_bytes}); only their first {max_line_bytes} bytes "
+            "were read. Raise max_line_bytes in the config to read such lines whole.",
+            file=sys.stderr,
+        )
 
 
 def _print_rows(rows: Iterable[list[DetectRow]]) -> None:
@@ -128,13 +145,16 @@ def _detect_in_parallel(
     now = datetime.now(UTC)
 
     def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
+        totals = StreamTotals()
         rows = detect_rows(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
-            lines_before=file_range.lines_before, offset_before=file_range.start,
+            totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
         renderer = RowRenderer()
         for group in rows:
             dump_rendered(group, renderer, sink)
+        where = f" (bytes from {file_range.start})"
+        _report_truncated(args.file, totals, max_line_bytes, where)
 
     try:
         with run_in_parallel(args.file, ranges, write_range) as sinks:

@@ -90,6 +90,8 @@ class StreamTotals:
     lines: int = 0
     fast_lines: int = 0
     parsed_lines: int = 0
+    truncated_lines: int = 0
+    """Lines longer than `max_line_bytes`, whose rest was skipped."""
 
 
 def records_from(
@@ -276,6 +278,8 @@ def _detect_parsed(
         for line in lines:
             counts.lines += 1
             counts.parsed_lines += 1
+            if line.truncated_bytes:
+                counts.truncated_lines += 1
             if number_base or offset_base:
                 line = RawLine(
                     line.text,
