@@ -151,6 +151,10 @@ blocking:
     )
     applied = [r["irwatchd"].get("applied_by") for r in audit_actions(state, "block")]
     assert applied == ["daemon", "daemon"], "the CLI's record and the daemon's record"
+    steps = [r["irwatchd"].get("step") for r in audit_actions(state, "block")]
+    assert steps == ["requested", "applied"]
+    unblock_steps = [r["irwatchd"].get("step") for r in audit_actions(state, "unblock")]
+    assert unblock_steps == ["requested", "applied"]
 
 
 def test_daemon_audits_rate_limited_blocks(tmp_path: Path) -> None:

@@ -154,6 +154,7 @@ def run_add(args: argparse.Namespace) -> int:
         "backend": store.backend.name,
         "by": actor,
         "applied_by": "daemon" if running else "cli",
+        "step": "requested" if running else "applied",
         "seconds": result.seconds,
         "error": result.error,
         "requested_address": args.address,
@@ -201,6 +202,7 @@ def run_remove(args: argparse.Namespace) -> int:
             "was_blocked": was_blocked,
             "by": actor,
             "applied_by": "daemon" if running else "cli",
+            "step": "requested" if running else "applied",
         },
     )
     if was_blocked:

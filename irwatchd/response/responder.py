@@ -304,7 +304,11 @@ class Responder:
                     "block",
                     "success",
                     source_ip=address,
-                    details={"reason": "added by irwatchd blocks", "applied_by": "daemon"},
+                    details={
+                        "reason": "added by irwatchd blocks",
+                        "applied_by": "daemon",
+                        "step": "applied",
+                    },
                 )
             )
         for address in removed:
@@ -313,7 +317,11 @@ class Responder:
                     "unblock",
                     "success",
                     source_ip=address,
-                    details={"reason": "removed by irwatchd blocks", "applied_by": "daemon"},
+                    details={
+                        "reason": "removed by irwatchd blocks",
+                        "applied_by": "daemon",
+                        "step": "applied",
+                    },
                 )
             )
 
