@@ -12,13 +12,19 @@ mkdir -p "$(dirname "$out")"
 stamp() { echo "bench: $1 utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' _)"; }
 {
     stamp start
+    # Each daemon benchmark starts after `sync`: the scans above leave hundreds of MB of
+    # dirty pages, whose writeback would otherwise land in the daemon's fsyncs.
     if [ "$part" != daemon ]; then
         "$python" "$here/throughput.py"
+        sync
         "$python" "$here/live_latency.py"
     fi
     if [ "$part" != throughput ]; then
+        sync
         "$python" "$here/burst.py" --backend simulate
+        sync
         "$python" "$here/burst.py" --backend nftables
+        sync
         "$python" "$here/daemon_memory.py"
         # Removed only now: deleting them between the bursts slows the next one's file creates.
         rm -rf "${TMPDIR:-/tmp}"/irwatchd-bench/burst-*
