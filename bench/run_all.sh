@@ -12,7 +12,7 @@ mkdir -p "$(dirname "$out")"
 stamp() { echo "bench: $1 utc=$(date -u +%Y-%m-%dT%H:%M:%SZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' _)"; }
 {
     stamp start
-    # Each daemon benchmark starts after `sync`: the scans above leave hundreds of MB of
+    # Each daemon benchmark starts after `sync`, because the scans above leave hundreds of MB of
     # dirty pages, whose writeback would otherwise land in the daemon's fsyncs.
     if [ "$part" != daemon ]; then
         "$python" "$here/throughput.py"
