@@ -37,6 +37,7 @@ def test_verify_intact_log(tmp_path: Path) -> None:
     code, output = _verify(log)
     assert code == 0, output
     assert f"{RECORDS} records" in output
+    assert f"check that seq {RECORDS} matches the last seq in a copy" in output
 
 
 def test_verify_edited_line(tmp_path: Path) -> None:

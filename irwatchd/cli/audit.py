@@ -76,6 +76,11 @@ def run_verify(args: argparse.Namespace) -> int:
         f"audit log intact: {report.records} records in {len(report.files)} file(s), "
         f"from {start} to seq {report.last_seq}"
     )
+    print(
+        f"note: records cut from the end leave no trace in the chain; check that seq "
+        f"{report.last_seq} matches the last seq in a copy kept on another host",
+        file=sys.stderr,
+    )
     return EX_OK
 
 
