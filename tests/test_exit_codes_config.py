@@ -135,6 +135,7 @@ def test_rules_files_no_match_hint(tmp_path: Path) -> None:
     assert f"relative paths start at {tmp_path}" in result.stderr
     assert "rules.d/*.yaml next to the config file" in result.stderr
     assert "etc/rules.d" not in result.stderr
+    assert f"{config}:2: rules.files: no rule file matches" in result.stderr
 
 
 def test_unknown_disabled_rule_id(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ def build_detector(loaded: LoadedConfig, *, prefilter: bool = True) -> Detector:
     if not paths:
         where = str(loaded.path) if loaded.path is not None else "built-in defaults"
         raise ConfigError(
-            [Problem(where, None, "rules.files",
+            [Problem(where, _config_line(loaded, ("rules", "files")), "rules.files",
                      f"no rule file matches {settings.files!r} (relative paths start at "
                      f"{loaded.base}); point it at rule files, such as rules.d/*.yaml next "
                      "to the config file")]
@@ -34,15 +34,20 @@ def _check_disabled(loaded: LoadedConfig, rules: list[Rule]) -> None:
     if not unknown:
         return
     where = str(loaded.path) if loaded.path is not None else "built-in defaults"
-    line = None
-    if loaded.path is not None:
-        try:
-            line = line_of(load_yaml(loaded.path), ("rules", "disabled"))
-        except ConfigError:
-            line = None  # the file changed since it was loaded; report without a line
+    line = _config_line(loaded, ("rules", "disabled"))
     raise ConfigError(
         [Problem(where, line, "rules.disabled",
                  f"unknown rule id {rule_id!r}; remove it, or fix its spelling to match an "
                  "`id:` in the rule files")
          for rule_id in unknown]
     )  # fmt: skip
+
+
+def _config_line(loaded: LoadedConfig, location: tuple[str, ...]) -> int | None:
+    """Return the line of a key in the config file, or None without a file or that key."""
+    if loaded.path is None:
+        return None
+    try:
+        return line_of(load_yaml(loaded.path), location)
+    except ConfigError:
+        return None  # the file changed since it was loaded; report without a line
