@@ -138,6 +138,7 @@ class Blocking(_Model):
     command: list[str] = Field(default_factory=list)
     unblock_command: list[str] = Field(default_factory=list)
     timeout_seconds: float = Field(default=10, gt=0, le=3600, allow_inf_nan=False)
+    retry_seconds: float = Field(default=30, gt=0, le=86400, allow_inf_nan=False)
 
     @field_validator("allowlist")
     @classmethod

@@ -87,6 +87,9 @@ the memory they hold (about 1 KiB each by the peak RSS of `bench/burst.py`) and 
 lines a crash reads again.
 """
 
+MAX_RETRIED_BLOCKS = 5_000
+"""Failed blocks the daemon keeps to try again; past it, the oldest is dropped and logged."""
+
 MAX_CLOCK_SKEW = timedelta(hours=1)
 """A log time further than this from the clock is not trusted for windows; arrival time is."""
 
@@ -199,6 +202,11 @@ class Responder:
         # pending block's record.
         self._records: list[dict[str, Any] | None] = []
         self._pending_blocks: list[_PendingBlock] = []
+        # Blocks the back-end failed to apply, by address, tried again every
+        # `blocking.retry_seconds` until one succeeds, so a source that stops after a failed
+        # block is still blocked once the firewall works again.
+        self._failed_blocks: dict[str, _PendingBlock] = {}
+        self._retried_at = time.monotonic()
         self._pending_tickets: dict[str, _PendingTicket] = {}
         self._pending_alerts: list[_PendingAlert] = []
         # Tickets and alerts of the records `flush_records` wrote, waiting for `write_files`.
@@ -292,6 +300,7 @@ class Responder:
             log.info("block_expired", address=address)
         if self.live:
             self._apply_cli_block_changes()
+            self._retry_failed_blocks()
         self._queue_due_tickets()
         self.flush()
         self.audit.sync()
@@ -728,7 +737,33 @@ class Responder:
         for pending, result in zip(blocks, results, strict=True):
             record = self._block_record(pending.finding, pending.incident, result, audited)
             records[pending.slot] = record
+            self._note_failed_block(pending, result)
         return audited
+
+    def _note_failed_block(self, pending: _PendingBlock, result: BlockResult) -> None:
+        """Keep a block the back-end failed to apply for `_retry_failed_blocks`."""
+        self._failed_blocks.pop(result.address, None)
+        if result.outcome != "failed":
+            return
+        self._failed_blocks[result.address] = pending
+        if len(self._failed_blocks) > MAX_RETRIED_BLOCKS:
+            address = next(iter(self._failed_blocks))
+            dropped = self._failed_blocks.pop(address)
+            log.warning("block_retry_dropped", address=address, incident_id=dropped.incident.id,
+                        kept=MAX_RETRIED_BLOCKS)  # fmt: skip
+
+    def _retry_failed_blocks(self) -> None:
+        """Queue the failed blocks again once `blocking.retry_seconds` have passed."""
+        now = time.monotonic()
+        if not self._failed_blocks or now - self._retried_at < self.blocks.settings.retry_seconds:
+            return
+        self._retried_at = now
+        retries, self._failed_blocks = self._failed_blocks, {}
+        log.info("block_retry", addresses=len(retries), backend=self.blocks.backend.name)
+        for pending in retries.values():
+            # A success is recorded as any block is. The incident's `block_failed` marker stays,
+            # so a firewall that stays down adds no failure record per retry.
+            self._block(pending.finding, pending.incident)
 
     def _recorded_late(self, incident: Incident, result: BlockResult) -> bool:
         """Return whether an `already_blocked` result is this incident's own unaudited block.
