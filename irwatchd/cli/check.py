@@ -30,12 +30,9 @@ def run(args: argparse.Namespace) -> int:
         # Valid for `irwatchd run --watch PATH`, so a warning and not a failure.
         print(f"warning: {no_sources_problem(loaded)} (`irwatchd run` without --watch exits 78)",
               file=sys.stderr)  # fmt: skip
-    setup: list[str] = []
     state_problem = state_dir_problem(loaded.state_dir)
     if state_problem is not None:
-        setup.append(f"{path}: state_dir: {state_problem}")
-    for message in setup:
-        print(message, file=sys.stderr)
+        print(f"{path}: state_dir: {state_problem}", file=sys.stderr)
     backend = backend_problems(loaded.config.blocking)
     for key, message in backend:
         print(f"{path}: {key}: {message}", file=sys.stderr)
@@ -47,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd check: {len(problems)} rule example(s) failed", file=sys.stderr)
     if backend:
         print("irwatchd check: the blocking back-end cannot run", file=sys.stderr)
-    if problems or backend or setup:
+    if problems or backend or state_problem:
         return EX_CONFIG
     print(f"{path}: OK, {len(detector.rules)} rules, all examples pass")
     return EX_OK
