@@ -20,7 +20,12 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.installed"
-if [ ! -f "$stamp" ] || [ "$here/requirements.lock" -nt "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
+# setup.py builds the optional C++ row builder of `detect` in place (see its docstring).
+rebuild=0
+for input in requirements.lock pyproject.toml setup.py irwatchd/detection/_rawrows.cpp; do
+    if [ "$here/$input" -nt "$stamp" ]; then rebuild=1; fi
+done
+if [ ! -f "$stamp" ] || [ "$rebuild" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.lock"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$here"
     touch "$stamp"

@@ -229,13 +229,13 @@ def test_header_split_matches_parsed_header(detector: Detector) -> None:
         "Mar  8 15:14:19 bastion ss\thd[811]: x",
     ]
     lines = seeds + _header_variants(random.Random(23), seeds, 20_000)
-    builder = rows._RawRowBuilder(detector, MOMENT)
+    builder = rows.RawRowBuilder(detector, MOMENT)
     fast_path_count = 0
     for line in lines:
         expected = builder._parsed_header(line)
         plain = not any(space in line for space in "\t\x0c\r")
-        assert builder._header(line, plain) == expected, repr(line)
-        assert builder._header(line, False) == expected, repr(line)
+        assert builder.header(line, plain) == expected, repr(line)
+        assert builder.header(line, False) == expected, repr(line)
         fast_path_count += line[: syslog.STAMP_PREFIX] in builder._times
     assert fast_path_count > len(lines) // 2, "too few lines took the split in `_header`"
 

@@ -14,14 +14,14 @@ from irwatchd.config import default_config_path, load_config
 from irwatchd.detection.batch import StreamTotals
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
+from irwatchd.detection.native_rows import detect_rendered
 from irwatchd.detection.parallel import FileRange, run_in_parallel, split_ranges
 from irwatchd.detection.process_context import ProcessContext
-from irwatchd.detection.row_transfer import attribute_rendered, dump_rendered, load_rendered
-from irwatchd.detection.rows import (
-    DetectRow,
-    RowRenderer,
-    attribute_rows,
-    detect_rows,
+from irwatchd.detection.row_transfer import (
+    RenderedRows,
+    attribute_rendered,
+    dump_rendered,
+    load_rendered,
 )
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
@@ -98,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
     totals = StreamTotals()
     try:
         with stream:
-            rows = detect_rows(
+            rendered = detect_rendered(
                 detector, stream, args.source_type, args.file, loaded.config.max_line_bytes,
                 totals=totals,
             )  # fmt: skip
-            _print_rows(rows)
+            _print_rendered(rendered)
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
         return EX_DATAERR
@@ -127,11 +127,10 @@ def _report_truncated(
         )
 
 
-def _print_rows(rows: Iterable[list[DetectRow]]) -> None:
-    """Attribute rows by process and print them, as one pass over the file does."""
-    renderer = RowRenderer()
-    for group in attribute_rows(rows, ProcessContext()):
-        sys.stdout.write(renderer.render(group))
+def _print_rendered(records: Iterable[RenderedRows]) -> None:
+    """Attribute rendered rows by process and print them, as one pass over the file does."""
+    for lines in attribute_rendered(records, ProcessContext()):
+        sys.stdout.write("".join(lines))
 
 
 def _detect_in_parallel(
@@ -146,13 +145,12 @@ def _detect_in_parallel(
 
     def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
         totals = StreamTotals()
-        rows = detect_rows(
+        records = detect_rendered(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
             totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
-        renderer = RowRenderer()
-        for group in rows:
-            dump_rendered(group, renderer, sink)
+        for record in records:
+            dump_rendered(record, sink)
         where = f" (bytes from {file_range.start})"
         _report_truncated(args.file, totals, max_line_bytes, where)
 

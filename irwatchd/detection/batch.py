@@ -146,21 +146,39 @@ def detect_file(
             yield part
 
 
-@dataclass(frozen=True, slots=True)
 class RawCandidates:
-    """A block of syslog lines that are their own views, with the lines the prefilter named.
+    """A block of syslog lines that are their own views, with the lines the prefilter names.
 
     `candidates` maps the offset of a candidate line's newline in `block`, in line order, to
-    the mask of the syslog rules to confirm on it (see `Detector.prefilter_lines`).
+    the mask of the syslog rules to confirm on it (see `Detector.prefilter_lines`). The scan
+    runs at the first use of `candidates`, so a caller with its own prefilter skips it.
     `number_base` and `offset_base` are the line count and byte offset of the block's start in
     the file.
     """
 
-    block: bytes
-    candidates: dict[int, int]
-    source_type: str
-    number_base: int
-    offset_base: int
+    __slots__ = ("_candidates", "_detector", "block", "number_base", "offset_base", "source_type")
+
+    def __init__(
+        self,
+        detector: Detector,
+        block: bytes,
+        source_type: str,
+        number_base: int,
+        offset_base: int,
+    ) -> None:
+        self._detector = detector
+        self._candidates: dict[int, int] | None = None
+        self.block = block
+        self.source_type = source_type
+        self.number_base = number_base
+        self.offset_base = offset_base
+
+    @property
+    def candidates(self) -> dict[int, int]:
+        """The candidate lines' newline offsets mapped to their rule masks, in line order."""
+        if self._candidates is None:
+            self._candidates = self._detector.prefilter_lines("syslog", self.block)
+        return self._candidates
 
     def lines(self) -> Iterator[tuple[int, int, str, int]]:
         """Yield (line number, byte offset, text, rule mask) of each candidate, in line order."""
@@ -358,9 +376,7 @@ def _detect_block(
         return
     counts.lines += lines_in_block
     counts.fast_lines += lines_in_block
-    candidates = detector.prefilter_lines("syslog", block)
-    if candidates:
-        yield RawCandidates(block, candidates, source_type, number_base, offset_base)
+    yield RawCandidates(detector, block, source_type, number_base, offset_base)
 
 
 def detect_lines_block(

@@ -276,6 +276,17 @@ class Detector:
             candidates[newline] = mask
         return candidates
 
+    def prefilter_patterns(self, source_type: str) -> tuple[list[bytes], list[int], int]:
+        """Return the expressions of a source type's Hyperscan database, with their flags.
+
+        The second list holds each expression's rule position in `ranked_rules(source_type)`.
+        Call it only when `has_prefilter(source_type)` is true.
+        """
+        rank = {id(compiled): index for index, compiled in enumerate(self._by_type[source_type])}
+        entries = self._entries[source_type]
+        expressions = [compiled.rule.patterns[index].encode() for compiled, index in entries]
+        return expressions, [rank[id(compiled)] for compiled, _ in entries], _hyperscan_flags()
+
     def ranked_rules(
         self, source_type: str
     ) -> list[tuple[Rule, Sequence[Re2Pattern], Sequence[Re2Pattern]]]:

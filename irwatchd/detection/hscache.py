@@ -115,8 +115,40 @@ def load_or_compile(
     return database
 
 
-def _prune(folder: Path) -> None:
-    """Delete all but the `MAX_ENTRIES` most recently written databases."""
-    entries = sorted(folder.glob("hyperscan-*.db"), key=lambda item: item.stat().st_mtime)
+def load_or_build_bytes(
+    version: str, expressions: list[bytes], flags: list[int], build: Callable[[], bytes]
+) -> bytes:
+    """Return serialised database bytes from the cache, or `build()` them and try to cache them.
+
+    This is for databases of a Hyperscan library other than the `hyperscan` module's, whose
+    bytes the caller loads itself; `version` names that library.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return build()
+    path = folder / f"native-{cache_key(version, expressions, flags)}.db"
+    if _is_private(folder) and _is_private(path):
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
+                        hint="the database is compiled again and the file replaced")  # fmt: skip
+    data = build()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _is_private(folder):
+            return data
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".native-", delete=False) as handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+        _prune(folder, "native-*.db")
+    except OSError as error:
+        log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
+    return data
+
+
+def _prune(folder: Path, pattern: str = "hyperscan-*.db") -> None:
+    """Delete all but the `MAX_ENTRIES` most recently written databases named by `pattern`."""
+    entries = sorted(folder.glob(pattern), key=lambda item: item.stat().st_mtime)
     for stale in entries[:-MAX_ENTRIES]:
         stale.unlink(missing_ok=True)

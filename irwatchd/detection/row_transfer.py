@@ -39,22 +39,31 @@ class RenderedRows:
     addresses: list[str | None]
 
 
-def dump_rendered(rows: list[DetectRow], renderer: RowRenderer, sink: BinaryIO) -> None:
-    """Render rows and append them to `sink` as one record for `load_rendered`.
+def render_rows(rows: list[DetectRow], renderer: RowRenderer) -> RenderedRows:
+    """Render rows, with times as microseconds since the epoch.
 
-    Times travel as microseconds since the epoch, and the parent attributes with them as they
-    are, because attribution uses only the instant and the lines are rendered already.
+    The parent attributes with those times as they are, because attribution uses only the
+    instant and the lines are rendered already.
     """
     # Rows of one log second share a time, so each distinct time is converted once.
     distinct = {row[6] for row in rows if row[6] is not None}
-    since_epoch = {moment: (moment - _EPOCH) // _MICROSECOND for moment in distinct}
-    microseconds = [None if row[6] is None else since_epoch[row[6]] for row in rows]
-    record = (
+    since_epoch = {moment: microseconds_of(moment) for moment in distinct}
+    return RenderedRows(
         renderer.render_lines(rows),
         [row[7] for row in rows],
-        microseconds,
+        [None if row[6] is None else since_epoch[row[6]] for row in rows],
         [row[SOURCE_IP] for row in rows],
     )
+
+
+def microseconds_of(moment: datetime) -> int:
+    """Return a log time as `render_rows` passes it on: whole microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def dump_rendered(rendered: RenderedRows, sink: BinaryIO) -> None:
+    """Append rendered rows to `sink` as one record for `load_rendered`."""
+    record = (rendered.lines, rendered.processes, rendered.times, rendered.addresses)
     data = marshal.dumps(record)
     sink.write(len(data).to_bytes(_LENGTH_BYTES, "little"))
     sink.write(data)

@@ -82,7 +82,7 @@ def detect_rows(
 ) -> Iterator[list[DetectRow]]:
     """Yield the rows of a stream in line order, in lists; the same findings as `detect_file`."""
     moment = now or datetime.now(UTC)
-    builder = _RawRowBuilder(detector, moment)
+    builder = RawRowBuilder(detector, moment)
     pending: list[DetectRow] = []
     parts = walk_file(
         detector, stream, source_type, path, max_line_bytes, moment,
@@ -100,7 +100,7 @@ def detect_rows(
         yield pending
 
 
-class _RawRowBuilder:
+class RawRowBuilder:
     """Rows from the candidate lines of raw syslog blocks, as `_raw_findings` would find them."""
 
     def __init__(self, detector: Detector, moment: datetime) -> None:
@@ -115,7 +115,7 @@ class _RawRowBuilder:
     def add_rows(self, part: RawCandidates, rows: list[DetectRow]) -> None:
         """Append the rows of the candidate lines of one raw block to `rows`, in line order."""
         confirm = self._confirmer.confirm
-        header = self._header
+        header = self.header
         block = part.block
         # Without tab, form feed and CR, a header field contains no `\s` character that
         # `split_traditional` checks for, because lines contain no newline either.
@@ -140,7 +140,30 @@ class _RawRowBuilder:
                 )  # fmt: skip
                 rows.append(row)
 
-    def _header(self, text: str, plain: bool) -> tuple[datetime | None, ProcessKey | None]:
+    def line_rows(self, data: bytes, rule_mask: int, number: int) -> list[DetectRow]:
+        """Return the rows of one line of a raw block, as `add_rows` builds them.
+
+        `data` is the line without its newline and `number` its line number.
+        """
+        text = data.decode()
+        matches = self._confirmer.confirm(data, text, rule_mask)
+        if not matches:
+            return []
+        time, process = self.header(text, plain=False)
+        return [
+            (number, rule.id, rule.category, rule.severity, source_ip, user, time, process)
+            for rule, user, source_ip in matches
+        ]
+
+    def stamp_minute(self, prefix: str) -> tuple[int, datetime | None]:
+        """Return `StampTimes.minute_of` for the minute prefix `Mmm dd hh:mm:`."""
+        return self._stamp_times.minute_of(prefix)
+
+    def stamp_time(self, stamp: str) -> tuple[bool, datetime | None]:
+        """Return (True, time) of a `STAMP_PREFIX`-character stamp that `header` splits."""
+        return self._stamp_times.time_of(stamp)
+
+    def header(self, text: str, plain: bool) -> tuple[datetime | None, ProcessKey | None]:
         """Return the time and process key that `_parsed_header` returns for a line.
 
         A line of the usual shape, `Mmm dd hh:mm:ss host tag[pid]: message`, is split here with
@@ -164,7 +187,7 @@ class _RawRowBuilder:
         # `host tag[` decides everything about the host and the tag, and recurs on most lines.
         source = self._sources.get(text[STAMP_PREFIX : bracket + 1])
         if source is None:
-            source = self._source(text[STAMP_PREFIX : bracket + 1])
+            source = self.source(text[STAMP_PREFIX : bracket + 1])
         if not source:
             return self._parsed_header(text)
         pid_end = text.find("]", bracket)
@@ -176,7 +199,7 @@ class _RawRowBuilder:
         host, tag = source
         return time, (host, tag, pid) if pid.isdigit() else None
 
-    def _source(self, prefix: str) -> tuple[str, str] | tuple[()]:
+    def source(self, prefix: str) -> tuple[str, str] | tuple[()]:
         """Return (host, tag) of a line that starts with a stamp and then `prefix`, `host tag[`.
 
         Return () when `split_traditional` would not split such a line as `_header` does. That

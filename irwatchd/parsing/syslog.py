@@ -181,7 +181,7 @@ def split_stamp_prefix(line: str) -> tuple[str, str, str] | None:
     return split[0], split[1], split[2]
 
 
-_MINUTE_PREFIX = 13
+MINUTE_PREFIX = 13
 """Length of a stamp prefix up to its seconds, `Mmm dd hh:mm:`."""
 _MAX_CACHED_MINUTES = 1024
 _SECONDS = tuple(timedelta(seconds=second) for second in range(60))
@@ -205,23 +205,16 @@ class StampTimes:
 
         The time is the one `parse_bsd` returns for the split stamp, which may be None.
         """
-        prefix = stamp[:_MINUTE_PREFIX]
-        minute = self._minutes.get(prefix)
-        if minute is None:
-            minute = self._minute(prefix)
-            if len(self._minutes) >= _MAX_CACHED_MINUTES:
-                self._minutes.clear()
-            self._minutes[prefix] = minute
-        kind, start = minute
-        if kind == _NOT_A_STAMP:
+        kind, start = self.minute_of(stamp[:MINUTE_PREFIX])
+        if kind == NOT_A_STAMP:
             return False, None
-        seconds = stamp[_MINUTE_PREFIX:STAMP_PREFIX]
+        seconds = stamp[MINUTE_PREFIX:STAMP_PREFIX]
         # `_split_stamp` accepts two ASCII digits and a space here. The minute passed the rest.
         if len(seconds) != 3 or seconds[2] != " " or not seconds.isascii():
             return False, None
         if not seconds[:2].isdigit():
             return False, None
-        if kind == _PER_STAMP:
+        if kind == PER_STAMP:
             split = split_stamp_prefix(stamp)
             if split is None:  # pragma: no cover - the checks above accept the same stamps
                 return False, None
@@ -231,25 +224,40 @@ class StampTimes:
             return True, None  # `datetime` rejects second 60 and up
         return True, start + _SECONDS[second]
 
+    def minute_of(self, prefix: str) -> tuple[int, datetime | None]:
+        """Return the kind of a minute prefix `Mmm dd hh:mm:` and, for `SECONDS_ADDED`, its time.
+
+        `NOT_A_STAMP`: no stamp starts so. `SECONDS_ADDED`: a stamp's time is this time plus
+        its seconds (None: every stamp of the minute has no time). `PER_STAMP`: the year
+        guess changes within the minute, so each stamp is parsed on its own.
+        """
+        minute = self._minutes.get(prefix)
+        if minute is None:
+            minute = self._minute(prefix)
+            if len(self._minutes) >= _MAX_CACHED_MINUTES:
+                self._minutes.clear()
+            self._minutes[prefix] = minute
+        return minute
+
     def _minute(self, prefix: str) -> tuple[int, datetime | None]:
         split = split_stamp_prefix(prefix + "00 ")
         if split is None:
-            return _NOT_A_STAMP, None
+            return NOT_A_STAMP, None
         start = parse_bsd(split[0], split[1], split[2], None, self._now)
         if start is None:
             # An unknown month, an invalid date or clock, or 29 February in a year without one.
             # Every second of the minute shares it.
-            return _SECONDS_ADDED, None
+            return SECONDS_ADDED, None
         moved_back = start.year != self._now.year
         if not moved_back and start + _SECONDS[-1] - self._now > timedelta(days=1):
-            return _PER_STAMP, None  # the year guess changes within this minute
-        return _SECONDS_ADDED, start
+            return PER_STAMP, None  # the year guess changes within this minute
+        return SECONDS_ADDED, start
 
 
 # Kinds of minute in `StampTimes`.
-_NOT_A_STAMP = 0
-_SECONDS_ADDED = 1
-_PER_STAMP = 2
+NOT_A_STAMP = 0
+SECONDS_ADDED = 1
+PER_STAMP = 2
 
 
 def parse_syslog(line: str, now: datetime) -> SyslogHeader | None:

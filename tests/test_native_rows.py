@@ -1,0 +1,162 @@
+"""The C++ row builder prints the same bytes as the Python rows of `irwatchd detect`."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from irwatchd.config import load_config
+from irwatchd.detection import batch, native_rows
+from irwatchd.detection.engine import Detector
+from irwatchd.detection.native_rows import NativeRows, detect_rendered
+from irwatchd.detection.process_context import ProcessContext
+from irwatchd.detection.row_transfer import RenderedRows, attribute_rendered
+from irwatchd.detection.rules import expand_rule_paths, load_rules
+from tests.helpers import CONFIG
+from tests.test_detect_rows import _corpus_lines, _header_variants, _hostile_lines
+
+MOMENT = datetime(2026, 12, 4, 12, tzinfo=UTC)
+HEADERS = ("/usr/include/hs/hs.h", "/usr/include/re2/re2.h")
+
+needs_native = pytest.mark.skipif(
+    not native_rows.native_available(),
+    reason="the _rawrows extension is not built (needs g++, libhyperscan-dev and libre2-dev)",
+)
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    loaded = load_config(CONFIG)
+    return Detector(load_rules(expand_rule_paths(loaded.config.rules.files, loaded.base)))
+
+
+def test_extension_built_where_its_libraries_are() -> None:
+    if not all(os.path.exists(header) for header in HEADERS):
+        pytest.skip(f"{' and '.join(HEADERS)} are absent, so setup.py skips the extension")
+    assert native_rows.native_available(), "pip install -e . did not build _rawrows"
+
+
+def _printed(detector: Detector, path: Path, source_type: str, *, native: bool) -> str:
+    with path.open("rb") as handle:
+        records = detect_rendered(
+            detector, handle, source_type, str(path), 300, now=MOMENT, native=native
+        )
+        return "".join("".join(lines) for lines in attribute_rendered(records, ProcessContext()))
+
+
+def _compare(detector: Detector, tmp_path: Path, lines: list[bytes], source_type: str) -> str:
+    log = tmp_path / "mixed.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    expected = _printed(detector, log, source_type, native=False)
+    assert expected, "nothing was found; the comparison would prove nothing"
+    assert _printed(detector, log, source_type, native=True) == expected
+    return expected
+
+
+@needs_native
+@pytest.mark.parametrize("source_type", ["auto", "syslog"])
+def test_native_rows_match_on_corpus_and_hostile_lines(
+    detector: Detector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source_type: str,
+) -> None:
+    monkeypatch.setattr(batch, "READ_BYTES", 4096)
+    lines = _corpus_lines("auth.jsonl") + _corpus_lines("privesc.jsonl")
+    rng = random.Random(17)
+    for item in _hostile_lines():
+        for _ in range(3):
+            lines.insert(rng.randrange(len(lines) + 1), item)
+    _compare(detector, tmp_path, lines, source_type)
+
+
+@needs_native
+def test_native_rows_match_on_odd_headers(
+    detector: Detector,
+    tmp_path: Path,
+) -> None:
+    seeds = [line.decode() for line in _corpus_lines("auth.jsonl")]
+    seeds += [
+        "Mar  8 15:14:19 a[b sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 2024 sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 bastion sshd[\u0663]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 bastion sshd[81 1]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 b\u00e9 sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:60 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:99 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Feb 29 15:14:19 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Feb 30 15:14:19 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:1x bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 bastion sshd[]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 bastion sshd[abc]: Invalid user x from 192.0.2.1 port 22",
+        "Mar  8 15:14:19 bastion sshd[811] Invalid user x from 192.0.2.1 port 22",
+        # Around the year guess of `parse_bsd`: a day after MOMENT moves back a year.
+        "Dec  5 11:59:59 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22",
+        "Dec  5 12:00:00 bastion sshd[812]: Invalid user x from 192.0.2.1 port 22",
+        "Dec  5 12:00:30 bastion sshd[813]: Invalid user x from 192.0.2.1 port 22",
+        "Dec 31 23:59:59 bastion sshd[814]: Invalid user x from 192.0.2.1 port 22",
+        "Jan  1 00:00:00 bastion sshd[815]: Invalid user x from 192.0.2.1 port 22",
+    ]
+    lines = seeds + _header_variants(random.Random(29), seeds, 5_000)
+    _compare(detector, tmp_path, [line.encode() for line in lines], "syslog")
+
+
+@pytest.fixture
+def zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Set the local time zone for the test, as `parse_bsd` reads it, and restore it after."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    yield request.param
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "zone", ["Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "UTC"], indirect=True
+)
+def test_native_times_match_in_local_zones(
+    detector: Detector,
+    tmp_path: Path,
+    zone: str,
+) -> None:
+    lines: list[str] = []
+    # The 2026 clock changes in Europe and North America, and minutes around them.
+    for day, clock in [("Mar 29", "01"), ("Mar 29", "02"), ("Mar  8", "02"), ("Nov  1", "01"),
+                       ("Oct 25", "02"), ("Oct 25", "03")]:  # fmt: skip
+        for minute in (0, 29, 59):
+            for second in (0, 1, 30, 59, 60):
+                stamp = f"{day} {clock}:{minute:02}:{second:02}"
+                lines.append(
+                    f"{stamp} bastion sshd[{len(lines)}]: Invalid user x from 192.0.2.{second} "
+                    "port 22"
+                )
+    _compare(detector, tmp_path, [line.encode() for line in lines], "syslog")
+
+
+@needs_native
+def test_native_engine_raises_a_callback_error(
+    detector: Detector,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: NativeRows, prefix: str) -> object:
+        raise LookupError(f"no minute for {prefix!r}")
+
+    monkeypatch.setattr(NativeRows, "_minute_of", broken)
+    rows = NativeRows(detector, MOMENT)
+    block = b"Mar  8 15:14:19 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22\n"
+    rendered = RenderedRows([], [], [], [])
+
+    with pytest.raises(LookupError, match="no minute for 'Mar  8 15:14:'"):
+        rows.add_block(batch.RawCandidates(detector, block, "syslog", 0, 0), rendered)
+    assert rendered.lines == []
