@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector, hyperscan, source_address
 from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
+from irwatchd.detection.row_transfer import print_ranges, render_rows, write_range_output
 from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
 from irwatchd.detection.rules import expand_rule_paths, load_rules
 from irwatchd.parsing import syslog
@@ -271,3 +274,52 @@ def test_field_confirmer_matches_confirm_groups(detector: Detector) -> None:
 def test_field_confirmer_rejects_access_log(detector: Detector) -> None:
     with pytest.raises(ValueError, match="access_log"):
         FieldConfirmer(detector, "access_log")
+
+
+@pytest.mark.parametrize("group", [3, 7, 1024])
+def test_worker_ranges_print_as_one_pass(detector: Detector, tmp_path: Path, group: int) -> None:
+    # Processes that show their address first, then the corpus, whose rows lack an address
+    # here and there, then lines of the first processes without an address.
+    pids = range(7000, 7300)
+    lines = [f"Mar  8 15:14:19 bastion sshd[{pid}]: Invalid user u{pid} from "
+             f"198.51.{pid % 100}.{pid % 250} port 22" for pid in pids]  # fmt: skip
+    lines += [line.decode() for line in _corpus_lines("auth.jsonl")]
+    lines += [f"Mar  8 15:14:20 bastion sshd[{pid}]: input_userauth_request: invalid user "
+              f"u{pid} [preauth]" for pid in pids]  # fmt: skip
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join(lines) + "\n")
+    with log.open("rb") as handle:
+        all_rows = [row for chunk in detect_rows(detector, handle, "syslog", str(log), 300,
+                                                 now=MOMENT) for row in chunk]  # fmt: skip
+    renderer = RowRenderer()
+    expected = "".join(
+        renderer.render(chunk)
+        for chunk in attribute_rows([list(all_rows)], ProcessContext(), group)
+    )
+    # Ranges of records of uneven sizes, through the worker files and back. Some ranges have
+    # every address, and their processes lend addresses to rows of later ranges.
+    rng = random.Random(group)
+    sinks = []
+    lacking = []
+    start = 0
+    while start < len(all_rows):
+        records = []
+        for _ in range(rng.randint(1, 4)):
+            size = rng.randint(1, 60)
+            records.append(render_rows(all_rows[start : start + size], renderer))
+            start += size
+        lacking.append(any(None in record.addresses for record in records))
+        sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+        write_range_output(records, sink)
+        sinks.append(sink)
+    out = io.BytesIO()
+    print_ranges(sinks, out, group)
+    for sink in sinks:
+        sink.close()
+    printed = out.getvalue().decode()
+
+    assert not lacking[0] and lacking[-1], "the ranges do not cover both ways through"
+    assert printed.endswith('"source_ip": "198.51.99.49", "user": "u7299", "time": '
+                            '"2026-03-08T15:14:20Z"}\n')  # fmt: skip
+    assert '"source_ip": null' in "".join(renderer.render(all_rows)), "no row lacked an address"
+    assert printed == expected

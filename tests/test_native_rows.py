@@ -47,7 +47,7 @@ def _printed(detector: Detector, path: Path, source_type: str, *, native: bool) 
         records = detect_rendered(
             detector, handle, source_type, str(path), 300, now=MOMENT, native=native
         )
-        return "".join("".join(lines) for lines in attribute_rendered(records, ProcessContext()))
+        return "".join(attribute_rendered(records, ProcessContext()))
 
 
 def _compare(detector: Detector, tmp_path: Path, lines: list[bytes], source_type: str) -> str:

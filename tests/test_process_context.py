@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,3 +89,24 @@ def test_microsecond_times_attribute_as_datetimes() -> None:
     assert expected[2] is None, "an address older than 600 s must not count"
     assert expected[3] == "192.0.2.2", "an address exactly 10 s ahead still counts"
     assert expected[6] is None, "an address more than 10 s ahead must not count"
+
+
+def test_remember_columns_ends_as_remember_many() -> None:
+    rng = random.Random(31)
+    for max_processes in (1, 3, 10, 50):
+        one_by_one = ProcessContext(max_processes=max_processes)
+        columns = ProcessContext(max_processes=max_processes)
+        for _ in range(200):
+            size = rng.randint(0, 40)
+            keys: list[ProcessKey | None] = [
+                None if rng.random() < 0.1 else ("host", "sshd", str(rng.randint(1, 80)))
+                for _ in range(size)
+            ]
+            addresses = [f"192.0.2.{rng.randint(1, 254)}" for _ in range(size)]
+            moments: list[LogTime | None] = [rng.randint(0, 10**9) for _ in range(size)]
+            one_by_one.remember_many(zip(keys, addresses, moments, strict=True))  # type: ignore[arg-type]
+            columns.remember_columns(keys, addresses, moments)
+            if rng.random() < 0.3:
+                assert columns.entries() == one_by_one.entries()
+        assert columns.entries() == one_by_one.entries()
+        assert len(one_by_one.entries()) == max_processes, "the store never filled up"

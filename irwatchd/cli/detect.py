@@ -20,8 +20,8 @@ from irwatchd.detection.process_context import ProcessContext
 from irwatchd.detection.row_transfer import (
     RenderedRows,
     attribute_rendered,
-    dump_rendered,
-    load_rendered,
+    print_ranges,
+    write_range_output,
 )
 from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
@@ -129,8 +129,8 @@ def _report_truncated(
 
 def _print_rendered(records: Iterable[RenderedRows]) -> None:
     """Attribute rendered rows by process and print them, as one pass over the file does."""
-    for lines in attribute_rendered(records, ProcessContext()):
-        sys.stdout.write("".join(lines))
+    for text in attribute_rendered(records, ProcessContext()):
+        sys.stdout.write(text)
 
 
 def _detect_in_parallel(
@@ -149,8 +149,7 @@ def _detect_in_parallel(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
             totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
-        for record in records:
-            dump_rendered(record, sink)
+        write_range_output(records, sink)
         where = f" (bytes from {file_range.start})"
         _report_truncated(args.file, totals, max_line_bytes, where)
 
@@ -160,9 +159,8 @@ def _detect_in_parallel(
                 print(f"irwatchd detect: a worker failed on {args.file!r}; see the error above",
                       file=sys.stderr)  # fmt: skip
                 return EX_SOFTWARE
-            records = (record for sink in sinks for record in load_rendered(sink))
-            for lines in attribute_rendered(records, ProcessContext()):
-                sys.stdout.write("".join(lines))
+            sys.stdout.flush()
+            print_ranges(sinks, sys.stdout.buffer)
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR

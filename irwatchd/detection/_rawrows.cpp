@@ -24,8 +24,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -60,27 +62,43 @@ struct Match {
 };
 
 // A map from short byte strings to owned Python objects, emptied when it grows too large.
+// Consecutive lines mostly share their stamp, `host tag[` prefix and address, so the entry
+// found last is checked before the hash table. Keys are views into strings the cache owns, so a
+// lookup copies nothing.
 class ObjectCache {
   public:
     explicit ObjectCache(size_t limit = kMaxCached) : limit_(limit) {}
     ~ObjectCache() { clear(); }
-    PyObject* get(const std::string& key) const {
+    PyObject* get(const char* data, size_t size) {
+        std::string_view key(data, size);
+        if (last_value_ != nullptr && key == last_key_) return last_value_;
         auto found = map_.find(key);
-        return found == map_.end() ? nullptr : found->second;
+        if (found == map_.end()) return nullptr;
+        last_key_ = found->first;
+        last_value_ = found->second;
+        return last_value_;
     }
     // Takes the reference to `value`.
-    void put(std::string key, PyObject* value) {
+    void put(const char* data, size_t size, PyObject* value) {
         if (map_.size() >= limit_) clear();
-        map_.emplace(std::move(key), value);
+        const std::string& owned = keys_.emplace_back(data, size);
+        last_key_ = owned;
+        last_value_ = value;
+        map_.emplace(last_key_, value);
     }
     void clear() {
         for (auto& entry : map_) Py_DECREF(entry.second);
         map_.clear();
+        keys_.clear();
+        last_value_ = nullptr;
     }
 
   private:
     size_t limit_;
-    std::unordered_map<std::string, PyObject*> map_;
+    std::unordered_map<std::string_view, PyObject*> map_;
+    std::deque<std::string> keys_;
+    std::string_view last_key_;
+    PyObject* last_value_ = nullptr;
 };
 
 struct EngineObject {
@@ -127,6 +145,17 @@ Py_ssize_t find_byte(const char* data, Py_ssize_t size, Py_ssize_t from, char wa
     return found == nullptr ? -1 : static_cast<const char*>(found) - data;
 }
 
+long long count_newlines(const char* from, const char* to) {
+    long long count = 0;
+    while (from < to) {
+        const void* found = std::memchr(from, '\n', static_cast<size_t>(to - from));
+        if (found == nullptr) break;
+        ++count;
+        from = static_cast<const char*>(found) + 1;
+    }
+    return count;
+}
+
 // The JSON string of `text` (whose UTF-8 bytes are `data`), as json.dumps writes it.
 PyObject* json_string(EngineObject* self, const char* data, Py_ssize_t size, PyObject* text) {
     if (is_plain_ascii(data, size)) {
@@ -140,7 +169,13 @@ PyObject* json_string(EngineObject* self, const char* data, Py_ssize_t size, PyO
     return PyObject_CallOneArg(self->encode, text);
 }
 
+// Appends an ASCII str; rows are built only of JSON that `encode` or this module made ASCII.
 bool append_ascii(std::string& out, PyObject* text) {
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        out.append(static_cast<const char*>(PyUnicode_DATA(text)),
+                   static_cast<size_t>(PyUnicode_GET_LENGTH(text)));
+        return true;
+    }
     Py_ssize_t size = 0;
     const char* data = PyUnicode_AsUTF8AndSize(text, &size);
     if (data == nullptr) return false;
@@ -203,8 +238,7 @@ PyObject* call_with_ascii(PyObject* function, const char* data, Py_ssize_t size)
 PyObject* stamp_time(EngineObject* self, const char* stamp) {
     auto digit = [](char byte) { return byte >= '0' && byte <= '9'; };
     if (!digit(stamp[13]) || !digit(stamp[14]) || stamp[15] != ' ') Py_RETURN_NONE;
-    std::string prefix(stamp, kMinutePrefix);
-    PyObject* minute = self->minutes->get(prefix);
+    PyObject* minute = self->minutes->get(stamp, kMinutePrefix);
     if (minute == nullptr) {
         minute = call_with_ascii(self->minute_of, stamp, kMinutePrefix);
         if (minute == nullptr) return nullptr;
@@ -213,7 +247,7 @@ PyObject* stamp_time(EngineObject* self, const char* stamp) {
             PyErr_SetString(PyExc_TypeError, "minute_of must return a tuple of at most 2 items or None");
             return nullptr;
         }
-        self->minutes->put(prefix, minute);
+        self->minutes->put(stamp, kMinutePrefix, minute);
     }
     if (minute == Py_None) Py_RETURN_NONE;
     Py_ssize_t kind = PyTuple_GET_SIZE(minute);
@@ -235,24 +269,24 @@ PyObject* stamp_time(EngineObject* self, const char* stamp) {
 bool split_header(EngineObject* self, const char* data, Py_ssize_t size, PyObject** time,
                   PyObject** process) {
     if (size <= kStampPrefix || !is_ascii(data, kStampPrefix)) return false;
-    std::string stamp(data, kStampPrefix);
-    PyObject* known = self->times->get(stamp);
+    PyObject* known = self->times->get(data, kStampPrefix);
     if (known == nullptr) {
         known = stamp_time(self, data);
         if (known == nullptr) return false;
-        self->times->put(stamp, known);
+        self->times->put(data, kStampPrefix, known);
     }
     if (known == Py_None) return false;
     Py_ssize_t host_end = find_byte(data, size, kStampPrefix, ' ');
     if (host_end <= kStampPrefix) return false;
     Py_ssize_t bracket = find_byte(data, size, host_end, '[');
     if (bracket < 0 || !is_ascii(data + kStampPrefix, bracket + 1 - kStampPrefix)) return false;
-    std::string prefix(data + kStampPrefix, static_cast<size_t>(bracket + 1 - kStampPrefix));
-    PyObject* source = self->sources->get(prefix);
+    const char* prefix = data + kStampPrefix;
+    auto prefix_size = static_cast<size_t>(bracket + 1 - kStampPrefix);
+    PyObject* source = self->sources->get(prefix, prefix_size);
     if (source == nullptr) {
-        source = call_with_ascii(self->source_of, prefix.data(), static_cast<Py_ssize_t>(prefix.size()));
+        source = call_with_ascii(self->source_of, prefix, static_cast<Py_ssize_t>(prefix_size));
         if (source == nullptr) return false;
-        self->sources->put(prefix, source);
+        self->sources->put(prefix, prefix_size, source);
     }
     if (source == Py_None) return false;
     Py_ssize_t pid_end = find_byte(data, size, bracket, ']');
@@ -278,8 +312,7 @@ bool split_header(EngineObject* self, const char* data, Py_ssize_t size, PyObjec
 
 // The cleaned address and its JSON of a `source_ip` group, borrowed from the cache.
 PyObject* address_of(EngineObject* self, const re2::StringPiece& group) {
-    std::string key(group.data(), group.size());
-    PyObject* known = self->addresses->get(key);
+    PyObject* known = self->addresses->get(group.data(), group.size());
     if (known != nullptr) return known;
     PyObject* text = PyUnicode_DecodeUTF8(group.data(), static_cast<Py_ssize_t>(group.size()), "strict");
     if (text == nullptr) return nullptr;
@@ -302,7 +335,7 @@ PyObject* address_of(EngineObject* self, const re2::StringPiece& group) {
     Py_DECREF(clean);
     Py_DECREF(json);
     if (known == nullptr) return nullptr;
-    self->addresses->put(std::move(key), known);
+    self->addresses->put(group.data(), group.size(), known);
     return known;
 }
 
@@ -451,14 +484,9 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
     bool ok = true;
     auto flush = [&]() {
         if (candidates.empty() || newline < 0) return true;
-        Py_ssize_t start = 0;
-        for (Py_ssize_t index = newline - 1; index >= 0; --index) {
-            if (data[index] == '\n') {
-                start = index + 1;
-                break;
-            }
-        }
-        for (Py_ssize_t index = counted_to; index < start; ++index) number += data[index] == '\n';
+        const void* previous = memrchr(data, '\n', static_cast<size_t>(newline));
+        Py_ssize_t start = previous == nullptr ? 0 : static_cast<const char*>(previous) - data + 1;
+        number += count_newlines(data + counted_to, data + start);
         counted_to = start;
         bool added = add_line(self, data + start, newline - start, candidates, number + 1, matches, sinks);
         candidates.clear();

@@ -15,9 +15,12 @@ reused PID cannot inherit an old address.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+import functools
+import operator
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import compress, repeat, starmap
 
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.groups import in_groups
@@ -34,6 +37,9 @@ LogTime = datetime | int
 The `detect --jobs` parent attributes with microseconds, so it builds no `datetime` per row.
 One `ProcessContext` must be given only one of the two kinds.
 """
+
+_MAX_QUEUED = 16_384
+"""Entries `remember_columns` queues before it applies them."""
 
 ATTRIBUTION_GROUP = 1024
 """Findings `attribute_stream` attributes together; the lookahead stays within one group."""
@@ -78,6 +84,10 @@ class ProcessContext:
         self.max_age_seconds = max_age_seconds
         self.lookahead_seconds = lookahead_seconds
         self._seen: OrderedDict[ProcessKey, tuple[str, LogTime | None]] = OrderedDict()
+        # Columns `remember_columns` queued, which `_settle` applies to `_seen`.
+        self._queued_keys: list[ProcessKey | None] = []
+        self._queued_addresses: list[str] = []
+        self._queued_moments: list[LogTime | None] = []
 
     def apply(self, finding: Finding) -> Finding:
         """Remember the finding's address, or give it the one its process showed earlier."""
@@ -101,6 +111,7 @@ class ProcessContext:
         self, entries: Iterable[tuple[ProcessKey | None, str, LogTime | None]]
     ) -> None:
         """Remember each (key, address, time) in order; entries without a key are skipped."""
+        self._settle()
         seen = self._seen
         for key, address, moment in entries:
             if key is None:
@@ -110,8 +121,60 @@ class ProcessContext:
             if len(seen) > self.max_processes:
                 seen.popitem(last=False)
 
+    def remember_columns(
+        self,
+        keys: Sequence[ProcessKey | None],
+        addresses: Sequence[str],
+        moments: Sequence[LogTime | None],
+    ) -> None:
+        """Remember the entries of three columns in order, as `remember_many` does.
+
+        The `detect --jobs` parent remembers every finding, so the columns are only queued
+        here, and `_settle` applies them when an address is recalled or the queue is long.
+        """
+        self._queued_keys += keys
+        self._queued_addresses += addresses
+        self._queued_moments += moments
+        if len(self._queued_keys) >= _MAX_QUEUED:
+            self._settle()
+
+    def entries(self) -> list[tuple[ProcessKey, tuple[str, LogTime | None]]]:
+        """Return the stored (key, (address, time)) pairs, least recently remembered first."""
+        self._settle()
+        return list(self._seen.items())
+
+    def _settle(self) -> None:
+        """Apply the queued columns with no Python loop per entry.
+
+        The context is a least-recently-used store, so after any run of entries it holds the
+        `max_processes` keys remembered last, each with its last address and time, in the
+        order of their last use. Only the queue's last `max_processes` distinct keys are
+        applied, because the others would be evicted again.
+        """
+        if not self._queued_keys:
+            return
+        keys, addresses, moments = self._queued_keys, self._queued_addresses, self._queued_moments
+        self._queued_keys, self._queued_addresses, self._queued_moments = [], [], []
+        present = list(map(operator.is_not, keys, repeat(None)))
+        known: Sequence[ProcessKey] = keys  # type: ignore[assignment]
+        if not all(present):
+            known = list(compress(keys, present))  # type: ignore[arg-type]
+            addresses = list(compress(addresses, present))
+            moments = list(compress(moments, present))
+        last_values = dict(zip(known, zip(addresses, moments, strict=True), strict=True))
+        recent = list(dict.fromkeys(reversed(known)))[: self.max_processes]
+        recent.reverse()
+        seen = self._seen
+        forget = functools.partial(seen.pop, default=None)
+        deque(map(forget, recent), maxlen=0)
+        seen.update(zip(recent, map(last_values.__getitem__, recent), strict=True))
+        overflow = len(seen) - self.max_processes
+        if overflow > 0:
+            deque(starmap(seen.popitem, repeat((False,), overflow)), maxlen=0)
+
     def recall(self, key: ProcessKey, moment: LogTime | None) -> str | None:
         """Return the address process `key` showed last, unless it is older than the max age."""
+        self._settle()
         known = self._seen.get(key)
         if known is None:
             return None

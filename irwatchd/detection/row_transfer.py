@@ -1,8 +1,12 @@
 """Rendered rows from `detect --jobs` workers to their parent, which attributes and prints them.
 
-A worker renders its range's rows (see `rows.py`) and writes them with the three fields
-attribution reads. The parent attributes all ranges in order, as one pass would, and fills in
-the lines that gain an address, so its share of the work per row is small.
+A worker renders its range's rows (see `rows.py`) and writes their text, then the three fields
+attribution reads, then a summary (`write_range_output`). The parent attributes all ranges in
+order, as one pass would, and fills in the lines that gain an address (`print_ranges`).
+
+A range where every row has an address needs no attribution, and what later ranges recall
+from it is only its last `max_processes` processes. So its summary carries that state, and
+the parent copies its text as it is and remembers the state, with no work per row.
 
 Records travel as length-prefixed marshal data. marshal is fast but trusts its input, so it
 only carries data from a forked worker to its parent through a private temporary file.
@@ -11,10 +15,13 @@ only carries data from a forked worker to its parent through a private temporary
 from __future__ import annotations
 
 import marshal
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from irwatchd.detection.process_context import (
     ATTRIBUTION_GROUP,
@@ -31,12 +38,30 @@ _LENGTH_BYTES = 8
 
 @dataclass(slots=True)
 class RenderedRows:
-    """Rendered lines of consecutive rows, with the process key, time and address of each."""
+    """Rendered lines of consecutive rows, with the process key, time and address of each.
+
+    Rows read back from a worker arrive as one `joined` text, and `lines` stays empty until
+    `line_list` splits it, which only a group with a line to attribute needs.
+    """
 
     lines: list[str]
     processes: list[ProcessKey | None]
     times: list[LogTime | None]
     addresses: list[str | None]
+    joined: str | None = None
+
+    def line_list(self) -> list[str]:
+        """Return the rendered lines, each ending in a newline."""
+        if self.joined is not None:
+            # A rendered line is JSON with every control character escaped, so its only
+            # newline is the one that ends it.
+            self.lines = [line + "\n" for line in self.joined.split("\n")[:-1]]
+            self.joined = None
+        return self.lines
+
+    def text(self) -> str:
+        """Return the rendered lines as one text."""
+        return "".join(self.lines) if self.joined is None else self.joined
 
 
 def render_rows(rows: list[DetectRow], renderer: RowRenderer) -> RenderedRows:
@@ -61,39 +86,153 @@ def microseconds_of(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def dump_rendered(rendered: RenderedRows, sink: BinaryIO) -> None:
-    """Append rendered rows to `sink` as one record for `load_rendered`."""
-    record = (rendered.lines, rendered.processes, rendered.times, rendered.addresses)
+def write_range_output(records: Iterable[RenderedRows], sink: BinaryIO) -> None:
+    """Write a range's rows for `print_ranges`: text, then fields, then a summary and trailer.
+
+    The fields of each record follow all the text, so the parent can copy the text alone.
+    """
+    context = ProcessContext()
+    rows = 0
+    lacks_address = False
+    with tempfile.TemporaryFile() as fields:
+        for record in records:
+            text = record.text().encode()
+            sink.write(text)
+            _dump((len(text), record.processes, record.times, record.addresses), fields)
+            rows += len(record.addresses)
+            if None in record.addresses:
+                lacks_address = True
+            elif not lacks_address:
+                context.remember_columns(record.processes, record.addresses, record.times)  # type: ignore[arg-type]
+        text_bytes = sink.tell()
+        fields.seek(0)
+        shutil.copyfileobj(fields, sink)
+    state = marshal.dumps([] if lacks_address else context.entries())
+    sink.write(state)
+    summary = marshal.dumps((text_bytes, rows, lacks_address, len(state)))
+    sink.write(summary)
+    sink.write(len(summary).to_bytes(_LENGTH_BYTES, "little"))
+
+
+def print_ranges(sinks: list[BinaryIO], out: BinaryIO, group: int = ATTRIBUTION_GROUP) -> None:
+    """Print the rows of each range's `write_range_output`, attributed as one pass would.
+
+    Ranges before the first one with a row that lacks an address are copied. From that one on,
+    every record goes through `attribute_rendered`, because a group of rows that lacks an
+    address may reach into the next range.
+    """
+    context = ProcessContext()
+    position = 0
+    summaries = [_summary(sink) for sink in sinks]
+    first_slow = next((index for index, item in enumerate(summaries) if item[2]), len(sinks))
+    for sink, (text_bytes, rows, _, _) in zip(sinks[:first_slow], summaries, strict=False):
+        sink.seek(0)
+        _copy(sink, out, text_bytes)
+        position += rows
+    if first_slow == len(sinks):
+        return
+    # Rows of the later ranges may take an address from the processes of the copied ones.
+    for sink, (_, _, _, state_bytes) in zip(sinks[:first_slow], summaries, strict=False):
+        state = _state(sink, state_bytes)
+        if state:
+            keys, values = zip(*state, strict=True)
+            addresses, moments = zip(*values, strict=True)
+            context.remember_columns(keys, addresses, moments)
+    records = (
+        record
+        for sink, summary in zip(sinks[first_slow:], summaries[first_slow:], strict=True)
+        for record in _records_with_text(sink, summary[0])
+    )
+    for text in attribute_rendered(records, context, group, position=position):
+        out.write(text.encode())
+
+
+def _summary(sink: BinaryIO) -> tuple[int, int, bool, int]:
+    """Return (text bytes, rows, lacks an address, state bytes) from a range's output."""
+    sink.seek(-_LENGTH_BYTES, 2)
+    size = int.from_bytes(sink.read(_LENGTH_BYTES), "little")
+    sink.seek(-_LENGTH_BYTES - size, 2)
+    summary: tuple[int, int, bool, int] = marshal.loads(sink.read(size))  # noqa: S302 - own worker
+    return summary
+
+
+def _state(sink: BinaryIO, state_bytes: int) -> list[tuple[ProcessKey, tuple[str, Any]]]:
+    """Return the process state a range's worker ended with, stored before its summary."""
+    sink.seek(-_LENGTH_BYTES, 2)
+    size = int.from_bytes(sink.read(_LENGTH_BYTES), "little")
+    sink.seek(-_LENGTH_BYTES - size - state_bytes, 2)
+    state: list[tuple[ProcessKey, tuple[str, Any]]] = marshal.loads(sink.read(state_bytes))  # noqa: S302
+    return state
+
+
+def _records_with_text(sink: BinaryIO, text_bytes: int) -> Iterator[RenderedRows]:
+    """Yield the records of a range: fields read on from `text_bytes`, text from the start."""
+    sink.seek(text_bytes)
+    offset = 0
+    while offset < text_bytes:
+        record = _load(sink)
+        if record is None:
+            raise OSError(f"a detect worker's output lacks the fields of its text after {offset}")
+        length, processes, microseconds, addresses = record
+        joined = os.pread(sink.fileno(), length, offset).decode()
+        offset += length
+        yield RenderedRows([], processes, microseconds, addresses, joined)
+
+
+def _copy(source: BinaryIO, out: BinaryIO, size: int) -> None:
+    """Copy the first `size` bytes of `source`, from where it stands, to `out`."""
+    while size > 0:
+        chunk = source.read(min(size, 1 << 20))
+        if not chunk:
+            raise OSError(f"a detect worker's output ended {size} bytes early")
+        out.write(chunk)
+        size -= len(chunk)
+
+
+def _dump(record: Any, sink: BinaryIO) -> None:
     data = marshal.dumps(record)
     sink.write(len(data).to_bytes(_LENGTH_BYTES, "little"))
     sink.write(data)
 
 
-def load_rendered(source: BinaryIO) -> Iterator[RenderedRows]:
-    """Yield the records `dump_rendered` wrote to `source`, in order, until its end."""
-    while True:
-        prefix = source.read(_LENGTH_BYTES)
-        if not prefix:
-            return
-        data = source.read(int.from_bytes(prefix, "little"))
-        lines, processes, microseconds, addresses = marshal.loads(data)  # noqa: S302 - own worker
-        yield RenderedRows(lines, processes, microseconds, addresses)
+def _load(source: BinaryIO) -> Any:
+    """Return the next record `_dump` wrote to `source`, or None at its end."""
+    prefix = source.read(_LENGTH_BYTES)
+    if not prefix:
+        return None
+    return marshal.loads(source.read(int.from_bytes(prefix, "little")))  # noqa: S302 - own worker
 
 
 def attribute_rendered(
-    records: Iterable[RenderedRows], context: ProcessContext, group: int = ATTRIBUTION_GROUP
-) -> Iterator[list[str]]:
-    """Attribute rendered rows in groups of `group`, as `attribute_rows` does; yield the lines."""
+    records: Iterable[RenderedRows],
+    context: ProcessContext,
+    group: int = ATTRIBUTION_GROUP,
+    *,
+    position: int = 0,
+) -> Iterator[str]:
+    """Attribute rendered rows in groups of `group`, as `attribute_rows` does; yield the text.
+
+    Groups start at every `group`-th row of the whole stream, of which `position` rows came
+    before these records. A record with every address
+    present that starts with no rows pending goes through whole: its rows are only remembered,
+    and none of them looks ahead, because that is only for rows without an address.
+    """
     pending = RenderedRows([], [], [], [])
     for record in records:
-        pending.lines += record.lines
+        if not pending.addresses and None not in record.addresses:
+            context.remember_columns(record.processes, record.addresses, record.times)  # type: ignore[arg-type]
+            position += len(record.addresses)
+            yield record.text()
+            continue
+        pending.lines += record.line_list()
         pending.processes += record.processes
         pending.times += record.times
         pending.addresses += record.addresses
-        while len(pending.lines) >= group:
-            yield _attribute_lines(_take(pending, group), context)
-    if pending.lines:
-        yield _attribute_lines(pending, context)
+        while len(pending.addresses) >= (room := group - position % group):
+            position += room
+            yield "".join(_attribute_lines(_take(pending, room), context))
+    if pending.addresses:
+        yield "".join(_attribute_lines(pending, context))
 
 
 def _take(pending: RenderedRows, count: int) -> RenderedRows:

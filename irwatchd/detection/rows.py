@@ -281,7 +281,7 @@ def attribute_group(
     `addresses` itself when no finding lacks an address, else a new list.
     """
     if None not in addresses:
-        context.remember_many(zip(processes, addresses, times, strict=True))  # type: ignore[arg-type]
+        context.remember_columns(processes, addresses, times)  # type: ignore[arg-type]
         return addresses
     result = list(addresses)
     for index, process in enumerate(processes):
