@@ -671,6 +671,7 @@ PyObject* compile_database(PyObject*, PyObject* args) {
         texts.push_back(PyBytes_AS_STRING(item));
         ids.push_back(static_cast<unsigned int>(index));
     }
+
     hs_database_t* database = nullptr;
     hs_compile_error_t* error = nullptr;
     hs_error_t status;
@@ -685,6 +686,7 @@ PyObject* compile_database(PyObject*, PyObject* args) {
         return compile_error("Hyperscan cannot compile the prefilter",
                              detail + " (expression " + std::to_string(expression) + ")");
     }
+
     char* bytes = nullptr;
     size_t length = 0;
     status = hs_serialize_database(database, &bytes, &length);

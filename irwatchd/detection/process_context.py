@@ -146,7 +146,7 @@ class ProcessContext:
     def _settle(self) -> None:
         """Apply the queued columns with no Python loop per entry.
 
-        The context is a least-recently-used store, so after any run of entries it holds the
+        The context is a least-recently-used store, so after any run of entries it contains the
         `max_processes` keys remembered last, each with its last address and time, in the
         order of their last use. Only the queue's last `max_processes` distinct keys are
         applied, because the others would be evicted again.

@@ -180,7 +180,7 @@ def _records_with_text(sink: BinaryIO, text_bytes: int) -> Iterator[RenderedRows
 
 
 def _copy(source: BinaryIO, out: BinaryIO, size: int) -> None:
-    """Copy the first `size` bytes of `source`, from where it stands, to `out`."""
+    """Copy the next `size` bytes of `source` to `out`."""
     while size > 0:
         chunk = source.read(min(size, 1 << 20))
         if not chunk:
