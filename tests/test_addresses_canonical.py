@@ -1,0 +1,84 @@
+"""`canonical_address` gives the text `ipaddress` gives, or leaves the address to it."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from irwatchd.detection.addresses import canonical_address, clean_source
+
+EDGE_CASES = [
+    "192.0.2.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "192.0.2.01",
+    "192.0.2.256",
+    "192.0.2",
+    "1.2.3.4.5",
+    "::",
+    "::1",
+    "1::",
+    "2001:DB8::1",
+    "2001:db8:0:0:1:0:0:1",
+    "2001:db8::1:0:0:1",
+    "2001:db8:0:1:1:1:1:1",
+    "0:0:0:0:0:0:0:0",
+    "0001:0db8::0001",
+    "00001::",
+    "::ffff:192.0.2.1",
+    "::ffff:c000:201",
+    "::c000:201",
+    "::192.0.2.1",
+    "64:ff9b::192.0.2.1",
+    "fe80::1%eth0",
+    "2001:db8::1::2",
+    "2001:db8:::1",
+    "g::1",
+    "",
+    " ::1",
+]
+
+
+def _expected(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _random_ipv6(rng: random.Random) -> str:
+    words = [rng.choice([0, 0, 0, 1, 0xFFFF, rng.randrange(0x10000)]) for _ in range(8)]
+    text = ":".join(f"{word:x}" if rng.random() < 0.7 else f"{word:04X}" for word in words)
+    if rng.random() < 0.5:
+        text = str(ipaddress.IPv6Address(text))
+    return text
+
+
+def test_edge_cases_match_ipaddress() -> None:
+    for text in EDGE_CASES:
+        canonical = canonical_address(text)
+        if canonical is not None:
+            assert canonical == _expected(text), text
+
+
+def test_random_addresses_match_ipaddress() -> None:
+    rng = random.Random(41)
+    fast = 0
+    for _ in range(20_000):
+        if rng.random() < 0.2:
+            text = ".".join(str(rng.randrange(256)) for _ in range(4))
+        else:
+            text = _random_ipv6(rng)
+        canonical = canonical_address(text)
+        if canonical is not None:
+            fast += 1
+            assert canonical == _expected(text), text
+    assert fast > 15_000, "too few addresses took the socket path"
+
+
+def test_clean_source_unwraps_mapped_addresses() -> None:
+    assert clean_source("::ffff:192.0.2.1") == "192.0.2.1"
+    assert clean_source("::ffff:c000:201") == "192.0.2.1"
+    assert clean_source("[2001:DB8::0001]:22") == "2001:db8::1"
+    assert clean_source("fe80::1%eth0") == "fe80::1"
+    assert clean_source("192.0.2.1:22") == "192.0.2.1"
