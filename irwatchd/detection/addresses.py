@@ -29,9 +29,9 @@ def canonical_address(text: str) -> str | None:
     """Return `str(ipaddress.ip_address(text))` for a plain address, None for anything else.
 
     The C functions of the `socket` module take 0.6 µs where `ipaddress` takes 8.7 µs for an
-    IPv6 address (timeit, CPython 3.11). glibc's `inet_ntop` writes RFC 5952 text, as `ipaddress` does, except for
-    embedded IPv4, so text or output with a dot other than plain IPv4 is left to `ipaddress`,
-    as are zone ids, which `inet_pton` rejects.
+    IPv6 address (timeit, CPython 3.11). glibc's `inet_ntop` writes RFC 5952 text, as
+    `ipaddress` does, except for embedded IPv4. So text or output with a dot, other than
+    plain IPv4, is left to `ipaddress`, as are zone ids, which `inet_pton` rejects.
     """
     if "." in text:
         try:
