@@ -36,13 +36,13 @@ def test_detect_reads_standard_input() -> None:
     assert json.loads(result.stdout)["line"] == 1
 
 
-def test_detect_unreadable_input_exits_65(tmp_path: Path) -> None:
+def test_detect_unreadable_input_exits_66(tmp_path: Path) -> None:
     missing = tmp_path / "missing.log"
     result = run_cli("detect", str(missing))
-    assert result.returncode == 65
+    assert result.returncode == 66
     assert str(missing) in result.stderr
     result = run_cli("detect", str(tmp_path))
-    assert result.returncode == 65
+    assert result.returncode == 66
     assert "directory" in result.stderr
 
 

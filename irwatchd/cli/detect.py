@@ -23,7 +23,7 @@ from irwatchd.detection.row_transfer import (
     print_ranges,
     write_range_output,
 )
-from irwatchd.errors import EX_DATAERR, EX_OK, EX_SOFTWARE, EX_USAGE
+from irwatchd.errors import EX_DATAERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
 
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "pass a readable log file or - for standard input",
             file=sys.stderr,
         )
-        return EX_DATAERR
+        return EX_NOINPUT
     totals = StreamTotals()
     try:
         with stream:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             _print_rendered(rendered)
     except IsADirectoryError:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
-        return EX_DATAERR
+        return EX_NOINPUT
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
