@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,22 +29,34 @@ def utc_now() -> str:
     return format_rfc3339(datetime.now(UTC)) or ""
 
 
-class RateMeter:
-    """Lines per second between the last two samples of a running total."""
+RATE_WINDOW_SECONDS = 60.0
+"""Span of the line rate in the status. Over the 2 s between writes, a log that cron writes
+to once a minute shows 0 lines/s nearly all the time."""
 
-    def __init__(self) -> None:
-        self._last_time = time.monotonic()
-        self._last_total = 0
+
+class RateMeter:
+    """Lines per second over the last `RATE_WINDOW_SECONDS` of samples of a running total."""
+
+    def __init__(
+        self, window_seconds: float = RATE_WINDOW_SECONDS, start: float | None = None
+    ) -> None:
+        self.window_seconds = window_seconds
+        # (monotonic time, total) of each sample; the first is the base of the rate.
+        begin = time.monotonic() if start is None else start
+        self._samples: deque[tuple[float, int]] = deque([(begin, 0)])
         self.rate = 0.0
 
-    def sample(self, total: int) -> float:
-        """Take a sample of the running total and return the rate since the previous one."""
-        now = time.monotonic()
-        elapsed = now - self._last_time
-        if elapsed > 0:
-            self.rate = (total - self._last_total) / elapsed
-        self._last_time = now
-        self._last_total = total
+    def sample(self, total: int, now: float | None = None) -> float:
+        """Take a sample of the running total and return the rate over the window."""
+        moment = time.monotonic() if now is None else now
+        samples = self._samples
+        samples.append((moment, total))
+        # Keep one sample at or before the window's start as the base.
+        while len(samples) > 2 and samples[1][0] <= moment - self.window_seconds:
+            samples.popleft()
+        base_time, base_total = samples[0]
+        if moment > base_time:
+            self.rate = (total - base_total) / (moment - base_time)
         return self.rate
 
 
