@@ -265,3 +265,32 @@ def test_evicted_incident_ticket_written_closed(tmp_path: Path) -> None:
     assert status == {"192.0.2.1": "closed", "192.0.2.2": "open", "192.0.2.3": "open"}
     closes = audit_actions(paths.root, "incident_close")
     assert [record["source"]["ip"] for record in closes] == ["192.0.2.1"]
+
+
+def test_files_written_after_failed_record(tmp_path: Path) -> None:
+    config = Config.model_validate(
+        {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []}
+    )
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    audit.append({"event": {"action": "start", "outcome": "success"}})
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    finding = _finding("192.0.2.88", 0)
+    try:
+        responder.handle(finding)
+        with _file_size_limit(paths.audit_log.stat().st_size + 100), pytest.raises(OSError):
+            responder.flush()
+        assert not list(paths.tickets.glob("*.json")), "a ticket was written before its record"
+        # The daemon reads the line again, and the finding only updates its incident.
+        responder.handle(finding)
+        responder.flush()
+    finally:
+        responder.close()
+        audit.close()
+
+    tickets = [json.loads(path.read_text()) for path in paths.tickets.glob("*.json")]
+    alerts = audit_actions(paths.root, "alert")
+    assert [ticket["source_ip"] for ticket in tickets] == ["192.0.2.88"]
+    assert len(alerts) == 1, "the new incident's alert was lost with the failed write"
+    assert alerts[0]["irwatchd"]["incident_id"] == tickets[0]["id"]

@@ -403,10 +403,8 @@ class Daemon:
             key = dedup_key(finding)
             if key in self._seen_keys or key in recorded_keys:
                 # Recorded before a crash or a failed write; its windows were counted then
-                # (or again by `recover` at start).
-                # TODO: after a failed audit write, the ticket and alert files queued with the
-                # findings it did record are dropped, and those findings are skipped here. Only
-                # `_refile` at the next start writes them; refile on the retry too.
+                # (or again by `recover` at start). After a failed write, the responder kept
+                # its incident's ticket and alert files queued for the next pass.
                 continue
             self.findings += 1
             responder.handle(finding, key=key, line_number_known=line_numbers_known)

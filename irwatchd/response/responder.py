@@ -415,14 +415,19 @@ class Responder:
         blocks, self._pending_blocks = self._pending_blocks, []
         tickets, self._pending_tickets = self._pending_tickets, {}
         alerts, self._pending_alerts = self._pending_alerts, []
-        audited = self._apply_blocks(blocks, records) if blocks else {}
-        self.audit.append_many([record for record in records if record is not None])
+        try:
+            audited = self._apply_blocks(blocks, records) if blocks else {}
+            self.audit.append_many([record for record in records if record is not None])
+        finally:
+            # The files stay queued even when the audit write fails. Their incidents stay in
+            # memory, so a finding whose record failed is read again and only updates its
+            # incident: its incident's first ticket and alert would never be queued again.
+            for incident_id, pending in tickets.items():
+                ready = self._ready_tickets.setdefault(incident_id, pending)
+                ready.is_new = ready.is_new or pending.is_new
+            self._ready_alerts += alerts
         for incident in audited.values():
             incident.actions_done.add(BLOCK_AUDITED)
-        for incident_id, pending in tickets.items():
-            ready = self._ready_tickets.setdefault(incident_id, pending)
-            ready.is_new = ready.is_new or pending.is_new
-        self._ready_alerts += alerts
 
     def _write_files(self) -> None:
         # Alerts go first, so a ticket on disk means its incident's alerts are recorded, and
