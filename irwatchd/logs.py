@@ -7,13 +7,17 @@ dead webhook cannot flood the journal.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -122,6 +126,67 @@ class RepeatLimiter:
             self._reporting.active = False
 
 
+class TolerantStream:
+    """The daemon's log output, whose writes never raise: a line that fails is counted and lost.
+
+    `run --daemonize` logs to a file in the state folder, and that disk can fill up. A failed
+    log write must not end the daemon, which goes on detecting and blocking. Each line goes
+    out in one `os.write`, so a failed one leaves no half line behind in a buffer. Before the
+    next line that can be written, the count of lost lines is written as a
+    `log_lines_lost` event.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self.lost_lines = 0
+        try:
+            self._descriptor: int | None = stream.fileno()
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            self._descriptor = None  # a stream without a file, such as pytest's capture
+
+    def write(self, text: str) -> int:
+        """Write `text` if the output takes it, else count it as lost; return its length."""
+        with self._lock:
+            if self.lost_lines and self._put(_lost_line(self.lost_lines)):
+                self.lost_lines = 0
+            if not self._put(text):
+                self.lost_lines += text.count("\n") or 1
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the underlying stream when it is not written through its descriptor."""
+        if self._descriptor is None:
+            with self._lock, contextlib.suppress(OSError):
+                self.stream.flush()
+
+    def isatty(self) -> bool:
+        """Return whether the output is a terminal."""
+        return bool(self.stream.isatty())
+
+    def _put(self, text: str) -> bool:
+        try:
+            if self._descriptor is None:
+                self.stream.write(text)
+                return True
+            view = memoryview(text.encode("utf-8", "backslashreplace"))
+            while view:
+                view = view[os.write(self._descriptor, view) :]
+        except OSError:
+            return False
+        return True
+
+
+def _lost_line(count: int) -> str:
+    event = {
+        "lost_lines": count, "event": "log_lines_lost", "level": "warning",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "hint": "the log output could not be written, often because its disk was full",
+    }  # fmt: skip
+    return json.dumps(event) + "\n"
+
+
 _limiter: RepeatLimiter | None = None
 _standard_handler: logging.Handler | None = None
 
@@ -153,7 +218,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_number(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_output()),
         cache_logger_on_first_use=False,
     )
 
@@ -177,13 +242,24 @@ def _route_standard_logging(level: str, renderer: structlog.typing.Processor) ->
     root = logging.getLogger()
     if _standard_handler is not None:
         root.removeHandler(_standard_handler)
-    _standard_handler = logging.StreamHandler(sys.stderr)
+    _standard_handler = logging.StreamHandler(_output())
     _standard_handler.setFormatter(formatter)
     root.addHandler(_standard_handler)
     root.setLevel(logging.DEBUG if level == "debug" else max(logging.WARNING, _number(level)))
     # watchdog logs a debug record per inotify event, one per write to a watched log, which
     # would bury irwatchd's own debug events. At other levels the root level filters it.
     logging.getLogger("watchdog").setLevel(logging.INFO if level == "debug" else logging.NOTSET)
+
+
+_tolerant: TolerantStream | None = None
+
+
+def _output() -> TextIO:
+    """Return the `TolerantStream` over the current `sys.stderr`, the same one while it stays."""
+    global _tolerant
+    if _tolerant is None or _tolerant.stream is not sys.stderr:
+        _tolerant = TolerantStream(sys.stderr)
+    return cast(TextIO, _tolerant)
 
 
 def _number(level: str) -> int:

@@ -216,15 +216,18 @@ def start_daemon(
     config: Path,
     prefix: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
 ) -> DaemonProcess:
     """Start `irwatchd run` (after the `prefix` command, such as setpriv) and wait until ready.
 
     The caller stops it, with `DaemonProcess.stop` or a signal. Each start logs to a file of
-    its own, so `log_text` shows only this process.
+    its own in `log_dir` (default: the state folder's parent), so `log_text` shows only this
+    process.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    starts = len(list(state_dir.parent.glob(f"{state_dir.name}.stderr.*.log")))
-    stderr_path = state_dir.parent / f"{state_dir.name}.stderr.{starts + 1}.log"
+    logs = state_dir.parent if log_dir is None else log_dir
+    starts = len(list(logs.glob(f"{state_dir.name}.stderr.*.log")))
+    stderr_path = logs / f"{state_dir.name}.stderr.{starts + 1}.log"
     arguments = ["run", "-c", str(config), "--state-dir", str(state_dir)]
     for watch in watches:
         arguments += ["--watch", watch]

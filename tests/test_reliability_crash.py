@@ -312,7 +312,9 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     state = tiny_filesystem / "state"
     # One-second blocks, so a block expires while the disk is full.
     config = write_daemon_config(tmp_path, blocking={"duration_seconds": 1})
-    daemon = start_daemon(state, [f"{auth}:syslog"], config=config)
+    # The daemon's own log goes to another disk, so its errors can be read while this one is
+    # full. `test_log_output.py` covers a log on the full disk.
+    daemon = start_daemon(state, [f"{auth}:syslog"], config=config, log_dir=tmp_path)
     # Lines 0 and 1000-4000 come from one address: a brute_force incident and a block.
     first = [*range(10), 1000, 2000, 3000, 4000]
     append_lines(auth, sshd_failure_lines(first, addresses=1000))
