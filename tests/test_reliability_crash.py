@@ -342,8 +342,15 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     expected = [*first, *range(10, 30)]
     wait_until(lambda: len(finding_originals(state)) >= len(expected), timeout=30)
     wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
+    wait_until(lambda: audit_actions(state, "unblock"))
     assert daemon.stop() == 0, daemon.log_text()
 
     assert sequence_counts(finding_originals(state)) == Counter({seq: 1 for seq in expected})
     verify = run_cli("audit", "verify", "--state-dir", str(state))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The block that expired while the disk was full was lifted then, and audited once after.
+    # Each retry read the twenty new failures again, and they were counted once.
+    blocked = [record["source"]["ip"] for record in audit_actions(state, "block")]
+    unblocked = [record["source"]["ip"] for record in audit_actions(state, "unblock")]
+    assert len(blocked) == 1, "retries counted single failures into brute force"
+    assert unblocked == blocked

@@ -199,8 +199,8 @@ class Daemon:
                 try:
                     responder.tick()
                 except OSError as error:
-                    # A full disk must not end the daemon; the next pass tries again.
-                    # TODO: an expired block whose unblock record failed is not audited.
+                    # A full disk must not end the daemon; the next pass tries again, and
+                    # the responder keeps the unblock records it could not write.
                     log.error("block_upkeep_failed", error=str(error),
                               hint=write_failure_hint(error, self.paths.root))  # fmt: skip
                     self._note_write_failure("block_upkeep", error, str(self.paths.blocks))
@@ -288,6 +288,7 @@ class Daemon:
                 if handled:
                     self._note_write_success("record_findings")
                 audit.recorded_keys.clear()
+                responder.forget_handled()
                 self._save_checkpoints(tailer, audit, checkpoints)
                 self._tick()
                 unsaved = False

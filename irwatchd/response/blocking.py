@@ -188,6 +188,8 @@ class BlockStore:
         self._block_lines = MemberLines()
         self._offence_lines = MemberLines()
         self._applied: set[str] = set()
+        # Expired blocks lifted while saving the file failed, for the next `expire` to return.
+        self._lifted_unsaved: list[str] = []
         self._seen_recreated = backend.recreated
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
@@ -463,7 +465,11 @@ class BlockStore:
         return entry is not None
 
     def expire(self, now: float | None = None) -> list[str]:
-        """Drop expired blocks, lift them in the back-end, and return their addresses."""
+        """Drop expired blocks, lift them in the back-end, and return their addresses.
+
+        When saving the file fails (a full disk), the error is raised and the lifted
+        addresses are returned by the next call that saves, so each is returned once.
+        """
         moment = time.time() if now is None else now
         with self._locked():
             self._load()
@@ -476,9 +482,12 @@ class BlockStore:
                 self._blocks.pop(address)
             if self.apply:
                 self._remove_quietly(expired)
-            if expired:
+            self._lifted_unsaved = list(dict.fromkeys(self._lifted_unsaved + expired))
+            lifted = self._lifted_unsaved
+            if lifted:
                 self._save()
-        return expired
+            self._lifted_unsaved = []
+        return lifted
 
     def _remove_quietly(self, addresses: list[str]) -> None:
         """Lift blocks in the back-end, logging each failure instead of raising it."""

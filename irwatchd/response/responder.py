@@ -201,6 +201,10 @@ class Responder:
         # What `handle` decided and `flush` carries out; a None record is the slot of a
         # pending block's record.
         self._records: list[dict[str, Any] | None] = []
+        # Expired blocks lifted whose unblock records are not written yet.
+        self._unrecorded_unblocks: list[str] = []
+        # Keys of the findings handled since the daemon last saved its checkpoints.
+        self._handled_keys: set[str] = set()
         self._pending_blocks: list[_PendingBlock] = []
         # Blocks the back-end failed to apply, by address, tried again every
         # `blocking.retry_seconds` until one succeeds, so a source that stops after a failed
@@ -288,7 +292,23 @@ class Responder:
 
     def tick(self) -> None:
         """Lift expired blocks and apply changes made by `irwatchd blocks`; called on every poll."""
-        for address in self.blocks.expire():
+        self._unrecorded_unblocks += self.blocks.expire()
+        self._record_unblocks()
+        if self.live:
+            self._apply_cli_block_changes()
+            self._retry_failed_blocks()
+        self._queue_due_tickets()
+        self.flush()
+        self.audit.sync()
+
+    def _record_unblocks(self) -> None:
+        """Audit the expired blocks, one record each; keep the rest when a write fails.
+
+        A block is lifted before its record is written, so a record that fails (a full
+        disk) is written by a later tick, and none is written twice.
+        """
+        while self._unrecorded_unblocks:
+            address = self._unrecorded_unblocks[0]
             self.audit.append(
                 action_record(
                     "unblock",
@@ -297,13 +317,8 @@ class Responder:
                     details={"reason": "expired", "backend": self.blocks.backend.name},
                 )
             )
+            self._unrecorded_unblocks.pop(0)
             log.info("block_expired", address=address)
-        if self.live:
-            self._apply_cli_block_changes()
-            self._retry_failed_blocks()
-        self._queue_due_tickets()
-        self.flush()
-        self.audit.sync()
 
     def _apply_cli_block_changes(self) -> None:
         added, removed = self.blocks.sync()
@@ -460,9 +475,21 @@ class Responder:
         file at its end, so it counted lines from there).
         """
         moment = self._moment(finding)
+        if key is not None and key in self._handled_keys:
+            # Read again after a failed audit write: its record and actions are queued again,
+            # but it was counted once already, in its incident and in the correlation windows.
+            # Counting it again would turn one failure, read on each retry, into brute force.
+            self._respond(finding, moment, key, line_number_known, repeat=True)
+            return
+        if key is not None:
+            self._handled_keys.add(key)
         self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
             self._respond(correlated, moment, None, line_number_known, grew_from=finding)
+
+    def forget_handled(self) -> None:
+        """Forget the findings handled so far; the daemon calls this once all are recorded."""
+        self._handled_keys.clear()
 
     def refile(
         self,
@@ -552,10 +579,23 @@ class Responder:
         line_number_known: bool,
         *,
         grew_from: Finding | None = None,
+        repeat: bool = False,
     ) -> None:
-        """Queue the records and actions of one finding; `grew_from` completed a correlation."""
+        """Queue the records and actions of one finding; `grew_from` completed a correlation.
+
+        With `repeat`, the finding was counted in its open incident before, so it is not
+        counted again.
+        """
         self._adopt_ticket_status(finding)
-        update = self.incidents.add(finding, moment)
+        current = (
+            self.incidents.get((finding.category, finding.source_ip, finding.record.host))
+            if repeat
+            else None
+        )
+        if current is not None:
+            update = IncidentUpdate(current, is_new=False, escalated=False)
+        else:
+            update = self.incidents.add(finding, moment)
         incident = update.incident
         if grew_from is not None and update.is_new:
             # The new correlated incident also shows the lines that led up to it.
@@ -572,7 +612,8 @@ class Responder:
                 line_number_known=line_number_known,
             )
         )
-        self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
+        if current is None:
+            self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
         self._close_tickets()
         actions = self._actions[incident.severity]
         if "alert" in actions:
