@@ -52,18 +52,18 @@ def test_unreadable_config_exits_78(tmp_path: Path, config: Path) -> None:
     assert "Permission denied" in result.stderr
 
 
-def test_detect_missing_input_exits_65(tmp_path: Path, config: Path) -> None:
+def test_detect_missing_input_exits_66(tmp_path: Path, config: Path) -> None:
     result = run_cli("detect", "-c", str(config), str(tmp_path / "missing.log"))
-    assert result.returncode == 65
+    assert result.returncode == 66
     assert "missing.log" in result.stderr
 
 
-def test_detect_unreadable_input_exits_65(tmp_path: Path, config: Path) -> None:
+def test_detect_unreadable_input_exits_77(tmp_path: Path, config: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text("x\n")
     log.chmod(0)
     result = run_without_override("detect", "-c", str(config), str(log))
-    assert result.returncode == 65
+    assert result.returncode == 77
     assert "Permission denied" in result.stderr
 
 

@@ -23,7 +23,7 @@ from irwatchd.detection.row_transfer import (
     print_ranges,
     write_range_output,
 )
-from irwatchd.errors import EX_DATAERR, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_USAGE
+from irwatchd.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary
 
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "pass a readable log file or - for standard input",
             file=sys.stderr,
         )
-        return EX_NOINPUT
+        return EX_NOPERM if isinstance(error, PermissionError) else EX_NOINPUT
     totals = StreamTotals()
     try:
         with stream:
