@@ -462,6 +462,11 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
                           &sinks.addresses)) {
         return nullptr;
     }
+    if (self->fallback == nullptr) {
+        PyBuffer_Release(&block);
+        PyErr_SetString(PyExc_RuntimeError, "Engine is not initialised or was cleared by the garbage collector; create a new Engine");
+        return nullptr;
+    }
     const char* data = static_cast<const char*>(block.buf);
     Py_ssize_t size = block.len;
     std::vector<std::pair<unsigned long long, unsigned int>> hits;
@@ -507,7 +512,31 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+// The callbacks are bound methods of `NativeRows`, which owns this Engine, so the collector
+// must see them to free the cycle. Cached values are str, int and tuples of them, so they are
+// not traversed.
+int engine_traverse(EngineObject* self, visitproc visit, void* arg) {
+    Py_VISIT(self->minute_of);
+    Py_VISIT(self->time_of);
+    Py_VISIT(self->source_of);
+    Py_VISIT(self->clean_source);
+    Py_VISIT(self->encode);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+int engine_clear(EngineObject* self) {
+    Py_CLEAR(self->minute_of);
+    Py_CLEAR(self->time_of);
+    Py_CLEAR(self->source_of);
+    Py_CLEAR(self->clean_source);
+    Py_CLEAR(self->encode);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
 void engine_dealloc(EngineObject* self) {
+    PyObject_GC_UnTrack(self);
     if (self->scratch != nullptr) hs_free_scratch(self->scratch);
     if (self->database != nullptr) hs_free_database(self->database);
     if (self->rules != nullptr) {
@@ -519,12 +548,7 @@ void engine_dealloc(EngineObject* self) {
     delete self->times;
     delete self->sources;
     delete self->addresses;
-    Py_XDECREF(self->minute_of);
-    Py_XDECREF(self->time_of);
-    Py_XDECREF(self->source_of);
-    Py_XDECREF(self->clean_source);
-    Py_XDECREF(self->encode);
-    Py_XDECREF(self->fallback);
+    engine_clear(self);
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
 }
 
@@ -728,7 +752,10 @@ PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__rawrows() {
     engine_type.tp_name = "irwatchd.detection._rawrows.Engine";
     engine_type.tp_basicsize = sizeof(EngineObject);
-    engine_type.tp_flags = Py_TPFLAGS_DEFAULT;
+    engine_type.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+    engine_type.tp_traverse = reinterpret_cast<traverseproc>(engine_traverse);
+    engine_type.tp_clear = reinterpret_cast<inquiry>(engine_clear);
+    engine_type.tp_free = PyObject_GC_Del;
     engine_type.tp_doc = "Engine(database, rule_of_pattern, rules, minute_of, time_of, source_of, clean_source, encode, fallback)";
     engine_type.tp_new = PyType_GenericNew;
     engine_type.tp_init = reinterpret_cast<initproc>(engine_init);
