@@ -36,6 +36,10 @@ EDGE_CASES = [
     "g::1",
     "",
     " ::1",
+    "192.0.2.1\x00",
+    "::1\x00",
+    "::\u00e9",
+    "\udcff::1",
 ]
 
 
@@ -59,6 +63,14 @@ def test_edge_cases_match_ipaddress() -> None:
         canonical = canonical_address(text)
         if canonical is not None:
             assert canonical == _expected(text), text
+
+
+def test_hostile_text_is_left_to_ipaddress() -> None:
+    for text in ("192.0.2.1\x00", "::1\x00", "::\u00e9", "1" * 100_000):
+        assert canonical_address(text) is None, repr(text[:20])
+        assert clean_source(text) is None, repr(text[:20])
+    # Log text is decoded with replacement characters, so only this function sees a surrogate.
+    assert canonical_address("\udcff::1") is None
 
 
 def test_random_addresses_match_ipaddress() -> None:

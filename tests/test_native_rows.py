@@ -108,6 +108,25 @@ def test_native_rows_match_on_odd_headers(
 
 
 @needs_native
+def test_native_rows_match_on_random_byte_edits(detector: Detector, tmp_path: Path) -> None:
+    # Any byte anywhere, invalid UTF-8, NUL, CR and newlines included: blocks that stop being
+    # raw syslog take the Python path, and the rest must come out the same from both.
+    seeds = _corpus_lines("auth.jsonl") + _corpus_lines("privesc.jsonl")
+    rng = random.Random(53)
+    lines = []
+    for _ in range(5_000):
+        line = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(line) + 1)
+            if rng.random() < 0.5:
+                line[position:position] = bytes([rng.randrange(256)])
+            else:
+                del line[position : position + rng.randint(1, 3)]
+        lines.append(bytes(line))
+    _compare(detector, tmp_path, lines, "syslog")
+
+
+@needs_native
 def test_native_times_match_python_times(detector: Detector, tmp_path: Path) -> None:
     # A traditional stamp has no zone and is read as UTC. The C++ side composes each time from
     # its minute, so every second of some minutes, and second 60, which has no time.

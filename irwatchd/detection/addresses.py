@@ -36,12 +36,12 @@ def canonical_address(text: str) -> str | None:
     if "." in text:
         try:
             socket.inet_pton(socket.AF_INET, text)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the text
             return None
         return text
     try:
         packed = socket.inet_pton(socket.AF_INET6, text)
-    except OSError:
+    except (OSError, ValueError):
         return None
     canonical = socket.inet_ntop(socket.AF_INET6, packed)
     # glibc writes IPv4-mapped and IPv4-compatible addresses with a dotted quad.
