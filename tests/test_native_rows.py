@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from irwatchd.cli import check
+from irwatchd.cli.check import native_rows_note
 from irwatchd.config import load_config
 from irwatchd.detection import batch, native_rows
 from irwatchd.detection.engine import Detector
@@ -170,3 +172,21 @@ def test_native_rows_freed_after_last_reference(detector: Detector) -> None:
     gc.collect()
 
     assert reference() is None, "NativeRows and its Engine outlive their last reference"
+
+
+def test_check_names_the_row_builder_in_use(detector: Detector) -> None:
+    note = native_rows_note(detector)
+
+    if native_rows.native_available():
+        assert note == "detect: syslog rows are built by the C++ row builder"
+    else:
+        assert "libhyperscan-dev libre2-dev" in note
+
+
+@needs_native
+def test_check_names_the_row_builder_without_extension(
+    detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(check, "native_available", lambda: False)
+
+    assert "install g++ python3-dev libhyperscan-dev libre2-dev" in native_rows_note(detector)

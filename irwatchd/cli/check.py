@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from irwatchd.config import default_config_path, load_config
 from irwatchd.daemon.settings import no_sources_problem
+from irwatchd.detection.engine import Detector
 from irwatchd.detection.examples import check_examples
 from irwatchd.detection.loader import build_detector
+from irwatchd.detection.native_rows import NativeRows, native_available
 from irwatchd.errors import EX_CONFIG, EX_OK
 from irwatchd.response.backends import backend_problems
 
@@ -47,7 +50,25 @@ def run(args: argparse.Namespace) -> int:
     if problems or backend or state_problem:
         return EX_CONFIG
     print(f"{path}: OK, {len(detector.rules)} rules, all examples pass")
+    print(native_rows_note(detector))
     return EX_OK
+
+
+def native_rows_note(detector: Detector) -> str:
+    """Say whether `detect` builds its syslog rows in C++ with these rules, and if not why."""
+    if not native_available():
+        return (
+            "note: detect builds its rows in Python, because the C++ row builder is not built; "
+            "install g++ python3-dev libhyperscan-dev libre2-dev and run ./run.sh "
+            "(or pip install -e .) again to build it"
+        )
+    if not detector.has_prefilter("syslog"):
+        return "note: detect builds its rows in Python, because no rule reads syslog lines"
+    try:
+        NativeRows(detector, datetime.now(UTC))
+    except ValueError as error:
+        return f"note: detect builds its syslog rows in Python, because {error}"
+    return "detect: syslog rows are built by the C++ row builder"
 
 
 def state_dir_problem(root: Path) -> str | None:
