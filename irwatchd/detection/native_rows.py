@@ -4,9 +4,9 @@ On a log where a quarter of the lines are findings, Python work per finding boun
 the Hyperscan callback, RE2 through its binding, the header split and the JSON line cost about
 8 µs each. `_rawrows` (a C++ extension over the Debian `libhyperscan` and `libre2` libraries,
 built by `setup.py` when they are installed) does those steps for a whole raw syslog block. It
-asks `RawRowBuilder` for what is rare or subtle: the time of each new stamp, whether each new
-`host tag[` prefix splits, the cleaned form of each new address, and every line whose header
-is not of the usual shape. So both paths print the same bytes; `tests/test_native_rows.py`
+asks `RawRowBuilder` for what is rare or subtle: the time of each new minute, whether each
+new `host tag[` prefix splits, the cleaned form of each new address, and every line whose
+header is not of the usual shape. So both paths print the same bytes; `tests/test_native_rows.py`
 compares them. Without the extension, `detect_rendered` builds the same rows in Python.
 """
 
@@ -50,7 +50,10 @@ class NativeRows:
 
     def __init__(self, detector: Detector, moment: datetime) -> None:
         if _rawrows is None:
-            raise RuntimeError("the _rawrows extension is not built; run pip install -e .")
+            raise RuntimeError(
+                "the _rawrows extension is not built; install g++ python3-dev "
+                "libhyperscan-dev libre2-dev and run pip install -e . again"
+            )
         self._builder = RawRowBuilder(detector, moment)
         self._renderer = RowRenderer()
         expressions, rule_of_pattern, flags = detector.prefilter_patterns("syslog")
