@@ -190,3 +190,23 @@ def test_check_names_the_row_builder_without_extension(
     monkeypatch.setattr(check, "native_available", lambda: False)
 
     assert "install g++ python3-dev libhyperscan-dev libre2-dev" in native_rows_note(detector)
+
+
+@needs_native
+def test_damaged_cache_file_is_compiled_again(
+    detector: Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("IRWATCHD_CACHE_DIR", str(cache))
+    NativeRows(detector, MOMENT)
+    [cached] = cache.glob("native-*.db")
+    cached.write_bytes(b"not a Hyperscan database")
+
+    rows = NativeRows(detector, MOMENT)
+    block = b"Mar  8 15:14:19 bastion sshd[811]: Invalid user x from 192.0.2.1 port 22\n"
+    rendered = RenderedRows([], [], [], [])
+    rows.add_block(batch.RawCandidates(detector, block, "syslog", 0, 0), rendered)
+
+    assert rendered.addresses == ["192.0.2.1"]
+    assert cached.read_bytes() != b"not a Hyperscan database", "the damaged file was kept"

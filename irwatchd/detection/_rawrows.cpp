@@ -119,6 +119,9 @@ struct EngineObject {
     PyObject* fallback;
 };
 
+// Raised for a serialised database that Hyperscan cannot load, such as a damaged cache file.
+PyObject* database_error = nullptr;
+
 PyObject* compile_error(const char* what, const std::string& detail) {
     PyErr_Format(PyExc_ValueError, "%s: %s", what, detail.c_str());
     return nullptr;
@@ -637,7 +640,7 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
     PyBuffer_Release(&serialized);
     if (status != HS_SUCCESS) {
         self->database = nullptr;
-        PyErr_Format(PyExc_ValueError, "cannot load the Hyperscan database (code %d); compile it again",
+        PyErr_Format(database_error, "cannot load the Hyperscan database (code %d); compile it again",
                      static_cast<int>(status));
         return -1;
     }
@@ -764,6 +767,11 @@ PyMODINIT_FUNC PyInit__rawrows() {
     if (PyType_Ready(&engine_type) < 0) return nullptr;
     PyObject* module = PyModule_Create(&module_def);
     if (module == nullptr) return nullptr;
+    database_error = PyErr_NewException("irwatchd.detection._rawrows.DatabaseError", PyExc_ValueError, nullptr);
+    if (database_error == nullptr || PyModule_AddObjectRef(module, "DatabaseError", database_error) < 0) {
+        Py_DECREF(module);
+        return nullptr;
+    }
     Py_INCREF(&engine_type);
     if (PyModule_AddObject(module, "Engine", reinterpret_cast<PyObject*>(&engine_type)) < 0) {
         Py_DECREF(&engine_type);

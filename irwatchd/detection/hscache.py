@@ -116,18 +116,24 @@ def load_or_compile(
 
 
 def load_or_build_bytes(
-    version: str, expressions: list[bytes], flags: list[int], build: Callable[[], bytes]
+    version: str,
+    expressions: list[bytes],
+    flags: list[int],
+    build: Callable[[], bytes],
+    *,
+    rebuild: bool = False,
 ) -> bytes:
     """Return serialised database bytes from the cache, or `build()` them and try to cache them.
 
     This is for databases of a Hyperscan library other than the `hyperscan` module's, whose
-    bytes the caller loads itself; `version` names that library.
+    bytes the caller loads itself; `version` names that library. With `rebuild`, the cached
+    bytes are replaced, for a caller that could not load them.
     """
     folder = cache_dir()
     if folder is None:
         return build()
     path = folder / f"native-{cache_key(version, expressions, flags)}.db"
-    if _is_private(folder) and _is_private(path):
+    if not rebuild and _is_private(folder) and _is_private(path):
         try:
             return path.read_bytes()
         except OSError as error:

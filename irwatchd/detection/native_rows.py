@@ -58,12 +58,13 @@ class NativeRows:
         self._renderer = RowRenderer()
         expressions, rule_of_pattern, flags = detector.prefilter_patterns("syslog")
         module = _rawrows
-        database = load_or_build_bytes(
-            f"native {module.hyperscan_version()}",
-            expressions,
-            [flags] * len(expressions),
-            lambda: module.compile_database(expressions, flags),
-        )
+        version = f"native {module.hyperscan_version()}"
+        all_flags = [flags] * len(expressions)
+
+        def compile_database() -> bytes:
+            return bytes(module.compile_database(expressions, flags))
+
+        database = load_or_build_bytes(version, expressions, all_flags, compile_database)
         categories: dict[str, int] = {}
         rules = []
         for rule, patterns, ignore in detector.ranked_rules("syslog"):
@@ -83,10 +84,7 @@ class NativeRows:
                     [pattern.pattern.encode() for pattern in ignore],
                 )
             )
-        self._engine = module.Engine(
-            database,
-            rule_of_pattern,
-            rules,
+        callbacks = (
             self._minute_of,
             self._time_of,
             self._source_of,
@@ -94,6 +92,16 @@ class NativeRows:
             encode_basestring_ascii,
             self._fallback,
         )
+        try:
+            self._engine = module.Engine(database, rule_of_pattern, rules, *callbacks)
+        except module.DatabaseError as error:
+            # A damaged cache file: compile the database again and replace the file.
+            log.warning("hyperscan_cache_load_failed", error=str(error),
+                        hint="the database is compiled again and the file replaced")  # fmt: skip
+            database = load_or_build_bytes(
+                version, expressions, all_flags, compile_database, rebuild=True
+            )
+            self._engine = module.Engine(database, rule_of_pattern, rules, *callbacks)
 
     def add_block(self, part: RawCandidates, rendered: RenderedRows) -> None:
         """Append the rendered rows of one raw syslog block to `rendered`, in line order."""
