@@ -4,7 +4,7 @@ On a log where a quarter of the lines are findings, Python work per finding boun
 the Hyperscan callback, RE2 through its binding, the header split and the JSON line cost about
 8 µs each. `_rawrows` (a C++ extension over the Debian `libhyperscan` and `libre2` libraries,
 built by `setup.py` when they are installed) does those steps for a whole raw syslog block. It
-asks `RawRowBuilder` for what is rare or subtle: the time of each new minute, whether each
+calls `RawRowBuilder` for what is rare or subtle: the time of each new minute, whether each
 new `host tag[` prefix splits, the cleaned form of each new address, and every line whose
 header is not of the usual shape. So both paths print the same bytes; `tests/test_native_rows.py`
 compares them. Without the extension, `detect_rendered` builds the same rows in Python.
@@ -117,11 +117,10 @@ class NativeRows:
     def _minute_of(self, prefix: str) -> tuple[str, int] | tuple[str] | tuple[()] | None:
         """Tell the C++ side how to build the times of a minute's stamps.
 
-        Return None when no stamp starts with `prefix`, ("null",) when none of them has a
-        time, and (UTC text up to the seconds, microseconds at second 0) when a stamp's time is
-        that plus its seconds, in local time and in UTC alike. Return () to have each stamp
-        sent to `_time_of`: a minute where the year guess changes, or a zone whose offset
-        moves within the minute or is not whole minutes.
+        Return None when no stamp starts with `prefix`, and ("null",) when none of them has
+        a time. Return (UTC text up to the seconds, microseconds at second 0) when a stamp's
+        time is that plus its seconds. Return () to have each stamp sent to `_time_of`: a
+        minute where the year guess changes, or one whose UTC text does not simply add on.
         """
         kind, start = self._builder.stamp_minute(prefix)
         if kind == NOT_A_STAMP:
