@@ -25,8 +25,8 @@ from irwatchd.config import Config, LoadedConfig
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response.backends import NftablesBackend
-from irwatchd.response.responder import Responder, StatePaths
-from tests.helpers import audit_actions, start_daemon, wait_until, write_daemon_config
+from irwatchd.response.responder import Responder, StatePaths, dedup_key
+from tests.helpers import audit_actions, read_audit, start_daemon, wait_until, write_daemon_config
 
 REJECTED = "192.0.2.66"
 
@@ -220,8 +220,9 @@ def test_block_applied_before_failed_record(tmp_path: Path) -> None:
     audit.append({"event": {"action": "start", "outcome": "success"}})
     responder = Responder(LoadedConfig(config, None), paths, audit)
     finding = _finding("192.0.2.77", 0)
+    key = dedup_key(finding)
     try:
-        responder.handle(finding)
+        assert responder.handle(finding, key=key)
         # blocks.json (one block) fits below the limit; the batch's audit records do not.
         with _file_size_limit(paths.audit_log.stat().st_size + 600), pytest.raises(OSError):
             responder.flush()
@@ -229,10 +230,11 @@ def test_block_applied_before_failed_record(tmp_path: Path) -> None:
         assert list(saved) == ["192.0.2.77"], "the block was applied and saved first"
         assert audit_actions(paths.root, "block") == []
 
-        # The daemon reads the lines again after a failed write, so the finding comes back.
-        for _ in range(2):
-            responder.handle(finding)
-            responder.flush()
+        # The daemon reads the line again after a failed write: the finding is skipped, and
+        # the records the failed write kept are written by the next flush.
+        assert not responder.handle(finding, key=key)
+        responder.flush()
+        responder.flush()
     finally:
         responder.close()
         audit.close()
@@ -240,8 +242,9 @@ def test_block_applied_before_failed_record(tmp_path: Path) -> None:
     blocks = audit_actions(paths.root, "block")
     assert len(blocks) == 1
     assert blocks[0]["event"]["outcome"] == "success"
-    assert blocks[0]["irwatchd"]["recorded_late"] is True
     assert blocks[0]["irwatchd"]["incident_id"] == saved["192.0.2.77"]["incident_id"]
+    findings = [r for r in read_audit(paths.root) if r.get("event", {}).get("kind") == "alert"]
+    assert len(findings) == 1, "the finding was recorded twice or not at all"
 
 
 def test_evicted_incident_ticket_written_closed(tmp_path: Path) -> None:

@@ -324,7 +324,9 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     checkpoint_before = committed_offset(state, auth)
 
     filler = fill(tiny_filesystem)
-    append_lines(auth, sshd_failure_lines(range(10, 30), addresses=1000))
+    # Twenty single failures, and five from one more address: a brute force while full.
+    during = [*range(10, 30), 100, 1100, 2100, 3100, 4100]
+    append_lines(auth, sshd_failure_lines(during, addresses=1000))
     failures = wait_until(lambda: log_events(daemon, "findings_not_recorded"))
     assert failures[0]["error"].startswith("[Errno 28]")
     assert str(state) in failures[0]["hint"]
@@ -335,22 +337,63 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     assert daemon.process.poll() is None, "the daemon exited on a full disk"
     # Records that fitted in the audit log's last, already allocated page are kept. The
     # checkpoint stays before all of the lines, because not all of them were recorded.
-    assert len(finding_originals(state)) < len(first) + 20
+    assert len(finding_originals(state)) < len(first) + len(during)
     assert committed_offset(state, auth) == checkpoint_before
 
     filler.unlink()
-    expected = [*first, *range(10, 30)]
+    expected = [*first, *during]
     wait_until(lambda: len(finding_originals(state)) >= len(expected), timeout=30)
     wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
-    wait_until(lambda: audit_actions(state, "unblock"))
+    wait_until(lambda: len(audit_actions(state, "unblock")) >= 2)
     assert daemon.stop() == 0, daemon.log_text()
 
     assert sequence_counts(finding_originals(state)) == Counter({seq: 1 for seq in expected})
     verify = run_cli("audit", "verify", "--state-dir", str(state))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # The block that expired while the disk was full was lifted then, and audited once after.
-    # Each retry read the twenty new failures again, and they were counted once.
+    # Each retry read the new failures again, and they were counted once: the one brute force
+    # while full is recorded and blocked, and no single failure became one.
+    brute_force = [
+        record["source"]["ip"]
+        for record in audit_actions(state, "finding")
+        if record["rule"]["category"] == "brute_force"
+    ]
     blocked = [record["source"]["ip"] for record in audit_actions(state, "block")]
     unblocked = [record["source"]["ip"] for record in audit_actions(state, "unblock")]
-    assert len(blocked) == 1, "retries counted single failures into brute force"
-    assert unblocked == blocked
+    assert len(brute_force) == 2, "a brute force was lost, or retries made one"
+    assert len(blocked) == 2, "retries counted single failures into brute force"
+    assert sorted(unblocked) == sorted(blocked)
+    assert len(set(blocked)) == 2
+    reasons = {record["irwatchd"]["reason"] for record in audit_actions(state, "unblock")}
+    assert reasons == {"expired"}, "a block was lifted as if `irwatchd blocks` removed it"
+
+
+def test_first_block_on_full_disk_is_kept(tmp_path: Path, tiny_filesystem: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    auth = logs / "auth.log"
+    auth.touch()
+    state = tiny_filesystem / "state"
+    daemon = start_daemon(
+        state, [f"{auth}:syslog"], config=write_daemon_config(tmp_path), log_dir=tmp_path
+    )
+    append_lines(auth, sshd_failure_lines([1, 2], addresses=1000))
+    wait_until(lambda: len(finding_originals(state)) == 2)
+    wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
+
+    # The first block comes while the disk is full, so blocks.json does not exist yet.
+    filler = fill(tiny_filesystem)
+    append_lines(auth, sshd_failure_lines(range(100, 5100, 1000), addresses=1000))
+    wait_until(lambda: log_events(daemon, "findings_not_recorded"))
+    # A fixed wait, because the check is that nothing moves: about ten retries at 0.2 s.
+    time.sleep(2)
+    filler.unlink()
+    wait_until(lambda: len(finding_originals(state)) == 7, timeout=30)
+    wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
+    assert daemon.stop() == 0, daemon.log_text()
+
+    blocks = audit_actions(state, "block")
+    assert [record["source"]["ip"] for record in blocks] == ["203.0.113.101"]
+    assert blocks[0]["irwatchd"]["block_result"] == "blocked"
+    assert audit_actions(state, "unblock") == [], "the unsaved block looked removed by hand"
+    assert "203.0.113.101" in json.loads((state / "blocks.json").read_text())

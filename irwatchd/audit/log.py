@@ -153,6 +153,8 @@ class AuditLog:
         self._handle = _open_for_append(path)
         self._size = self._handle.tell()
         self._dirty = False
+        # Records of the last `append_many` call that were written, also after it failed.
+        self.written_count = 0
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Add the chain fields and timestamp to `record`, write it as one line, and return it."""
@@ -162,9 +164,11 @@ class AuditLog:
         """Append records in order, as `append` does, with one lock and one write per piece.
 
         The records are written in pieces of at most `max_bytes` (so rotation happens between
-        pieces). A failed write leaves the records of the earlier pieces written and raises.
+        pieces). A failed write leaves the records of the earlier pieces written and raises;
+        `written_count` then says how many of `records` were written.
         """
         written: list[dict[str, Any]] = []
+        self.written_count = 0
         if not records:
             return written
         with self._lock, self._file_lock():
@@ -184,10 +188,12 @@ class AuditLog:
                 if self.max_bytes is not None and self._size + piece_bytes >= self.max_bytes:
                     self._write_piece(lines, seq, prev)
                     written.extend(records[len(written) : len(written) + len(lines)])
+                    self.written_count = len(written)
                     lines, piece_bytes = [], 0
             if lines:
                 self._write_piece(lines, seq, prev)
                 written.extend(records[len(written) :])
+                self.written_count = len(written)
         return written
 
     def _write_piece(self, lines: list[bytes], seq: int, prev: str) -> None:

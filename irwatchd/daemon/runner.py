@@ -407,8 +407,9 @@ class Daemon:
                 # (or again by `recover` at start). After a failed write, the responder kept
                 # its incident's ticket and alert files queued for the next pass.
                 continue
+            if not responder.handle(finding, key=key, line_number_known=line_numbers_known):
+                continue  # read again after a failed write; its records are still queued
             self.findings += 1
-            responder.handle(finding, key=key, line_number_known=line_numbers_known)
             handled += 1
             if responder.pending_records >= FLUSH_EVERY_PENDING:
                 responder.flush_records()

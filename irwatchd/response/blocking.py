@@ -190,6 +190,8 @@ class BlockStore:
         self._applied: set[str] = set()
         # Expired blocks lifted while saving the file failed, for the next `expire` to return.
         self._lifted_unsaved: list[str] = []
+        # Whether the last save failed, so memory holds changes the files do not.
+        self._unsaved = False
         self._seen_recreated = backend.recreated
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
         self._recent: deque[float] = deque()
@@ -210,6 +212,12 @@ class BlockStore:
             os.close(descriptor)
 
     def _load(self) -> None:
+        if self._unsaved:
+            # The last save failed (a full disk), so memory is newer than the files. Reading
+            # them now would make the unsaved blocks look removed by `irwatchd blocks`, so
+            # write them first. A change that command made meanwhile is overwritten.
+            self._save()
+            return
         signatures = (_signature(self.path), _signature(self.history_path))
         if signatures == self._loaded_signatures and None not in signatures:
             return
@@ -247,6 +255,7 @@ class BlockStore:
         self.last_error = None
 
     def _save(self) -> None:
+        self._unsaved = True
         horizon = time.time() - self.settings.offence_memory_seconds
         self._offences = {
             address: history
@@ -256,6 +265,7 @@ class BlockStore:
         write_json_lines_object(self.path, self._blocks, members=self._block_lines)
         write_json_lines_object(self.history_path, self._offences, members=self._offence_lines)
         self._loaded_signatures = (_signature(self.path), _signature(self.history_path))
+        self._unsaved = False
 
     def active(self, now: float | None = None) -> dict[str, dict[str, Any]]:
         """Return the blocks that have not expired."""

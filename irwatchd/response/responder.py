@@ -430,9 +430,13 @@ class Responder:
         blocks, self._pending_blocks = self._pending_blocks, []
         tickets, self._pending_tickets = self._pending_tickets, {}
         alerts, self._pending_alerts = self._pending_alerts, []
+        audited: dict[str, Incident] | None = None
         try:
             audited = self._apply_blocks(blocks, records) if blocks else {}
             self.audit.append_many([record for record in records if record is not None])
+        except OSError:
+            self._keep_unwritten(records, blocks if audited is None else [])
+            raise
         finally:
             # The files stay queued even when the audit write fails. Their incidents stay in
             # memory, so a finding whose record failed is read again and only updates its
@@ -443,6 +447,23 @@ class Responder:
             self._ready_alerts += alerts
         for incident in audited.values():
             incident.actions_done.add(BLOCK_AUDITED)
+
+    def _keep_unwritten(
+        self, records: list[dict[str, Any] | None], blocks: list[_PendingBlock]
+    ) -> None:
+        """Queue again what a failed flush did not write, for the next flush to write.
+
+        The daemon reads the lines again after a failed write, and `handle` skips the
+        findings it handled since the last checkpoint. So their records, the records of the
+        findings they completed (such as a brute force) and their blocks must stay queued.
+        With `blocks`, the blocks were not applied and everything stays as it was queued.
+        """
+        if blocks:
+            self._records = records + self._records
+            self._pending_blocks = blocks + self._pending_blocks
+            return
+        queued: list[dict[str, Any] | None] = [record for record in records if record is not None]
+        self._records = queued[self.audit.written_count :] + self._records
 
     def _write_files(self) -> None:
         # Alerts go first, so a ticket on disk means its incident's alerts are recorded, and
@@ -466,26 +487,27 @@ class Responder:
 
     def handle(
         self, finding: Finding, *, key: str | None = None, line_number_known: bool = True
-    ) -> None:
+    ) -> bool:
         """Queue a finding's audit record and actions, and those of the findings it completes.
 
         The actions are the ones its incident's severity calls for. `flush` carries them out.
         `key` is the finding's `dedup_key` when the caller has it already. With
         `line_number_known` false, the records give no line number (the daemon opened the
-        file at its end, so it counted lines from there).
+        file at its end, so it counted lines from there). Returns False for a finding handled
+        before under the same key since `forget_handled`, which is skipped.
         """
-        moment = self._moment(finding)
         if key is not None and key in self._handled_keys:
-            # Read again after a failed audit write: its record and actions are queued again,
-            # but it was counted once already, in its incident and in the correlation windows.
-            # Counting it again would turn one failure, read on each retry, into brute force.
-            self._respond(finding, moment, key, line_number_known, repeat=True)
-            return
+            # Read again after a failed audit write. Its records and actions, and those of the
+            # findings it completed, are still queued (`_keep_unwritten`). Handling it again
+            # would count it twice and turn one failure, read on each retry, into brute force.
+            return False
+        moment = self._moment(finding)
         if key is not None:
             self._handled_keys.add(key)
         self._respond(finding, moment, key, line_number_known)
         for correlated in self.windows.observe(finding, moment):
             self._respond(correlated, moment, None, line_number_known, grew_from=finding)
+        return True
 
     def forget_handled(self) -> None:
         """Forget the findings handled so far; the daemon calls this once all are recorded."""
@@ -579,23 +601,10 @@ class Responder:
         line_number_known: bool,
         *,
         grew_from: Finding | None = None,
-        repeat: bool = False,
     ) -> None:
-        """Queue the records and actions of one finding; `grew_from` completed a correlation.
-
-        With `repeat`, the finding was counted in its open incident before, so it is not
-        counted again.
-        """
+        """Queue the records and actions of one finding; `grew_from` completed a correlation."""
         self._adopt_ticket_status(finding)
-        current = (
-            self.incidents.get((finding.category, finding.source_ip, finding.record.host))
-            if repeat
-            else None
-        )
-        if current is not None:
-            update = IncidentUpdate(current, is_new=False, escalated=False)
-        else:
-            update = self.incidents.add(finding, moment)
+        update = self.incidents.add(finding, moment)
         incident = update.incident
         if grew_from is not None and update.is_new:
             # The new correlated incident also shows the lines that led up to it.
@@ -612,8 +621,7 @@ class Responder:
                 line_number_known=line_number_known,
             )
         )
-        if current is None:
-            self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
+        self.counts[finding.category] = self.counts.get(finding.category, 0) + 1
         self._close_tickets()
         actions = self._actions[incident.severity]
         if "alert" in actions:
