@@ -14,7 +14,8 @@ from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
 from irwatchd.parsing import syslog
 from irwatchd.parsing.dispatch import guess_source_type, parse_line
-from irwatchd.parsing.timestamps import parse_bsd
+from irwatchd.parsing.timestamps import parse_bsd, parse_clf, parse_iso8601
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2024, 3, 9, 12, 0, tzinfo=UTC)
@@ -178,3 +179,31 @@ def test_stamp_times_match_parse_bsd(now: datetime) -> None:
         assert times.time_of(stamp) == (split is not None, expected), repr(stamp)
         accepted += split is not None and expected is not None
     assert accepted > 1000, "too few stamps had a time to compare"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0999-06-01T00:00:00Z"],
+)
+def test_times_near_datetime_limits_are_unparseable(stamp: str) -> None:
+    assert parse_iso8601(stamp) is None
+    assert parse_clf("01/Jan/0001:00:00:00 +0100") is None
+
+
+def test_scan_survives_times_near_datetime_limits(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "0001-01-01T00:00:00+01:00 h sshd[811]: Failed password for root from 192.0.2.10 "
+        "port 22 ssh2\n"
+        "9999-12-31T23:59:59-01:00 h sshd[812]: Failed password for root from 192.0.2.11 "
+        "port 22 ssh2\n"
+    )
+
+    result = run_cli("scan", "--state-dir", str(tmp_path / "state"), str(log))
+    detected = run_cli("detect", str(log))
+
+    assert result.returncode == 0, result.stderr
+    assert detected.returncode == 0, detected.stderr
+    rows = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert [row["time"] for row in rows] == [None, None]
+    assert [row["source_ip"] for row in rows] == ["192.0.2.10", "192.0.2.11"]

@@ -34,7 +34,23 @@ def parse_iso8601(text: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    return _within_range(parsed)
+
+
+MIN_YEAR = 1000
+MAX_YEAR = 9000
+"""Times outside these years count as unparseable. Windows, expiry and UTC conversion add
+and subtract durations, which raise OverflowError near `datetime`'s limits of years 1 and
+9999, and an attacker writes the timestamps of many logs."""
+
+
+def _within_range(moment: datetime) -> datetime | None:
+    """Return `moment` when its UTC time lies between MIN_YEAR and MAX_YEAR, else None."""
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:
+        return None
+    return moment if MIN_YEAR <= year <= MAX_YEAR else None
 
 
 @lru_cache(maxsize=4096)
@@ -83,11 +99,12 @@ def parse_clf(text: str) -> datetime | None:
         month_number = _MONTHS[month]
         sign = -1 if offset.startswith("-") else 1
         zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
-        return datetime(
+        moment = datetime(
             int(year), month_number, int(day), int(hours), int(minutes), int(seconds), tzinfo=zone
         )
     except (ValueError, KeyError, IndexError):
         return None
+    return _within_range(moment)
 
 
 @lru_cache(maxsize=4096)
