@@ -238,6 +238,20 @@ def test_start_at_end_skips_old_lines(logs: Path, state: Path, tmp_path: Path) -
     assert_each_once(state, range(10, 20))
 
 
+def test_stop_without_new_lines_keeps_place(logs: Path, state: Path, tmp_path: Path) -> None:
+    config = write_daemon_config(tmp_path, start_at="end")
+    auth = logs / "auth.log"
+    append_lines(auth, sshd_failure_lines(range(10)))
+    # Opened at its end, with no line read before the stop.
+    stop(start_daemon(state, [f"{auth}:syslog"], config=config))
+    append_lines(auth, sshd_failure_lines(range(10, 15)))
+    daemon = start_daemon(state, [f"{auth}:syslog"], config=config)
+    wait_for_findings(state, range(10, 15))
+    stop(daemon)
+
+    assert_each_once(state, range(10, 15))
+
+
 @pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
 def test_rotation_while_down_resumes_old_file(
     logs: Path, state: Path, config: Path, rotation: str

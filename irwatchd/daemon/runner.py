@@ -177,6 +177,9 @@ class Daemon:
             if recovered.after_checkpoint is not None:
                 self._refile(responder, audit, recovered.after_checkpoint)
             self._poll(tailer, responder, audit, checkpoints)
+            # Also when nothing was read: a file opened at its end must resume from there
+            # after a restart, not from its end at that time.
+            self._save_checkpoints(tailer, audit, checkpoints)
             self._configure_metrics()
             self._write_status()
             log.info("daemon_started", pid=os.getpid(), state_dir=str(self.paths.root),
@@ -210,6 +213,7 @@ class Daemon:
             self.notifier.stopping()
             log.info("daemon_stopping", pid=os.getpid())
             self._poll(tailer, responder, audit, checkpoints)
+            self._save_checkpoints(tailer, audit, checkpoints)
             audit.append(action_record("stop", "success", details={"pid": os.getpid()}))
         finally:
             _ignore_stop_signals()
