@@ -20,15 +20,30 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.installed"
-# setup.py builds the optional C++ row builder of `detect` in place (see its docstring).
+# setup.py builds the optional C++ row builder of `detect` in place (see its docstring),
+# when the Hyperscan and RE2 headers are installed.
+source="$here/irwatchd/detection/_rawrows.cpp"
+native_headers=0
+if [ -f /usr/include/hs/hs.h ] && [ -f /usr/include/re2/re2.h ]; then native_headers=1; fi
+native_built() {
+    for built in "$here"/irwatchd/detection/_rawrows*.so; do
+        if [ -f "$built" ] && [ "$built" -nt "$source" ]; then return 0; fi
+    done
+    return 1
+}
 rebuild=0
 for input in requirements.lock pyproject.toml setup.py irwatchd/detection/_rawrows.cpp; do
     if [ "$here/$input" -nt "$stamp" ]; then rebuild=1; fi
 done
+if [ "$native_headers" = 1 ] && ! native_built; then rebuild=1; fi
 if [ ! -f "$stamp" ] || [ "$rebuild" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.lock"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$here"
     touch "$stamp"
+    if [ "$native_headers" = 1 ] && ! native_built; then
+        echo "run.sh: the C++ row builder did not build, so detect builds its rows in Python;" \
+            "see the compiler output of: $venv/bin/pip install --no-deps -e $here" >&2
+    fi
 fi
 
 task=${1:-help}
