@@ -41,8 +41,9 @@ if [ ! -f "$stamp" ] || [ "$rebuild" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$here"
     touch "$stamp"
     if [ "$native_headers" = 1 ] && ! native_built; then
-        echo "run.sh: the C++ row builder did not build, so detect builds its rows in Python;" \
-            "see the compiler output of: $venv/bin/pip install --no-deps -e $here" >&2
+        echo "run.sh: the C++ row builder did not build from the current source, so detect uses" \
+            "an older build or Python (irwatchd check says which); see the compiler output of:" \
+            "$venv/bin/pip install --no-deps -e $here" >&2
     fi
 fi
 
