@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+from irwatchd.sources.discovery import is_binary
 from tests.helpers import run_cli
 
 FAILED = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for invalid user webmaster from 192.0.2.1 port 38926 ssh2"
@@ -127,3 +129,27 @@ def test_detect_quiet_without_cut_lines(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert result.stderr == ""
+
+
+def test_detect_reads_log_after_nul_run(tmp_path: Path) -> None:
+    # Blocks a crash left unwritten read back as NUL bytes at the start of the log.
+    log = tmp_path / "auth.log"
+    log.write_bytes(b"\0" * 6000 + b"\n" + (FAILED + "\n").encode() * 3)
+
+    result = run_cli("detect", str(log))
+
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["line"] for line in result.stdout.splitlines()] == [2, 3, 4]
+
+
+def test_is_binary_keeps_magic_and_control_bytes(tmp_path: Path) -> None:
+    compressed = tmp_path / "auth.log.1.gz"
+    compressed.write_bytes(gzip.compress(b"x" * 1000))
+    noise = tmp_path / "data.bin"
+    noise.write_bytes(bytes(range(1, 32)) * 100)
+    padded = tmp_path / "padded.log"
+    padded.write_bytes(b"\0" * 4096)
+
+    assert is_binary(str(compressed))
+    assert is_binary(str(noise))
+    assert not is_binary(str(padded))

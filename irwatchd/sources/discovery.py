@@ -49,7 +49,7 @@ class WarnOnce:
 
 
 def is_binary(path: str) -> bool:
-    """Guess whether a file is binary from its first 4 KiB: known magic, or mostly non-text."""
+    """Guess whether a file is binary from its first 4 KiB: known magic, or mostly control bytes."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
@@ -57,10 +57,13 @@ def is_binary(path: str) -> bool:
         return False
     if head.startswith(_BINARY_MAGIC):
         return True
-    if not head:
+    # A crash or power loss can leave runs of NUL bytes in a text log, where the file system
+    # had allocated blocks that were never written, so NULs count as neither text nor binary.
+    text = head.replace(b"\0", b"")
+    if not text:
         return False
-    control = sum(1 for byte in head if byte < 9 or 13 < byte < 32)
-    return control / len(head) > 0.3
+    control = sum(1 for byte in text if byte < 9 or 13 < byte < 32)
+    return control / len(text) > 0.3
 
 
 def watched_directories(specs: Iterable[WatchSpec]) -> list[str]:
