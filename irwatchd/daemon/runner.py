@@ -116,6 +116,8 @@ class Daemon:
         self.metrics_server: MetricsServer | None = None
         self.metrics_error: str | None = None
         self.lines_read = 0
+        # Lines read since the last checkpoint, which a failed write makes the daemon read again.
+        self._lines_since_checkpoint = 0
         self.findings = 0
         self.started_at = utc_now()
         self.reloads = 0
@@ -337,6 +339,8 @@ class Daemon:
         # stored the key of each finding it recorded since then, so those findings are
         # skipped and never recorded twice.
         tailer.rewind()
+        self.lines_read -= self._lines_since_checkpoint
+        self._lines_since_checkpoint = 0
         path = error.filename or str(audit.path)
         log.error(
             "findings_not_recorded", path=path,
@@ -348,6 +352,7 @@ class Daemon:
         self, tailer: Tailer, audit: AuditLog, checkpoints: CheckpointStore
     ) -> None:
         saved = tailer.checkpoints_now()
+        self._lines_since_checkpoint = 0
         try:
             audit_file = os.stat(audit.path)
             checkpoints.save(saved, audit_position=(audit_file.st_ino, audit_file.st_size))
@@ -388,6 +393,7 @@ class Daemon:
         followed = batch.file
         now = datetime.now(UTC)
         self.lines_read += batch.count
+        self._lines_since_checkpoint += batch.count
         if batch.block is not None:
             # Prefilter the raw bytes and parse only the lines a rule may match. A block
             # never has a cut line, so there is no truncation to report.

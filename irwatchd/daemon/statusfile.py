@@ -56,7 +56,8 @@ class RateMeter:
             samples.popleft()
         base_time, base_total = samples[0]
         if moment > base_time:
-            self.rate = (total - base_total) / (moment - base_time)
+            # Never below 0: the total drops when a failed write makes lines count again later.
+            self.rate = max(0.0, (total - base_total) / (moment - base_time))
         return self.rate
 
 
