@@ -190,7 +190,7 @@ class BlockStore:
         self._applied: set[str] = set()
         # Expired blocks lifted while saving the file failed, for the next `expire` to return.
         self._lifted_unsaved: list[str] = []
-        # Whether the last save failed, so memory holds changes the files do not.
+        # Whether the last save failed, so memory has changes that the files lack.
         self._unsaved = False
         self._seen_recreated = backend.recreated
         # NOTE: the rate window lives in memory, so a restart starts a fresh 60 seconds.
