@@ -237,6 +237,7 @@ def start_daemon(
             stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})},
         )  # fmt: skip
     daemon = DaemonProcess(process, state_dir, stderr_path)
+    STARTED_DAEMONS.append(daemon)
     try:
         daemon.wait_ready(timeout=60)
     except BaseException:
@@ -244,6 +245,19 @@ def start_daemon(
         process.wait()
         raise
     return daemon
+
+
+STARTED_DAEMONS: list[DaemonProcess] = []
+"""Daemons `start_daemon` started; `tests/conftest.py` kills any a failed test left running."""
+
+
+def kill_started_daemons() -> None:
+    """Kill the daemons that `start_daemon` started and that still run, and forget them all."""
+    for daemon in STARTED_DAEMONS:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(timeout=20)
+    STARTED_DAEMONS.clear()
 
 
 def log_events(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:
