@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 from pathlib import Path
 
 from irwatchd.sources.discovery import is_binary
-from tests.helpers import run_cli
+from tests.helpers import irwatchd_command, run_cli
 
 FAILED = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for invalid user webmaster from 192.0.2.1 port 38926 ssh2"
 ACCEPTED = (
@@ -153,3 +154,15 @@ def test_is_binary_keeps_magic_and_control_bytes(tmp_path: Path) -> None:
     assert is_binary(str(compressed))
     assert is_binary(str(noise))
     assert not is_binary(str(padded))
+
+
+def test_detect_rejects_compressed_standard_input() -> None:
+    data = gzip.compress((FAILED + "\n").encode())
+
+    result = subprocess.run(
+        irwatchd_command("detect", "-"), input=data, capture_output=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 65
+    assert result.stdout == b""
+    assert b"zcat" in result.stderr

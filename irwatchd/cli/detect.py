@@ -24,7 +24,7 @@ from irwatchd.detection.row_transfer import (
     write_range_output,
 )
 from irwatchd.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_USAGE
-from irwatchd.sources.discovery import is_binary
+from irwatchd.sources.discovery import is_binary, looks_binary
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +85,15 @@ def run(args: argparse.Namespace) -> int:
             ranges = []  # the one-process path below reports the error
         if len(ranges) > 1:
             return _detect_in_parallel(args, detector, ranges, loaded.config.max_line_bytes)
+    # A pipe's buffered reader shows its first bytes without taking them.
+    peek = getattr(sys.stdin.buffer, "peek", None) if args.file == "-" else None
+    if peek is not None and looks_binary(peek(4096)[:4096]):
+        print(
+            "irwatchd detect: standard input is binary or compressed, not a text log; "
+            "decompress it first, for example: zcat FILE | irwatchd detect -",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
     stream: BinaryIO
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115

@@ -49,17 +49,22 @@ class WarnOnce:
 
 
 def is_binary(path: str) -> bool:
-    """Guess whether a file is binary from its first 4 KiB: known magic, or mostly control bytes."""
+    """Guess whether a file is binary from its first 4 KiB (see `looks_binary`)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError:
         return False
+    return looks_binary(head)
+
+
+def looks_binary(head: bytes) -> bool:
+    """Guess whether data is binary from its start: known magic, or mostly control bytes."""
     if head.startswith(_BINARY_MAGIC):
         return True
     # A crash or power loss can leave runs of NUL bytes in a text log, where the file system
     # had allocated blocks that were never written, so NULs count as neither text nor binary.
-    text = head.replace(b"\0", b"")
+    text = head[:4096].replace(b"\0", b"")
     if not text:
         return False
     control = sum(1 for byte in text if byte < 9 or 13 < byte < 32)
