@@ -69,7 +69,7 @@ def test_hostile_text_is_left_to_ipaddress() -> None:
     for text in ("192.0.2.1\x00", "::1\x00", "::\u00e9", "1" * 100_000):
         assert canonical_address(text) is None, repr(text[:20])
         assert clean_source(text) is None, repr(text[:20])
-    # Log text is decoded with replacement characters, so only this function sees a surrogate.
+    # Log text is decoded with replacement characters, so only direct calls pass a surrogate.
     assert canonical_address("\udcff::1") is None
 
 

@@ -1,6 +1,6 @@
 // Rows of `irwatchd detect` for raw syslog blocks, built in C++ with Hyperscan and RE2.
 //
-// `rows.py` builds these rows in Python; this module does the same steps for one block of
+// `rows.py` builds these rows in Python. This module does the same steps for one block of
 // whole lines: a Hyperscan prefilter scan, RE2 on each candidate line in rule order, the
 // header split, and the JSON line. Anything outside the common shape goes back to Python
 // through callbacks, so both paths print the same bytes (tests/test_native_rows.py). The
@@ -122,8 +122,8 @@ struct EngineObject {
 // Raised for a serialised database that Hyperscan cannot load, such as a damaged cache file.
 PyObject* database_error = nullptr;
 
-PyObject* compile_error(const char* what, const std::string& detail) {
-    PyErr_Format(PyExc_ValueError, "%s: %s", what, detail.c_str());
+PyObject* compile_error(const char* context, const std::string& detail) {
+    PyErr_Format(PyExc_ValueError, "%s: %s", context, detail.c_str());
     return nullptr;
 }
 
@@ -142,9 +142,9 @@ bool is_ascii(const char* data, Py_ssize_t size) {
     return true;
 }
 
-Py_ssize_t find_byte(const char* data, Py_ssize_t size, Py_ssize_t from, char wanted) {
+Py_ssize_t find_byte(const char* data, Py_ssize_t size, Py_ssize_t from, char target) {
     if (from >= size) return -1;
-    const void* found = std::memchr(data + from, wanted, static_cast<size_t>(size - from));
+    const void* found = std::memchr(data + from, target, static_cast<size_t>(size - from));
     return found == nullptr ? -1 : static_cast<const char*>(found) - data;
 }
 
@@ -472,6 +472,7 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
     }
     const char* data = static_cast<const char*>(block.buf);
     Py_ssize_t size = block.len;
+
     std::vector<std::pair<unsigned long long, unsigned int>> hits;
     hs_error_t status = hs_scan(self->database, data, static_cast<unsigned int>(size), 0,
                                 self->scratch, on_hit, &hits);
@@ -482,6 +483,7 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
         return nullptr;
     }
     std::sort(hits.begin(), hits.end());
+
     // As in `Detector.prefilter_lines`, a hit belongs to the line holding its last byte.
     const std::vector<int>& rule_of_pattern = *self->rule_of_pattern;
     std::vector<int> candidates;
@@ -505,11 +507,12 @@ PyObject* engine_scan(EngineObject* self, PyObject* args) {
         if (last_byte > newline) {
             if (!(ok = flush())) break;
             newline = find_byte(data, size, last_byte, '\n');
-            if (newline < 0) break;  // the caller passes whole lines, so this cannot happen
+            if (newline < 0) break;  // only when a caller passes a block that ends mid-line
         }
         candidates.push_back(rule_of_pattern[hit.second]);
     }
     if (ok) ok = flush();
+
     PyBuffer_Release(&block);
     if (!ok) return nullptr;
     Py_RETURN_NONE;
@@ -602,7 +605,7 @@ bool load_rules(PyObject* spec, std::vector<Rule>& rules, std::string& error) {
             }
             auto regexp = compile_re2(text, error);
             if (!regexp) return false;
-            // Without `user` or `source_ip` only whether it matches counts, which RE2 answers
+            // Without `user` or `source_ip` only whether it matches counts, which RE2 decides
             // with its DFA alone.
             int groups = user || source ? 1 + std::max(user, source) : 0;
             if (groups > 64 || groups > regexp->NumberOfCapturingGroups() + 1) {
@@ -648,6 +651,7 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
         PyErr_SetString(PyExc_MemoryError, "cannot allocate Hyperscan scratch space");
         return -1;
     }
+
     self->rules = new std::vector<Rule>();
     self->rule_of_pattern = new std::vector<int>();
     self->minutes = new ObjectCache();
@@ -667,6 +671,7 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
         }
         self->rule_of_pattern->push_back(static_cast<int>(rule));
     }
+
     PyObject** slots[6] = {&self->minute_of, &self->time_of, &self->source_of,
                            &self->clean_source, &self->encode, &self->fallback};
     for (int index = 0; index < 6; ++index) {

@@ -279,7 +279,7 @@ class Detector:
     def prefilter_patterns(self, source_type: str) -> tuple[list[bytes], list[int], int]:
         """Return the expressions of a source type's Hyperscan database, with their flags.
 
-        The second list holds each expression's rule position in `ranked_rules(source_type)`.
+        The second list contains each expression's rule position in `ranked_rules(source_type)`.
         Call it only when `has_prefilter(source_type)` is true.
         """
         rank = {id(compiled): index for index, compiled in enumerate(self._by_type[source_type])}

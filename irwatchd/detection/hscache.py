@@ -99,19 +99,7 @@ def load_or_compile(
             log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
                         hint="the database is compiled again and the file replaced")  # fmt: skip
     database = compile_database()
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not _is_private(folder):
-            log.warning("hyperscan_cache_skipped", path=str(folder),
-                        hint="the cache folder must be owned by this user and not "
-                             f"writable by others; fix it or set {CACHE_ENV}")  # fmt: skip
-            return database
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hyperscan-", delete=False) as handle:
-            handle.write(hyperscan.dumpb(database))
-        os.replace(handle.name, path)
-        _prune(folder)
-    except OSError as error:
-        log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
+    _store(path, lambda: hyperscan.dumpb(database), "hyperscan-*.db")
     return database
 
 
@@ -140,17 +128,30 @@ def load_or_build_bytes(
             log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
                         hint="the database is compiled again and the file replaced")  # fmt: skip
     data = build()
+    _store(path, lambda: data, "native-*.db")
+    return data
+
+
+def _store(path: Path, serialise: Callable[[], bytes], pattern: str) -> None:
+    """Write a database file atomically into a private cache folder, then prune the folder.
+
+    `pattern` names the files of this kind, of which the newest `MAX_ENTRIES` are kept.
+    """
+    folder = path.parent
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _is_private(folder):
-            return data
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".native-", delete=False) as handle:
-            handle.write(data)
+            log.warning("hyperscan_cache_skipped", path=str(folder),
+                        hint="the cache folder must be owned by this user and not "
+                             f"writable by others; fix it or set {CACHE_ENV}")  # fmt: skip
+            return
+        prefix = "." + pattern.split("*", 1)[0]
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=prefix, delete=False) as handle:
+            handle.write(serialise())
         os.replace(handle.name, path)
-        _prune(folder, "native-*.db")
+        _prune(folder, pattern)
     except OSError as error:
         log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
-    return data
 
 
 def _prune(folder: Path, pattern: str = "hyperscan-*.db") -> None:

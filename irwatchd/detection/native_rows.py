@@ -143,7 +143,7 @@ class NativeRows:
         return first[:-3], base
 
     def _time_of(self, stamp: str) -> tuple[str, int | None] | None:
-        """Return the JSON time value and microseconds of a stamp prefix, None if it is none."""
+        """Return the JSON time value and microseconds of a stamp prefix, or None for no stamp."""
         is_stamp, time = self._builder.stamp_time(stamp)
         if not is_stamp:
             return None
