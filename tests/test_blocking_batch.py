@@ -13,7 +13,7 @@ import resource
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,8 @@ from irwatchd.audit.log import AuditLog
 from irwatchd.config import Config, LoadedConfig
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
+from irwatchd.response import responder as responder_module
+from irwatchd.response import tickets as tickets_module
 from irwatchd.response.backends import NftablesBackend
 from irwatchd.response.responder import Responder, StatePaths, dedup_key
 from tests.helpers import audit_actions, read_audit, start_daemon, wait_until, write_daemon_config
@@ -199,6 +201,13 @@ def test_daemon_burst_blocks_every_source_once(tmp_path: Path) -> None:
     assert set(json.loads((state / "blocks.json").read_text())) == set(addresses)
 
 
+class _SilentLog:
+    """A logger that drops every event."""
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 @contextmanager
 def _file_size_limit(max_bytes: int) -> Iterator[None]:
     """Make writes past `max_bytes` of any file fail with EFBIG, as a full disk fails them."""
@@ -297,3 +306,36 @@ def test_files_written_after_failed_record(tmp_path: Path) -> None:
     assert [ticket["source_ip"] for ticket in tickets] == ["192.0.2.88"]
     assert len(alerts) == 1, "the new incident's alert was lost with the failed write"
     assert alerts[0]["irwatchd"]["incident_id"] == tickets[0]["id"]
+
+
+def test_failed_alert_and_ticket_written_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest captures output in files, which the size limit below would also stop; the
+    # daemon's own log output drops such lines instead (`irwatchd.logs.TolerantStream`).
+    monkeypatch.setattr(responder_module, "log", _SilentLog())
+    monkeypatch.setattr(tickets_module, "log", _SilentLog())
+    config = Config.model_validate(
+        {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []}
+    )
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    responder = Responder(LoadedConfig(config, None), paths, audit)
+    try:
+        responder.handle(_finding("192.0.2.99", 0))
+        responder.flush_records()
+        # New files cannot grow past 16 bytes, as on a full disk; the audit log is larger.
+        with _file_size_limit(16), pytest.raises(OSError):
+            responder.write_files()
+        assert audit_actions(paths.root, "alert") == []
+        responder.write_files()
+    finally:
+        responder.close()
+        audit.close()
+
+    alerts = audit_actions(paths.root, "alert")
+    tickets = audit_actions(paths.root, "ticket")
+    assert len(alerts) == 1, "the alert that failed was not written again"
+    assert len(tickets) == 1, "the ticket that failed was not written again"
+    assert len(list(paths.alerts.glob("*.json"))) == 1

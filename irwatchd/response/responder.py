@@ -687,6 +687,10 @@ class Responder:
         if not tickets:
             return None
         written, error = self.tickets.write_many([pending.incident for pending in tickets])
+        for pending in tickets:
+            if pending.incident.id not in written:
+                # Tried again by the next `write_files`, unless a newer copy is queued.
+                self._ready_tickets.setdefault(pending.incident.id, pending)
         records = []
         for pending in tickets:
             path = written.get(pending.incident.id)
@@ -732,14 +736,21 @@ class Responder:
         """
         first_error: OSError | None = None
         written: list[tuple[_PendingAlert, dict[str, Any], Path]] = []
+        failed: list[_PendingAlert] = []
         for pending in alerts:
             alert = alert_document(pending.finding, pending.incident, pending.reason)
             try:
                 written.append((pending, alert, write_alert_file(self.paths.alerts, alert)))
             except OSError as error:
-                log.error("alert_write_failed", alert_id=alert["alert_id"],
-                          incident_id=pending.incident.id, error=str(error))  # fmt: skip
                 first_error = first_error or error
+                failed.append(pending)
+                # Without the alert id, which is new on each try, so the repeats of one
+                # alert's failure are rate-limited as one event.
+                log.error("alert_write_failed", incident_id=pending.incident.id,
+                          reason=pending.reason, error=str(error),
+                          hint="the alert is written again with the next files")  # fmt: skip
+        # Tried again by the next `write_files`, such as after a full disk has space again.
+        self._ready_alerts = failed + self._ready_alerts
         if not written:
             return first_error
         fsync_directory(self.paths.alerts)
