@@ -243,11 +243,7 @@ class Detector:
         """
         bit_of_pattern = self._bit_of_pattern.get(source_type)
         if bit_of_pattern is None:
-            rank = {
-                id(compiled): index for index, compiled in enumerate(self._by_type[source_type])
-            }
-            entries = self._entries[source_type]
-            bit_of_pattern = [1 << rank[id(compiled)] for compiled, _ in entries]
+            bit_of_pattern = [1 << position for position in self._rule_positions(source_type)]
             self._bit_of_pattern[source_type] = bit_of_pattern
         hits: list[tuple[int, int]] = []
         add_hit = hits.append
@@ -282,10 +278,14 @@ class Detector:
         The second list contains each expression's rule position in `ranked_rules(source_type)`.
         Call it only when `has_prefilter(source_type)` is true.
         """
-        rank = {id(compiled): index for index, compiled in enumerate(self._by_type[source_type])}
         entries = self._entries[source_type]
         expressions = [compiled.rule.patterns[index].encode() for compiled, index in entries]
-        return expressions, [rank[id(compiled)] for compiled, _ in entries], _hyperscan_flags()
+        return expressions, self._rule_positions(source_type), _hyperscan_flags()
+
+    def _rule_positions(self, source_type: str) -> list[int]:
+        """Return the position in `ranked_rules` of the rule of each prefilter pattern."""
+        rank = {id(compiled): index for index, compiled in enumerate(self._by_type[source_type])}
+        return [rank[id(compiled)] for compiled, _ in self._entries[source_type]]
 
     def ranked_rules(
         self, source_type: str

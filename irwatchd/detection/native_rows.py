@@ -24,7 +24,13 @@ from irwatchd.detection.engine import Detector, memoised_clean_source
 from irwatchd.detection.hscache import load_or_build_bytes
 from irwatchd.detection.process_context import ATTRIBUTION_GROUP, ProcessKey
 from irwatchd.detection.row_transfer import RenderedRows, microseconds_of, render_rows
-from irwatchd.detection.rows import DetectRow, RawRowBuilder, RowRenderer, row_from_finding
+from irwatchd.detection.rows import (
+    DetectRow,
+    RawRowBuilder,
+    RowRenderer,
+    detect_rows,
+    row_from_finding,
+)
 from irwatchd.logger import get_logger
 from irwatchd.parsing.syslog import NOT_A_STAMP, PER_STAMP
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -210,8 +216,15 @@ def detect_rendered(
     """
     moment = now or datetime.now(UTC)
     engine = native_rows(detector, moment) if native else None
-    builder = RawRowBuilder(detector, moment) if engine is None else None
     renderer = RowRenderer()
+    if engine is None:
+        python_rows = detect_rows(
+            detector, stream, source_type, path, max_line_bytes, now=moment,
+            totals=totals, lines_before=lines_before, offset_before=offset_before,
+        )  # fmt: skip
+        for rows_of_group in python_rows:
+            yield render_rows(rows_of_group, renderer)
+        return
     pending = RenderedRows([], [], [], [])
     rows: list[DetectRow] = []
     parts = walk_file(
@@ -219,13 +232,11 @@ def detect_rendered(
         totals=totals, lines_before=lines_before, offset_before=offset_before,
     )  # fmt: skip
     for part in parts:
-        if not isinstance(part, RawCandidates):
-            rows.append(row_from_finding(part))
-        elif builder is not None:
-            builder.add_rows(part, rows)
-        else:
+        if isinstance(part, RawCandidates):
             _extend(pending, rows, renderer)
-            engine.add_block(part, pending)  # type: ignore[union-attr]
+            engine.add_block(part, pending)
+        else:
+            rows.append(row_from_finding(part))
         if len(rows) + len(pending.lines) >= ATTRIBUTION_GROUP:
             _extend(pending, rows, renderer)
             yield pending
