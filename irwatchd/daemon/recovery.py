@@ -26,7 +26,6 @@ from irwatchd.audit.log import rotated_path
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import Finding
 from irwatchd.logger import get_logger
-from irwatchd.metrics import CountingAuditLog
 from irwatchd.parsing.record import LogRecord
 from irwatchd.parsing.timestamps import parse_iso8601
 from irwatchd.sources.checkpoints import AuditPosition
@@ -151,31 +150,6 @@ def findings_after(audit_path: Path, start: int) -> Iterator[RecordedFinding]:
             continue
         actions = frozenset(recorded.get(incident_id, ()))
         yield RecordedFinding(finding, moment, incident_id, actions)
-
-
-class RecordingAuditLog(CountingAuditLog):
-    """An audit log that remembers the dedup key of every finding record it wrote.
-
-    The key is stored as soon as the record is written, so a later step that fails (an
-    alert, ticket or block write) cannot make the retried poll record the finding again.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.recorded_keys: set[str] = set()
-
-    def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write the records, then remember the dedup key of each finding record written.
-
-        `append` comes through here too.
-        """
-        written = super().append_many(records)
-        for record in written:
-            if record.get("event", {}).get("action") == "finding":
-                key = _dedup_key(record)
-                if key:
-                    self.recorded_keys.add(key)
-        return written
 
 
 def _dedup_key(record: dict[str, Any]) -> str:

@@ -32,7 +32,6 @@ from irwatchd.config import Config
 from irwatchd.daemon.lock import StateLock
 from irwatchd.daemon.notify import Notifier
 from irwatchd.daemon.recovery import (
-    RecordingAuditLog,
     findings_after,
     recover,
     write_failure_hint,
@@ -58,7 +57,7 @@ from irwatchd.errors import CantCreateError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic
 from irwatchd.logger import get_logger
 from irwatchd.logs import flush_suppressed, report_suppressed
-from irwatchd.metrics import DaemonMetrics, MetricsServer
+from irwatchd.metrics import CountingAuditLog, DaemonMetrics, MetricsServer
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response.responder import (
@@ -154,7 +153,7 @@ class Daemon:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(number, self._on_signal)
         lock = _lock_state_dir(self.paths)
-        audit = RecordingAuditLog(self.paths.audit_log, metrics=self.metrics)
+        audit = CountingAuditLog(self.paths.audit_log, metrics=self.metrics)
         responder = Responder(self.settings.loaded, self.paths, audit)
         checkpoints = CheckpointStore(self.paths.checkpoints)
         recovered = recover(
@@ -252,7 +251,7 @@ class Daemon:
         self,
         tailer: Tailer,
         responder: Responder,
-        audit: RecordingAuditLog,
+        audit: CountingAuditLog,
         checkpoints: CheckpointStore,
     ) -> None:
         # Each `tailer.poll` reads at most 1 MiB per file, so a burst is processed piece by
@@ -268,7 +267,7 @@ class Daemon:
                 try:
                     with collector_paused():
                         for batch in batches:
-                            handled += self._process(batch, responder, audit.recorded_keys)
+                            handled += self._process(batch, responder)
                         responder.flush_records()
                 except OSError as error:
                     self._recording_failed(tailer, audit, error)
@@ -293,7 +292,6 @@ class Daemon:
                     return
                 if handled:
                     self._note_write_success("record_findings")
-                audit.recorded_keys.clear()
                 responder.forget_handled()
                 self._save_checkpoints(tailer, audit, checkpoints)
                 self._tick()
@@ -333,11 +331,11 @@ class Daemon:
         log.info("findings_refiled", findings_after_checkpoint=findings, refiled=refiled,
                  files=files)  # fmt: skip
 
-    def _recording_failed(self, tailer: Tailer, audit: RecordingAuditLog, error: OSError) -> None:
+    def _recording_failed(self, tailer: Tailer, audit: CountingAuditLog, error: OSError) -> None:
         """Rewind to the last checkpoints after a failed write, and report the failure."""
-        # The lines after the last checkpoint are read again on the next poll. The audit log
-        # stored the key of each finding it recorded since then, so those findings are
-        # skipped and never recorded twice.
+        # The lines after the last checkpoint are read again on the next poll. The responder
+        # skips the findings it handled since then and keeps their unwritten records queued,
+        # so none is recorded twice or lost.
         tailer.rewind()
         self.lines_read -= self._lines_since_checkpoint
         self._lines_since_checkpoint = 0
@@ -388,7 +386,7 @@ class Daemon:
         if self._tailer is not None:
             self._write_status()
 
-    def _process(self, batch: LineBatch, responder: Responder, recorded_keys: set[str]) -> int:
+    def _process(self, batch: LineBatch, responder: Responder) -> int:
         """Detect in one batch and hand each new finding on; return how many."""
         followed = batch.file
         now = datetime.now(UTC)
@@ -412,10 +410,8 @@ class Daemon:
         handled = 0
         for finding in self.process_context.attribute(findings):
             key = dedup_key(finding)
-            if key in self._seen_keys or key in recorded_keys:
-                # Recorded before a crash or a failed write; its windows were counted then
-                # (or again by `recover` at start). After a failed write, the responder kept
-                # its incident's ticket and alert files queued for the next pass.
+            if key in self._seen_keys:
+                # Recorded before a crash; `recover` counted its windows again at start.
                 continue
             if not responder.handle(finding, key=key, line_number_known=line_numbers_known):
                 continue  # read again after a failed write; its records are still queued
