@@ -127,7 +127,7 @@ class RepeatLimiter:
 
 
 class TolerantStream:
-    """The daemon's log output, whose writes never raise: a line that fails is counted and lost.
+    """The daemon's log output: a line whose write fails with an OSError is counted and lost.
 
     `run --daemonize` logs to a file in the state folder, and that disk can fill up. A failed
     log write must not end the daemon, which goes on detecting and blocking. Each line goes
