@@ -4,9 +4,9 @@ A worker renders its range's rows (see `rows.py`) and writes their text, then th
 attribution reads, then a summary (`write_range_output`). The parent attributes all ranges in
 order, as one pass would, and fills in the lines that gain an address (`print_ranges`).
 
-A range where every row has an address needs no attribution, and what later ranges recall
-from it is only its last `max_processes` processes. So its summary carries that state, and
-the parent copies its text as it is and remembers the state, with no work per row.
+A range where every row has an address needs no attribution, so the parent copies its text as
+it is. What later ranges recall from it is only its last `max_processes` processes, which the
+parent reads from the end of its fields, and only when a later range has a row to attribute.
 
 Records travel as length-prefixed marshal data. marshal is fast but trusts its input, so it
 only carries data from a forked worker to its parent through a private temporary file.
@@ -89,27 +89,24 @@ def microseconds_of(moment: datetime) -> int:
 def write_range_output(records: Iterable[RenderedRows], sink: BinaryIO) -> None:
     """Write a range's rows for `print_ranges`: text, then fields, then a summary and trailer.
 
-    The fields of each record follow all the text, so the parent can copy the text alone.
+    The fields of each record follow all the text, so the parent can copy the text alone. The
+    summary lists where each record's fields start, so the parent can read them from the end.
     """
-    context = ProcessContext()
     rows = 0
     lacks_address = False
+    starts = []
     with tempfile.TemporaryFile() as fields:
         for record in records:
             text = record.text().encode()
             sink.write(text)
+            starts.append(fields.tell())
             _dump((len(text), record.processes, record.times, record.addresses), fields)
             rows += len(record.addresses)
-            if None in record.addresses:
-                lacks_address = True
-            elif not lacks_address:
-                context.remember_columns(record.processes, record.addresses, record.times)  # type: ignore[arg-type]
+            lacks_address = lacks_address or None in record.addresses
         text_bytes = sink.tell()
         fields.seek(0)
         shutil.copyfileobj(fields, sink)
-    state = marshal.dumps([] if lacks_address else context.entries())
-    sink.write(state)
-    summary = marshal.dumps((text_bytes, rows, lacks_address, len(state)))
+    summary = marshal.dumps((text_bytes, rows, lacks_address, [text_bytes + at for at in starts]))
     sink.write(summary)
     sink.write(len(summary).to_bytes(_LENGTH_BYTES, "little"))
 
@@ -132,12 +129,10 @@ def print_ranges(sinks: list[BinaryIO], out: BinaryIO, group: int = ATTRIBUTION_
     if first_slow == len(sinks):
         return
     # Rows of the later ranges may take an address from the processes of the copied ones.
-    for sink, (_, _, _, state_bytes) in zip(sinks[:first_slow], summaries, strict=False):
-        state = _state(sink, state_bytes)
-        if state:
-            keys, values = zip(*state, strict=True)
-            addresses, moments = zip(*values, strict=True)
-            context.remember_columns(keys, addresses, moments)
+    state = _last_processes(sinks[:first_slow], summaries, context.max_processes)
+    if state:
+        keys, addresses, moments = zip(*state, strict=True)
+        context.remember_columns(keys, addresses, moments)
     records = (
         record
         for sink, summary in zip(sinks[first_slow:], summaries[first_slow:], strict=True)
@@ -147,22 +142,36 @@ def print_ranges(sinks: list[BinaryIO], out: BinaryIO, group: int = ATTRIBUTION_
         out.write(text.encode())
 
 
-def _summary(sink: BinaryIO) -> tuple[int, int, bool, int]:
-    """Return (text bytes, rows, lacks an address, state bytes) from a range's output."""
+def _summary(sink: BinaryIO) -> tuple[int, int, bool, list[int]]:
+    """Return (text bytes, rows, lacks an address, record starts) from a range's output."""
     sink.seek(-_LENGTH_BYTES, 2)
     size = int.from_bytes(sink.read(_LENGTH_BYTES), "little")
     sink.seek(-_LENGTH_BYTES - size, 2)
-    summary: tuple[int, int, bool, int] = marshal.loads(sink.read(size))  # noqa: S302 - own worker
+    summary: tuple[int, int, bool, list[int]] = marshal.loads(sink.read(size))  # noqa: S302 - own worker
     return summary
 
 
-def _state(sink: BinaryIO, state_bytes: int) -> list[tuple[ProcessKey, tuple[str, Any]]]:
-    """Return the process state a range's worker ended with, stored before its summary."""
-    sink.seek(-_LENGTH_BYTES, 2)
-    size = int.from_bytes(sink.read(_LENGTH_BYTES), "little")
-    sink.seek(-_LENGTH_BYTES - size - state_bytes, 2)
-    state: list[tuple[ProcessKey, tuple[str, Any]]] = marshal.loads(sink.read(state_bytes))  # noqa: S302
-    return state
+def _last_processes(
+    sinks: list[BinaryIO], summaries: list[tuple[int, int, bool, list[int]]], limit: int
+) -> list[tuple[ProcessKey, str, LogTime | None]]:
+    """Return the last (key, address, time) of the last `limit` processes of these ranges.
+
+    A least-recently-used store that remembered every row in order contains exactly these, so
+    the records are read from the last one back, and only until `limit` keys are found.
+    """
+    found: dict[ProcessKey, tuple[str, LogTime | None]] = {}
+    for sink, summary in zip(reversed(sinks), reversed(summaries[: len(sinks)]), strict=True):
+        for start in reversed(summary[3]):
+            sink.seek(start)
+            _, processes, times, addresses = _load(sink)
+            for key, moment, address in zip(
+                reversed(processes), reversed(times), reversed(addresses), strict=True
+            ):
+                if key is not None and key not in found:
+                    found[key] = (address, moment)
+                    if len(found) == limit:
+                        return [(key, *value) for key, value in reversed(found.items())]
+    return [(key, *value) for key, value in reversed(found.items())]
 
 
 def _records_with_text(sink: BinaryIO, text_bytes: int) -> Iterator[RenderedRows]:
