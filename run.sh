@@ -39,6 +39,9 @@ if [ "$native_headers" = 1 ] && ! native_built; then rebuild=1; fi
 if [ ! -f "$stamp" ] || [ "$rebuild" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.lock"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$here"
+    # An editable install leaves bytecode to the first import, which PYTHONDONTWRITEBYTECODE
+    # skips; without it each command compiles every module again.
+    "$venv/bin/python" -m compileall -q "$here/irwatchd" >/dev/null
     touch "$stamp"
     if [ "$native_headers" = 1 ] && ! native_built; then
         echo "run.sh: the C++ row builder did not build from the current source, so detect uses" \

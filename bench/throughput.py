@@ -25,6 +25,7 @@ from common import (
     DEFAULT_WORKDIR,
     IRWATCHD,
     Timed,
+    compile_bytecode,
     machine_facts,
     report,
     require_time_binary,
@@ -160,6 +161,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     require_time_binary()
+    compile_bytecode()
     report("machine", **machine_facts())
     bench_startup(args.workdir)
     # (name, generator kind, sshd failure share): the default mix, and a quiet auth.log that
