@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from irwatchd.config_paths import INSTALLED_CONFIG, INSTALLED_STATE_DIR
 from irwatchd.detection.rules import Category, Severity, validation_problems
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.yamlload import load_yaml
@@ -417,16 +418,3 @@ def load_config(path: Path | None) -> LoadedConfig:
     except ValidationError as error:
         raise ConfigError(validation_problems(path, document, error)) from None
     return LoadedConfig(config, path.resolve())
-
-
-CHECKOUT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "irwatchd.yaml"
-INSTALLED_CONFIG = Path("/etc/irwatchd/irwatchd.yaml")
-INSTALLED_STATE_DIR = Path("/var/lib/irwatchd")
-
-
-def default_config_path() -> Path | None:
-    """Return the config to use without `-c`: the checkout's `etc/`, else `/etc/irwatchd/`."""
-    for candidate in (CHECKOUT_CONFIG, INSTALLED_CONFIG):
-        if candidate.is_file():
-            return candidate
-    return None

@@ -20,7 +20,8 @@ from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
 from irwatchd.detection.row_transfer import print_ranges, render_rows, write_range_output
 from irwatchd.detection.rows import RowRenderer, attribute_rows, detect_rows
-from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.detection.rule import expand_rule_paths
+from irwatchd.detection.rules import load_rules
 from irwatchd.parsing import syslog
 from tests.helpers import CONFIG, CORPUS
 

@@ -19,7 +19,8 @@ from irwatchd.detection.engine import Detector
 from irwatchd.detection.native_rows import NativeRows, detect_rendered
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.detection.row_transfer import RenderedRows, attribute_rendered
-from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.detection.rule import expand_rule_paths
+from irwatchd.detection.rules import load_rules
 from tests.helpers import CONFIG
 from tests.test_detect_rows import _corpus_lines, _header_variants, _hostile_lines
 

@@ -23,7 +23,8 @@ from irwatchd.detection import batch, hscache, parallel
 from irwatchd.detection.batch import StreamTotals, detect_file, detect_stream, records_from
 from irwatchd.detection.engine import Detector, hyperscan
 from irwatchd.detection.finding import Finding
-from irwatchd.detection.rules import expand_rule_paths, load_rules
+from irwatchd.detection.rule import expand_rule_paths
+from irwatchd.detection.rules import load_rules
 from irwatchd.parsing import syslog
 from irwatchd.parsing.dispatch import guess_source_type, parse_line
 from irwatchd.sources.lines import iter_lines

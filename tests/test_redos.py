@@ -19,7 +19,7 @@ import pytest
 from irwatchd.config import load_config
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
-from irwatchd.detection.rules import Rule
+from irwatchd.detection.rule import Rule
 from irwatchd.parsing.dispatch import parse_line
 from irwatchd.parsing.record import LogRecord
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from irwatchd.config import CHECKOUT_CONFIG, Config, LoadedConfig, load_config
+from irwatchd.config import Config, LoadedConfig, load_config
+from irwatchd.config_paths import CHECKOUT_CONFIG
 from irwatchd.daemon.control import locate_state_dir
 
 INSTALLED = Path("/etc/irwatchd/irwatchd.yaml")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
-from irwatchd.config import default_config_path, load_config
+from irwatchd.config import load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.lock import read_pid
 from irwatchd.detection.addresses import parse_address
 from irwatchd.errors import EX_OK, EX_USAGE, DataError, IrwatchdError, UnavailableError

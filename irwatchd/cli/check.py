@@ -8,7 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from irwatchd.config import default_config_path, load_config
+from irwatchd.config import load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.settings import no_sources_problem
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.examples import check_examples

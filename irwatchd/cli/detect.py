@@ -10,10 +10,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from irwatchd.config import default_config_path, load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.detection.batch import StreamTotals
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.loader import build_detector
 from irwatchd.detection.native_rows import detect_rendered
 from irwatchd.detection.parallel import FileRange, run_in_parallel, split_ranges
 from irwatchd.detection.process_context import ProcessContext
@@ -23,6 +22,7 @@ from irwatchd.detection.row_transfer import (
     print_ranges,
     write_range_output,
 )
+from irwatchd.detection.settings_cache import load_detect_settings
 from irwatchd.errors import EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_OK, EX_SOFTWARE, EX_USAGE
 from irwatchd.sources.discovery import is_binary, looks_binary
 
@@ -61,8 +61,8 @@ def default_jobs() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Detect findings in one file and print them; exit 65 when the input cannot be read."""
-    loaded = load_config(args.config_path if args.config else default_config_path())
-    detector = build_detector(loaded)
+    settings = load_detect_settings(args.config_path if args.config else default_config_path())
+    detector = Detector(settings.rules)
     # Findings and records hold no reference cycles, so reference counting frees them. The
     # cycle collector would otherwise walk every object after each 700 allocations; freeze
     # what is loaded and collect young objects less often (about 10% of a large run).
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError:
             ranges = []  # the one-process path below reports the error
         if len(ranges) > 1:
-            return _detect_in_parallel(args, detector, ranges, loaded.config.max_line_bytes)
+            return _detect_in_parallel(args, detector, ranges, settings.max_line_bytes)
     # A pipe's buffered reader shows its first bytes without taking them.
     peek = getattr(sys.stdin.buffer, "peek", None) if args.file == "-" else None
     if peek is not None and looks_binary(peek(4096)[:4096]):
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stream:
             rendered = detect_rendered(
-                detector, stream, args.source_type, args.file, loaded.config.max_line_bytes,
+                detector, stream, args.source_type, args.file, settings.max_line_bytes,
                 totals=totals,
             )  # fmt: skip
             _print_rendered(rendered)
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     sys.stdout.flush()
-    _report_truncated(args.file, totals, loaded.config.max_line_bytes)
+    _report_truncated(args.file, totals, settings.max_line_bytes)
     return EX_OK
 
 

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from irwatchd.config import default_config_path, load_config
+from irwatchd.config import load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.detection.evaluation import evaluate, format_table, listing
 from irwatchd.detection.loader import build_detector
 from irwatchd.errors import EX_OK

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from irwatchd import __version__, logger
-from irwatchd.config import CHECKOUT_CONFIG, INSTALLED_CONFIG, default_config_path
+from irwatchd.config_paths import CHECKOUT_CONFIG, INSTALLED_CONFIG, default_config_path
 from irwatchd.errors import (
     EX_NOPERM,
     EX_OK,

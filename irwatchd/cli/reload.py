@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from irwatchd.config import default_config_path
+from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.control import (
     inspect,
     locate_state_dir,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from irwatchd.config import default_config_path
+from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.runner import Daemon
 from irwatchd.daemon.settings import parse_watch_option
 from irwatchd.errors import CantCreateError

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from irwatchd.config import default_config_path, load_config
+from irwatchd.config import load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.detection.loader import build_detector
 from irwatchd.errors import EX_OK
 from irwatchd.scan import scan

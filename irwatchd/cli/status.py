@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from irwatchd.config import default_config_path
+from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.control import DaemonState, inspect, locate_state_dir
 from irwatchd.errors import EX_OK, EX_UNAVAILABLE
 

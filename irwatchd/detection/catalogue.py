@@ -10,8 +10,10 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from irwatchd.config import default_config_path, load_config
-from irwatchd.detection.rules import Rule, expand_rule_paths, load_rules
+from irwatchd.config import load_config
+from irwatchd.config_paths import default_config_path
+from irwatchd.detection.rule import Rule, expand_rule_paths
+from irwatchd.detection.rules import load_rules
 from irwatchd.errors import ConfigError
 
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}

@@ -21,7 +21,7 @@ import re2
 from irwatchd.detection.addresses import clean_source
 from irwatchd.detection.finding import Finding, severity_rank
 from irwatchd.detection.hscache import load_later_or_compile
-from irwatchd.detection.rules import Rule
+from irwatchd.detection.rule import Rule
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.logger import get_logger
 from irwatchd.parsing.re2match import Re2Pattern

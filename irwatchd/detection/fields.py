@@ -18,7 +18,7 @@ from irwatchd.detection.engine import (
     detection_view,
     memoised_clean_source,
 )
-from irwatchd.detection.rules import Rule
+from irwatchd.detection.rule import Rule
 from irwatchd.parsing.re2match import UNANCHORED, Re2Pattern
 
 _MAX_CACHED_MASKS = 4096

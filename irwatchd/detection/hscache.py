@@ -99,7 +99,7 @@ def load_or_compile(
             log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
                         hint="the database is compiled again and the file replaced")  # fmt: skip
     database = compile_database()
-    _store(path, lambda: hyperscan.dumpb(database), "hyperscan-*.db")
+    store_file(path, lambda: hyperscan.dumpb(database), "hyperscan-*.db")
     return database
 
 
@@ -128,12 +128,23 @@ def load_or_build_bytes(
             log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
                         hint="the database is compiled again and the file replaced")  # fmt: skip
     data = build()
-    _store(path, lambda: data, "native-*.db")
+    store_file(path, lambda: data, "native-*.db")
     return data
 
 
-def _store(path: Path, serialise: Callable[[], bytes], pattern: str) -> None:
-    """Write a database file atomically into a private cache folder, then prune the folder.
+def read_private(path: Path) -> bytes | None:
+    """Return a cache file's bytes, or None when it or its folder is missing or not private."""
+    if not (_is_private(path.parent) and _is_private(path)):
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        log.warning("cache_read_failed", path=str(path), error=str(error))
+        return None
+
+
+def store_file(path: Path, serialise: Callable[[], bytes], pattern: str) -> None:
+    """Write a cache file atomically into a private cache folder, then prune the folder.
 
     `pattern` names the files of this kind, of which the newest `MAX_ENTRIES` are kept.
     """

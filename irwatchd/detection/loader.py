@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from irwatchd.config import LoadedConfig
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.rules import Rule, expand_rule_paths, load_rules
+from irwatchd.detection.rule import Rule, expand_rule_paths
+from irwatchd.detection.rules import load_rules
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.yamlload import line_of, load_yaml
 
 
 def build_detector(loaded: LoadedConfig, *, prefilter: bool = True) -> Detector:
     """Load every configured rule file and compile the detector, or raise `ConfigError`."""
+    rules, _ = enabled_rules(loaded)
+    return Detector(rules, prefilter=prefilter)
+
+
+def enabled_rules(loaded: LoadedConfig) -> tuple[list[Rule], list[Path]]:
+    """Return the rules of the configured files minus disabled ids, and those files.
+
+    Raise `ConfigError` when no file matches, a file is invalid or a disabled id is unknown.
+    """
     settings = loaded.config.rules
     paths = expand_rule_paths(settings.files, loaded.base)
     if not paths:
@@ -24,7 +36,7 @@ def build_detector(loaded: LoadedConfig, *, prefilter: bool = True) -> Detector:
     rules = load_rules(paths)
     _check_disabled(loaded, rules)
     disabled = set(settings.disabled)
-    return Detector([rule for rule in rules if rule.id not in disabled], prefilter=prefilter)
+    return [rule for rule in rules if rule.id not in disabled], paths
 
 
 def _check_disabled(loaded: LoadedConfig, rules: list[Rule]) -> None:

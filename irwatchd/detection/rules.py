@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from irwatchd.detection.finding import CATEGORIES, SEVERITIES
+from irwatchd.detection.rule import Rule
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.parsing.record import SOURCE_TYPES
 from irwatchd.yamlload import line_of, load_yaml
@@ -84,28 +83,6 @@ class RuleFile(BaseModel):
     rules: list[RuleSpec]
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """A validated rule, ready for the engine, with the place it was defined."""
-
-    id: str
-    category: str
-    severity: str
-    severity_reason: str
-    description: str
-    source_types: tuple[str, ...]
-    patterns: tuple[str, ...]
-    ignore: tuple[str, ...]
-    count_field: str | None
-    count: int
-    references: tuple[str, ...]
-    match_examples: tuple[MatchExample, ...]
-    no_match_examples: tuple[str, ...]
-    path: str
-    line: int | None
-    override: bool = False
-
-
 def _describe(error: ErrorDetails) -> str:
     message = str(error["msg"])
     expected = error.get("ctx", {}).get("expected")
@@ -168,15 +145,6 @@ def _load_file(path: Path) -> list[Rule]:
             )
         )
     return rules
-
-
-def expand_rule_paths(patterns: Iterable[str], base: Path) -> list[Path]:
-    """Expand rule file globs relative to `base`, sorted so load order is stable."""
-    paths: list[Path] = []
-    for pattern in patterns:
-        full = pattern if Path(pattern).is_absolute() else str(base / pattern)
-        paths.extend(Path(found) for found in sorted(glob.glob(full)))
-    return paths
 
 
 def load_rules(paths: Iterable[Path], disabled: Iterable[str] = ()) -> list[Rule]:

@@ -35,7 +35,8 @@ from typing import Any
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record, finding_record
-from irwatchd.config import Blocking, LoadedConfig, default_config_path, load_config
+from irwatchd.config import Blocking, LoadedConfig, load_config
+from irwatchd.config_paths import default_config_path
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
 from irwatchd.detection.finding import SEVERITIES, Finding
