@@ -23,6 +23,7 @@ import re2
 from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.groups import in_groups
+from irwatchd.detection.newlines import count_newlines
 from irwatchd.parsing.dispatch import access_view, parse_line
 from irwatchd.parsing.record import LogRecord
 from irwatchd.sources.lines import RawLine, iter_lines, lines_within
@@ -187,7 +188,7 @@ class RawCandidates:
         number = self.number_base
         for newline, rule_mask in self.candidates.items():
             start = block.rfind(b"\n", 0, newline) + 1
-            number += block.count(b"\n", counted_to, start)
+            number += count_newlines(block, counted_to, start)
             counted_to = start
             text = block[start:newline].decode("utf-8")
             yield number + 1, self.offset_base + start, text, rule_mask
@@ -250,7 +251,7 @@ def walk_file(
             return
         block, carry = buffer[:cut], buffer[cut:]
         if block:
-            lines_in_block = block.count(b"\n")
+            lines_in_block = count_newlines(block)
             yield from _detect_block(
                 detector, block, source_type, path, max_line_bytes, moment, number, offset, counts,
                 lines_in_block,

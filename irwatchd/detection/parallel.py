@@ -24,6 +24,7 @@ from typing import BinaryIO
 from irwatchd.detection.batch import detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.finding import Finding
+from irwatchd.detection.newlines import count_newlines
 
 MIN_BYTES_PER_JOB = 8 << 20
 """Smaller files are read by one process: a fork and a range split cost more than they save."""
@@ -54,12 +55,13 @@ def split_ranges(path: str, jobs: int) -> list[FileRange]:
         newlines = 0
         handle.seek(0)
         position = 0
+        # Read, not mapped: a log truncated while mapped would end this process with SIGBUS.
         for start in starts:
             while position < start:
                 chunk = handle.read(min(1 << 20, start - position))
                 if not chunk:
                     break
-                newlines += chunk.count(b"\n")
+                newlines += count_newlines(chunk)
                 position += len(chunk)
             counts.append(newlines)
     ends: list[int | None] = [*starts[1:], None]

@@ -20,6 +20,7 @@ from irwatchd.detection.batch import RawCandidates, StreamTotals, walk_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.fields import FieldConfirmer
 from irwatchd.detection.finding import Finding
+from irwatchd.detection.newlines import count_newlines
 from irwatchd.detection.process_context import (
     ATTRIBUTION_GROUP,
     LogTime,
@@ -124,7 +125,7 @@ class RawRowBuilder:
         counted_to = 0
         for newline, rule_mask in part.candidates.items():
             start = block.rfind(b"\n", 0, newline) + 1
-            number += block.count(b"\n", counted_to, start)
+            number += count_newlines(block, counted_to, start)
             counted_to = start
             data = block[start:newline]
             # `walk_file` makes raw blocks only of valid UTF-8 lines that parse as syslog.
