@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -73,6 +74,17 @@ def run_timed(
         return Timed(wall, float(user), float(system), int(peak_kib) / 1024, finished.returncode)
     except ValueError:
         return Timed(wall, 0.0, 0.0, None, finished.returncode)
+
+
+def run_median(argv: list[str], runs: int = 3, **options: Any) -> tuple[Timed, list[float]]:
+    """Run `argv` `runs` times; return the run of median wall time and every wall time.
+
+    On a shared machine one short run can take a quarter longer than the next, so runs of a
+    second or two are repeated, while runs of half a minute are not.
+    """
+    results = sorted((run_timed(argv, **options) for _ in range(runs)),
+                     key=lambda timed: timed.wall_seconds)  # fmt: skip
+    return results[len(results) // 2], [timed.wall_seconds for timed in results]
 
 
 def compile_bytecode() -> None:

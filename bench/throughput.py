@@ -29,6 +29,7 @@ from common import (
     machine_facts,
     report,
     require_time_binary,
+    run_median,
     run_timed,
 )
 
@@ -63,18 +64,19 @@ def bench_irwatchd(kind: str, log: Path, lines: int, workdir: Path) -> dict[str,
     empty.write_bytes(b"")
     run_timed([*IRWATCHD, "detect", str(empty)])
     findings_path = workdir / f"detect-{kind}.jsonl"
-    detect = run_timed([*IRWATCHD, "detect", str(log)], stdout=findings_path)
+    detect, walls = run_median([*IRWATCHD, "detect", str(log)], stdout=findings_path)
     findings = count_lines(findings_path)
     report(f"{kind}.irwatchd_detect", lines=lines, seconds=detect.wall_seconds,
            lines_per_s=round(lines_per_second(lines, detect)), user_s=detect.user_seconds,
-           peak_rss_mib=detect.peak_rss_mib, findings=findings, exit=detect.returncode)  # fmt: skip
+           peak_rss_mib=detect.peak_rss_mib, findings=findings, exit=detect.returncode,
+           runs_s=_walls(walls))  # fmt: skip
     results["detect"] = detect
     # `detect` forks one worker per CPU for a large file; this is the one-process figure.
-    single = run_timed([*IRWATCHD, "detect", "--jobs", "1", str(log)], stdout=findings_path)
+    single, walls = run_median([*IRWATCHD, "detect", "--jobs", "1", str(log)], stdout=findings_path)
     report(f"{kind}.irwatchd_detect_jobs1", lines=lines, seconds=single.wall_seconds,
            lines_per_s=round(lines_per_second(lines, single)), user_s=single.user_seconds,
            peak_rss_mib=single.peak_rss_mib, findings=count_lines(findings_path),
-           exit=single.returncode)  # fmt: skip
+           exit=single.returncode, runs_s=_walls(walls))  # fmt: skip
     results["detect_jobs1"] = single
     state = workdir / f"scan-state-{kind}"
     shutil.rmtree(state, ignore_errors=True)
@@ -115,14 +117,15 @@ def bench_grep(name: str, kind: str, log: Path, lines: int, workdir: Path) -> Ti
     # The count goes to a file: GNU grep stops at the first match when output is /dev/null.
     program = shutil.which("grep") or "/usr/bin/grep"
     counted = workdir / f"grep-{name}.txt"
-    timed = run_timed(
+    timed, walls = run_median(
         [program, "-cE", GREP_PATTERNS[kind], str(log)],
         stdout=counted,
         env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
     )
     report(f"{name}.grep_cE", lines=lines, seconds=timed.wall_seconds,
            lines_per_s=round(lines_per_second(lines, timed)), peak_rss_mib=timed.peak_rss_mib,
-           matching_lines=counted.read_text().strip(), exit=timed.returncode)  # fmt: skip
+           matching_lines=counted.read_text().strip(), exit=timed.returncode,
+           runs_s=_walls(walls))  # fmt: skip
     return timed
 
 
@@ -145,6 +148,11 @@ def bench_startup(workdir: Path) -> None:
     report("startup.detect_empty_file", cold_cache_seconds=cold.wall_seconds,
            cold_cache_peak_rss_mib=cold.peak_rss_mib, warm_cache_seconds=warm.wall_seconds,
            warm_cache_peak_rss_mib=warm.peak_rss_mib)  # fmt: skip
+
+
+def _walls(walls: list[float]) -> str:
+    """Return the wall times of repeated runs as one field, such as `1.08/1.12/1.31`."""
+    return "/".join(f"{wall:.3g}" for wall in walls)
 
 
 def ratio(numerator: float, denominator: float) -> float:
