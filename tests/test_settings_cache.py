@@ -7,10 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from irwatchd.config import LoadedConfig
+from irwatchd.detection import loader
+from irwatchd.detection.rule import Rule
 from irwatchd.detection.settings_cache import load_detect_settings
 from irwatchd.errors import ConfigError
 from tests.helpers import ROOT
@@ -131,3 +135,72 @@ def test_cached_detect_skips_pydantic(config: Path, tmp_path: Path) -> None:
     assert runs[1].stderr.split()[-3:] == ["False", "False", "0"]
     assert runs[0].stdout == runs[1].stdout
     assert json.loads(runs[1].stdout)["rule"] == "sshd-failed-auth"
+
+
+def test_fifo_config_gets_no_entry(config: Path, tmp_path: Path) -> None:
+    # Hashing a named pipe would open it again and wait for a writer that never comes.
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    text = config.read_text()
+    writer = threading.Thread(target=fifo.write_text, args=(text,), daemon=True)
+    writer.start()
+    settings = load_detect_settings(fifo)
+    writer.join(timeout=10)
+    assert "sshd-failed-auth" in [rule.id for rule in settings.rules]
+    assert _entries(config) == []
+
+
+def test_fifo_rule_file_gets_no_entry(config: Path) -> None:
+    fifo = config.parent / "rules.d" / "99-fifo.yaml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(EXTRA_RULE,), daemon=True)
+    writer.start()
+    assert "test-extra-rule" in _rule_ids(config)
+    writer.join(timeout=10)
+    assert _entries(config) == []
+
+
+def test_symlink_loop_config_raises_config_error(config: Path, tmp_path: Path) -> None:
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    with pytest.raises(ConfigError, match=r"loop\.yaml"):
+        load_detect_settings(loop)
+
+
+def test_undecodable_folder_name_works(config: Path, tmp_path: Path) -> None:
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffdir"))
+    shutil.copytree(config.parent / "rules.d", folder / "rules.d")
+    shutil.copyfile(config, folder / "irwatchd.yaml")
+    expected = _rule_ids(config)
+    assert [rule.id for rule in load_detect_settings(folder / "irwatchd.yaml").rules] == expected
+    assert [rule.id for rule in load_detect_settings(folder / "irwatchd.yaml").rules] == expected
+
+
+def test_broken_rule_link_reports_no_cache_warning(
+    config: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    load_detect_settings(config)
+    (config.parent / "rules.d" / "99-gone.yaml").symlink_to(config.parent / "missing.yaml")
+    with pytest.raises(ConfigError, match="99-gone"):
+        load_detect_settings(config)
+    captured = capfd.readouterr()
+    assert "settings_cache_unreadable" not in captured.out + captured.err
+
+
+def test_rule_edit_during_load_writes_no_entry(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rules read from the old bytes must not be stored under the digest of the new ones.
+    sshd = config.parent / "rules.d" / "10-sshd.yaml"
+    original = loader.enabled_rules
+
+    def edit_while_loading(loaded: LoadedConfig) -> tuple[list[Rule], list[Path]]:
+        result = original(loaded)
+        sshd.write_text(sshd.read_text().replace("id: sshd-failed-auth\n", "id: sshd-new\n"))
+        return result
+
+    monkeypatch.setattr(loader, "enabled_rules", edit_while_loading)
+    assert "sshd-failed-auth" in _rule_ids(config)
+    assert _entries(config) == []
+    monkeypatch.setattr(loader, "enabled_rules", original)
+    assert "sshd-new" in _rule_ids(config)

@@ -151,8 +151,16 @@ def store_file(path: Path, serialise: Callable[[], bytes], pattern: str) -> None
     folder = path.parent
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        log.warning("cache_skipped", path=str(folder),
+                    hint=f"the cache path is a file; remove it or set {CACHE_ENV}")  # fmt: skip
+        return
+    except OSError as error:
+        log.warning("cache_write_failed", path=str(path), error=str(error))
+        return
+    try:
         if not _is_private(folder):
-            log.warning("hyperscan_cache_skipped", path=str(folder),
+            log.warning("cache_skipped", path=str(folder),
                         hint="the cache folder must be owned by this user and not "
                              f"writable by others; fix it or set {CACHE_ENV}")  # fmt: skip
             return
@@ -162,7 +170,7 @@ def store_file(path: Path, serialise: Callable[[], bytes], pattern: str) -> None
         os.replace(handle.name, path)
         _prune(folder, pattern)
     except OSError as error:
-        log.warning("hyperscan_cache_write_failed", path=str(path), error=str(error))
+        log.warning("cache_write_failed", path=str(path), error=str(error))
 
 
 def _prune(folder: Path, pattern: str = "hyperscan-*.db") -> None:
