@@ -111,6 +111,35 @@ def test_native_rows_match_on_odd_headers(
 
 
 @needs_native
+def test_native_process_keys_match_across_hosts(detector: Detector, tmp_path: Path) -> None:
+    # The same PID on other hosts and programs, and other PIDs on one host, one line after
+    # another: each row's (host, program, PID) must be its own line's, as in Python.
+    rng = random.Random(41)
+    lines = []
+    for _ in range(3_000):
+        host = rng.choice(["alpha", "beta", "alpha-2"])
+        program = rng.choice(["sshd", "sshd-session"])
+        pid = rng.choice(["811", "812", "8110", "81"])
+        if rng.random() < 0.5:
+            message = f"Invalid user u{pid} from 192.0.2.{rng.randrange(1, 250)} port 22"
+        else:
+            message = f"input_userauth_request: invalid user u{pid} [preauth]"
+        lines.append(f"Mar  8 15:14:19 {host} {program}[{pid}]: {message}".encode())
+    log = tmp_path / "hosts.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    keys = {}
+    for native in (False, True):
+        with log.open("rb") as handle:
+            records = detect_rendered(
+                detector, handle, "syslog", str(log), 300, now=MOMENT, native=native
+            )
+            keys[native] = [key for record in records for key in record.processes]
+    assert len(keys[False]) == 3_000
+    assert keys[True] == keys[False]
+    assert _compare(detector, tmp_path, lines, "syslog")
+
+
+@needs_native
 def test_native_rows_match_on_random_byte_edits(detector: Detector, tmp_path: Path) -> None:
     # Any byte anywhere, invalid UTF-8, NUL, CR and newlines included: blocks that stop being
     # raw syslog take the Python path, and the rest must come out the same from both.

@@ -111,6 +111,13 @@ struct EngineObject {
     ObjectCache* times;    // stamp -> (json, microseconds) or None
     ObjectCache* sources;  // `host tag[` -> (host, tag) or None
     ObjectCache* addresses;  // raw group text -> (clean str or None, json str)
+    std::string* row;  // the row being built, kept so its buffer is reused
+    // The process key of the last line, with the `sources` value and PID it was built from.
+    // The lines of one sshd connection often follow each other, so many rows reuse it.
+    PyObject* last_process;
+    PyObject* last_source;
+    char last_pid[24];
+    Py_ssize_t last_pid_size;
     PyObject* minute_of;
     PyObject* time_of;
     PyObject* source_of;
@@ -306,11 +313,29 @@ bool split_header(EngineObject* self, const char* data, Py_ssize_t size, PyObjec
         *process = Py_None;
         return true;
     }
-    PyObject* pid = PyUnicode_DecodeASCII(data + bracket + 1, pid_end - bracket - 1, "strict");
+    const char* pid_data = data + bracket + 1;
+    Py_ssize_t pid_size = pid_end - bracket - 1;
+    if (self->last_process != nullptr && self->last_source == source &&
+        self->last_pid_size == pid_size && std::memcmp(self->last_pid, pid_data, static_cast<size_t>(pid_size)) == 0) {
+        Py_INCREF(self->last_process);
+        *process = self->last_process;
+        return true;
+    }
+    PyObject* pid = PyUnicode_DecodeASCII(pid_data, pid_size, "strict");
     if (pid == nullptr) return false;
     *process = PyTuple_Pack(3, PyTuple_GET_ITEM(source, 0), PyTuple_GET_ITEM(source, 1), pid);
     Py_DECREF(pid);
-    return *process != nullptr;
+    if (*process == nullptr) return false;
+    if (pid_size <= static_cast<Py_ssize_t>(sizeof(self->last_pid))) {
+        // Both are owned here, so a later `source` at the same address is the same object.
+        Py_INCREF(*process);
+        Py_XSETREF(self->last_process, *process);
+        Py_INCREF(source);
+        Py_XSETREF(self->last_source, source);
+        std::memcpy(self->last_pid, pid_data, static_cast<size_t>(pid_size));
+        self->last_pid_size = pid_size;
+    }
+    return true;
 }
 
 // The cleaned address and its JSON of a `source_ip` group, borrowed from the cache.
@@ -359,7 +384,7 @@ struct Sinks {
 // Appends the rows of one confirmed line. Returns false with a Python error set.
 bool add_rows(EngineObject* self, const std::vector<Match>& matches, long long number,
               PyObject* time, PyObject* process, const Sinks& sinks) {
-    std::string row;
+    std::string& row = *self->row;
     for (const Match& match : matches) {
         PyObject* address_json = nullptr;
         PyObject* address = Py_None;
@@ -370,11 +395,13 @@ bool add_rows(EngineObject* self, const std::vector<Match>& matches, long long n
             address_json = PyTuple_GET_ITEM(known, 1);
         }
         PyObject* user_json = nullptr;
-        if (!match.user.empty()) {
-            auto size = static_cast<Py_ssize_t>(match.user.size());
-            PyObject* user = PyUnicode_DecodeUTF8(match.user.data(), size, "strict");
+        auto user_size = static_cast<Py_ssize_t>(match.user.size());
+        // A user name of printable ASCII without quote or backslash is its own JSON text.
+        bool plain_user = !match.user.empty() && is_plain_ascii(match.user.data(), user_size);
+        if (!match.user.empty() && !plain_user) {
+            PyObject* user = PyUnicode_DecodeUTF8(match.user.data(), user_size, "strict");
             if (user == nullptr) return false;
-            user_json = json_string(self, match.user.data(), size, user);
+            user_json = json_string(self, match.user.data(), user_size, user);
             Py_DECREF(user);
             if (user_json == nullptr) return false;
         }
@@ -389,7 +416,11 @@ bool add_rows(EngineObject* self, const std::vector<Match>& matches, long long n
             built = built && append_ascii(row, address_json);
         }
         row.append(", \"user\": ");
-        if (user_json == nullptr) {
+        if (plain_user) {
+            row.push_back('"');
+            row.append(match.user.data(), match.user.size());
+            row.push_back('"');
+        } else if (user_json == nullptr) {
             row.append("null");
         } else {
             built = built && append_ascii(row, user_json);
@@ -532,6 +563,8 @@ int engine_traverse(EngineObject* self, visitproc visit, void* arg) {
 }
 
 int engine_clear(EngineObject* self) {
+    Py_CLEAR(self->last_process);
+    Py_CLEAR(self->last_source);
     Py_CLEAR(self->minute_of);
     Py_CLEAR(self->time_of);
     Py_CLEAR(self->source_of);
@@ -554,6 +587,7 @@ void engine_dealloc(EngineObject* self) {
     delete self->times;
     delete self->sources;
     delete self->addresses;
+    delete self->row;
     engine_clear(self);
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
 }
@@ -658,6 +692,7 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
     self->times = new ObjectCache();
     self->sources = new ObjectCache();
     self->addresses = new ObjectCache(kMaxCachedAddresses);
+    self->row = new std::string();
     std::string error;
     if (!load_rules(rules, *self->rules, error)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, error.c_str());
