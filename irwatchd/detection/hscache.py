@@ -121,12 +121,9 @@ def load_or_build_bytes(
     if folder is None:
         return build()
     path = folder / f"native-{cache_key(version, expressions, flags)}.db"
-    if not rebuild and _is_private(folder) and _is_private(path):
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            log.warning("hyperscan_cache_load_failed", path=str(path), error=str(error),
-                        hint="the database is compiled again and the file replaced")  # fmt: skip
+    cached = None if rebuild else read_private(path)
+    if cached is not None:
+        return cached
     data = build()
     store_file(path, lambda: data, "native-*.db")
     return data
@@ -139,7 +136,8 @@ def read_private(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as error:
-        log.warning("cache_read_failed", path=str(path), error=str(error))
+        log.warning("cache_read_failed", path=str(path), error=str(error),
+                    hint="the file is built again and replaced")  # fmt: skip
         return None
 
 
