@@ -123,20 +123,33 @@ def _finding(address: str, offset: int) -> Finding:
                    record=record, source_ip=address, user="root")  # fmt: skip
 
 
+def _responder(
+    tmp_path: Path, settings: dict[str, object], *, started: bool = False
+) -> tuple[Responder, StatePaths, AuditLog]:
+    """Return a responder over a new state folder, its paths and its audit log.
+
+    With `started`, the audit log already has one record, so it is larger than a new file.
+    """
+    config = Config.model_validate(settings)
+    paths = StatePaths(tmp_path / "state")
+    paths.create()
+    audit = AuditLog(paths.audit_log)
+    if started:
+        audit.append({"event": {"action": "start", "outcome": "success"}})
+    return Responder(LoadedConfig(config, None), paths, audit), paths, audit
+
+
 def test_responder_audits_each_batched_block(tmp_path: Path) -> None:
     program, runs = _fake_nft(tmp_path)
-    config = Config.model_validate(
+    responder, paths, audit = _responder(
+        tmp_path,
         {
             "policy": {"low": ["audit", "ticket", "block"]},
             "correlation": [],
             "blocking": {"backend": "nftables", "nft_path": str(program),
                          "max_blocks_per_minute": 10_000},
-        }
+        },
     )  # fmt: skip
-    paths = StatePaths(tmp_path / "state")
-    paths.create()
-    audit = AuditLog(paths.audit_log)
-    responder = Responder(LoadedConfig(config, None), paths, audit)
     addresses = _addresses(200)
     runs_before = len(_transactions(runs))
     try:
@@ -222,12 +235,9 @@ def _file_size_limit(max_bytes: int) -> Iterator[None]:
 
 
 def test_block_applied_before_failed_record(tmp_path: Path) -> None:
-    config = Config.model_validate({"policy": {"low": ["audit", "block"]}, "correlation": []})
-    paths = StatePaths(tmp_path / "state")
-    paths.create()
-    audit = AuditLog(paths.audit_log)
-    audit.append({"event": {"action": "start", "outcome": "success"}})
-    responder = Responder(LoadedConfig(config, None), paths, audit)
+    responder, paths, audit = _responder(
+        tmp_path, {"policy": {"low": ["audit", "block"]}, "correlation": []}, started=True
+    )
     finding = _finding("192.0.2.77", 0)
     key = dedup_key(finding)
     try:
@@ -257,11 +267,9 @@ def test_block_applied_before_failed_record(tmp_path: Path) -> None:
 
 
 def test_evicted_incident_ticket_written_closed(tmp_path: Path) -> None:
-    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
-    paths = StatePaths(tmp_path / "state")
-    paths.create()
-    audit = AuditLog(paths.audit_log)
-    responder = Responder(LoadedConfig(config, None), paths, audit)
+    responder, paths, audit = _responder(
+        tmp_path, {"policy": {"low": ["audit", "ticket"]}, "correlation": []}
+    )
     responder.incidents.max_open = 2
     addresses = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     try:
@@ -280,14 +288,10 @@ def test_evicted_incident_ticket_written_closed(tmp_path: Path) -> None:
 
 
 def test_files_written_after_failed_record(tmp_path: Path) -> None:
-    config = Config.model_validate(
-        {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []}
-    )
-    paths = StatePaths(tmp_path / "state")
-    paths.create()
-    audit = AuditLog(paths.audit_log)
-    audit.append({"event": {"action": "start", "outcome": "success"}})
-    responder = Responder(LoadedConfig(config, None), paths, audit)
+    responder, paths, audit = _responder(
+        tmp_path, {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []},
+        started=True,
+    )  # fmt: skip
     finding = _finding("192.0.2.88", 0)
     try:
         responder.handle(finding)
@@ -315,13 +319,9 @@ def test_failed_alert_and_ticket_written_later(
     # daemon's own log output drops such lines instead (`irwatchd.logs.TolerantStream`).
     monkeypatch.setattr(responder_module, "log", _SilentLog())
     monkeypatch.setattr(tickets_module, "log", _SilentLog())
-    config = Config.model_validate(
-        {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []}
+    responder, paths, audit = _responder(
+        tmp_path, {"policy": {"low": ["audit", "ticket", "alert"]}, "correlation": []}
     )
-    paths = StatePaths(tmp_path / "state")
-    paths.create()
-    audit = AuditLog(paths.audit_log)
-    responder = Responder(LoadedConfig(config, None), paths, audit)
     try:
         responder.handle(_finding("192.0.2.99", 0))
         responder.flush_records()
