@@ -1,5 +1,5 @@
 """The places searched for the config file. They are kept apart from the config schema, so
-commands that only need the path do not import pydantic."""
+commands that only need the path do not import the schema."""
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from msgspec.structs import replace
+
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
@@ -208,9 +210,7 @@ def scan(
     write_json_atomic(
         result.collection_path, {"collected_at": format_rfc3339(started), "files": entries}
     )
-    simulated = loaded.config.model_copy(
-        update={"blocking": loaded.config.blocking.model_copy(update={"backend": "simulate"})}
-    )
+    simulated = replace(loaded.config, blocking=replace(loaded.config.blocking, backend="simulate"))
     audit = ScanAuditLog(paths.audit_log)
     # A scan's simulated blocks get a file of their own. In the daemon's `blocks.json` they
     # would count as active blocks, which a running daemon applies through its back-end.

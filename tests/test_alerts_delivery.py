@@ -24,6 +24,7 @@ from irwatchd.response.channels import (
     WebhookSender,
 )
 from irwatchd.response.delivery import AlertQueue, ChannelWorker
+from irwatchd.schema import convert
 from tests.helpers import wait_until
 from tests.test_alerts_channels import SMTP_PASSWORD, HttpReceiver, SmtpRecorder, free_port
 
@@ -39,7 +40,7 @@ def test_syslog_unix_datagram_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(str(path))
         server.settimeout(5)
-        sender = SyslogSender(SyslogChannel(type="syslog", name="local", address=str(path)))
+        sender = SyslogSender(SyslogChannel(name="local", address=str(path)))
         sender.send(_alert())
         message = server.recv(65535)
     # authpriv (10) * 8 + error (3) for a high-severity incident
@@ -66,7 +67,7 @@ def test_syslog_tcp_octet_counting() -> None:
         thread = threading.Thread(target=accept)
         thread.start()
         address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
-        SyslogSender(SyslogChannel(type="syslog", name="tcp", address=address)).send(_alert())
+        SyslogSender(SyslogChannel(name="tcp", address=address)).send(_alert())
         thread.join(5)
     length, _, message = received[0].partition(b" ")
     assert int(length) == len(message)
@@ -79,7 +80,7 @@ def test_unreadable_queue_file_is_set_aside(tmp_path: Path) -> None:
     queue = AlertQueue(tmp_path / "queue", tmp_path / "dead.jsonl")
     (tmp_path / "queue" / "00000000T000000000000Z-000000-broken.json").write_text("{not json")
     queue.put(_alert("a2"))
-    channel = WebhookChannel(type="webhook", name="soc", url=f"http://127.0.0.1:{receiver.port}/")
+    channel = WebhookChannel(name="soc", url=f"http://127.0.0.1:{receiver.port}/")
     worker = ChannelWorker(WebhookSender(channel), queue, Alerts())
     worker.start()
     try:
@@ -122,11 +123,11 @@ def test_email_starttls_with_login(tmp_path: Path) -> None:
                 "sender": "irwatchd@example.org", "recipients": ["soc@example.org"],
                 "username": "irwatchd", "password": SMTP_PASSWORD}  # fmt: skip
     try:
-        plain = EmailSender(EmailChannel.model_validate(settings))
+        plain = EmailSender(convert(settings, EmailChannel, "test"))
         with pytest.raises(DeliveryError, match="AUTH extension not supported"):
             plain.send(_alert("a3"))
         secure = EmailSender(
-            EmailChannel.model_validate(settings | {"starttls": True, "ca_file": str(cert)})
+            convert(settings | {"starttls": True, "ca_file": str(cert)}, EmailChannel, "test")
         )
         secure.send(_alert("a4"))
     finally:
@@ -141,7 +142,7 @@ def test_slack_text_escapes_markup() -> None:
     receiver.start()
     alert = _alert("a5")
     alert["incident"]["host"] = "<!channel>&<https://example.org|x>"
-    channel = SlackChannel(type="slack", name="chat", url=f"http://127.0.0.1:{receiver.port}/")
+    channel = SlackChannel(name="chat", url=f"http://127.0.0.1:{receiver.port}/")
     try:
         SlackSender(channel).send(alert)
     finally:
@@ -154,7 +155,7 @@ def test_slack_text_escapes_markup() -> None:
 def test_webhook_redirect_is_not_delivery() -> None:
     receiver = HttpReceiver(free_port(), status=302)
     receiver.start()
-    channel = WebhookChannel(type="webhook", name="soc", url=f"http://127.0.0.1:{receiver.port}/")
+    channel = WebhookChannel(name="soc", url=f"http://127.0.0.1:{receiver.port}/")
     try:
         with pytest.raises(DeliveryError, match="HTTP 302"):
             WebhookSender(channel).send(_alert("a6"))
@@ -166,7 +167,7 @@ def test_webhook_redirect_is_not_delivery() -> None:
 def test_delivery_error_hides_url_credentials() -> None:
     port = free_port()
     url = f"http://user:pa55word@127.0.0.1:{port}/services/T000/B000/token123"
-    channel = SlackChannel(type="slack", name="chat", url=url, timeout_seconds=2)
+    channel = SlackChannel(name="chat", url=url, timeout_seconds=2)
     with pytest.raises(DeliveryError) as caught:
         SlackSender(channel).send(_alert("a7"))
     message = str(caught.value)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from irwatchd.audit.log import AuditLog
-from irwatchd.config import Config, LoadedConfig
+from irwatchd.config import LoadedConfig, validate_config
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
 from irwatchd.response import responder as responder_module
@@ -130,7 +130,7 @@ def _responder(
 
     With `started`, the audit log already has one record, so it is larger than a new file.
     """
-    config = Config.model_validate(settings)
+    config = validate_config(settings)
     paths = StatePaths(tmp_path / "state")
     paths.create()
     audit = AuditLog(paths.audit_log)

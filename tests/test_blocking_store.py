@@ -12,6 +12,7 @@ from irwatchd.config import Blocking
 from irwatchd.response.allowlist import Allowlist
 from irwatchd.response.backends import BackendError, CommandBackend, build_backend
 from irwatchd.response.blocking import BlockStore
+from irwatchd.schema import convert
 from tests.helpers import ROOT, append_lines, audit_actions, run_cli, running_daemon, wait_until
 
 RECORDER = """\
@@ -37,7 +38,7 @@ def _settings(recorder: tuple[Path, Path], **overrides: object) -> Blocking:
         "unblock_command": [sys.executable, str(script), str(argv_log), "del", "{address}"],
         "duration_seconds": 100,
     }
-    return Blocking.model_validate(values | overrides)
+    return convert(values | overrides, Blocking, "test")
 
 
 def _store(tmp_path: Path, settings: Blocking) -> BlockStore:

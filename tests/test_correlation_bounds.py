@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from irwatchd.audit.log import AuditLog
-from irwatchd.config import Config, CorrelationSpec, LoadedConfig
+from irwatchd.config import CorrelationSpec, LoadedConfig, validate_config
 from irwatchd.correlation.evidence import EvidenceLines
 from irwatchd.correlation.incidents import (
     CUT_EVIDENCE_CHARS,
@@ -36,7 +36,7 @@ def _finding(
 
 
 def _responder(tmp_path: Path, *, live: bool) -> tuple[Responder, AuditLog, StatePaths]:
-    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    config = validate_config({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
     paths = StatePaths(tmp_path / "state")
     paths.create()
     audit = AuditLog(paths.audit_log)

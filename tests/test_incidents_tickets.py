@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from irwatchd.audit.log import AuditLog
-from irwatchd.config import Config, LoadedConfig
+from irwatchd.config import LoadedConfig, validate_config
 from irwatchd.correlation.incidents import Incident
 from irwatchd.detection.finding import Finding
 from irwatchd.parsing.record import LogRecord
@@ -157,7 +157,7 @@ def _finding(offset: int) -> Finding:
 
 
 def test_close_during_pending_update(tmp_path: Path) -> None:
-    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    config = validate_config({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
     paths = StatePaths(tmp_path / "state")
     paths.create()
     audit = AuditLog(paths.audit_log)
@@ -185,7 +185,7 @@ def test_close_during_pending_update(tmp_path: Path) -> None:
 
 
 def test_ack_taken_once_per_poll(tmp_path: Path) -> None:
-    config = Config.model_validate({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
+    config = validate_config({"policy": {"low": ["audit", "ticket"]}, "correlation": []})
     paths = StatePaths(tmp_path / "state")
     paths.create()
     audit = AuditLog(paths.audit_log)
@@ -269,7 +269,7 @@ def test_write_moves_damaged_ticket_aside(tmp_path: Path) -> None:
 
 
 def test_brute_force_ticket_has_every_failure(tmp_path: Path) -> None:
-    config = Config.model_validate(
+    config = validate_config(
         {
             "policy": {"low": ["audit"], "high": ["audit", "ticket"]},
             "correlation": [

@@ -120,14 +120,14 @@ def test_writable_entry_is_ignored(config: Path) -> None:
     assert not entry.stat().st_mode & 0o022
 
 
-def test_cached_detect_skips_pydantic(config: Path, tmp_path: Path) -> None:
+def test_cached_detect_skips_the_schemas(config: Path, tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
     log.write_text(FAILED + "\n")
     program = (
         "import sys\n"
         "from irwatchd.cli.main import main\n"
         f"code = main(['detect', '-c', {str(config)!r}, {str(log)!r}])\n"
-        "print('pydantic' in sys.modules, 'yaml' in sys.modules, code, file=sys.stderr)\n"
+        "print('msgspec' in sys.modules, 'yaml' in sys.modules, code, file=sys.stderr)\n"
     )
     environment = dict(os.environ, IRWATCHD_CACHE_DIR=str(tmp_path / "cache"))
     runs = [_run_python(program, environment) for _ in range(2)]

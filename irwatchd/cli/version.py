@@ -14,7 +14,7 @@ DEPENDENCIES = (
     "google-re2",
     "hyperscan",
     "prometheus-client",
-    "pydantic",
+    "msgspec",
     "PyYAML",
     "structlog",
     "watchdog",

@@ -1,5 +1,5 @@
 """The validated rule the engine compiles, in a module of its own: `detect` can then read rules
-from its settings cache without importing the rule file schema, which needs pydantic."""
+from its settings cache without importing the rule file schema."""
 
 from __future__ import annotations
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from msgspec import Meta, Struct, field
 
 from irwatchd.detection.finding import CATEGORIES, SEVERITIES
 from irwatchd.detection.rule import Rule
 from irwatchd.errors import ConfigError, Problem
 from irwatchd.parsing.record import SOURCE_TYPES
+from irwatchd.schema import convert
 from irwatchd.yamlload import line_of, load_yaml
 
 Category = Literal[
@@ -28,96 +28,59 @@ assert set(Severity.__args__) == set(SEVERITIES)  # type: ignore[attr-defined]
 assert set(SourceType.__args__) == set(SOURCE_TYPES)  # type: ignore[attr-defined]
 
 
-class MatchExample(BaseModel):
-    """A line the rule must match, with the fields it must extract (null means absent)."""
+class _Spec(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A part of a rule file: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class MatchExample(_Spec):
+    """A line the rule must match, with the fields it must extract (null means absent)."""
 
     line: str
     source_type: SourceType | None = None
-    fields: dict[str, str | int | None] = Field(default_factory=dict)
+    fields: dict[str, str | int | None] = field(default_factory=dict)
 
 
-class Examples(BaseModel):
+class Examples(_Spec):
     """Lines a rule must match and lines it must not match."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    match: list[MatchExample | str] = Field(default_factory=list)
-    no_match: list[str] = Field(default_factory=list)
+    match: list[MatchExample | str] = field(default_factory=list)
+    no_match: list[str] = field(default_factory=list)
 
 
-class RuleSpec(BaseModel):
+class RuleSpec(_Spec):
     """One rule as written in a rule file."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     category: Category
     severity: Severity
-    severity_reason: str = Field(min_length=1)
-    description: str = Field(min_length=1)
-    source_types: list[SourceType] = Field(min_length=1)
+    severity_reason: Annotated[str, Meta(min_length=1)]
+    description: Annotated[str, Meta(min_length=1)]
+    source_types: Annotated[list[SourceType], Meta(min_length=1)]
     pattern: str | list[str]
-    ignore: list[str] = Field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
     count_field: str | None = None
-    count: int = Field(default=1, ge=0, le=1000)
-    references: list[str] = Field(default_factory=list)
-    examples: Examples = Field(default_factory=Examples)
+    count: Annotated[int, Meta(ge=0, le=1000)] = 1
+    references: list[str] = field(default_factory=list)
+    examples: Examples = field(default_factory=Examples)
     override: bool = False
 
-    @field_validator("pattern")
-    @classmethod
-    def _patterns_not_empty(cls, value: str | list[str]) -> str | list[str]:
-        patterns = [value] if isinstance(value, str) else value
+    def __post_init__(self) -> None:
+        patterns = [self.pattern] if isinstance(self.pattern, str) else self.pattern
         if not patterns or any(not pattern for pattern in patterns):
-            raise ValueError("must be a non-empty pattern or a non-empty list of them")
-        return value
+            raise ValueError("pattern: must be a non-empty pattern or a non-empty list of them")
 
 
-class RuleFile(BaseModel):
+class RuleFile(_Spec):
     """The top level of a rule file."""
 
-    model_config = ConfigDict(extra="forbid")
-
     rules: list[RuleSpec]
-
-
-def _describe(error: ErrorDetails) -> str:
-    message = str(error["msg"])
-    expected = error.get("ctx", {}).get("expected")
-    if error["type"] == "extra_forbidden":
-        return "unknown key; remove it or check its spelling"
-    if expected:
-        return f"invalid value {error.get('input')!r}; allowed: {expected}"
-    return f"{message} (got {error.get('input')!r})"
-
-
-def validation_problems(
-    path: Path, document: Any, error: ValidationError, prefix: tuple[int | str, ...] = ()
-) -> list[Problem]:
-    """Turn pydantic errors into problems that name the file, line and dotted key."""
-    problems = []
-    for item in error.errors():
-        location = prefix + tuple(part for part in item["loc"] if not _is_union_tag(part))
-        key = ".".join(str(part) for part in location)
-        problems.append(Problem(str(path), line_of(document, location), key, _describe(item)))
-    return problems
-
-
-def _is_union_tag(part: int | str) -> bool:
-    # pydantic adds the member type of a union (`str`, `MatchExample`) to the location.
-    return isinstance(part, str) and (part[:1].isupper() or part in ("str", "list[str]"))
 
 
 def _load_file(path: Path) -> list[Rule]:
     document = load_yaml(path)
     if document is None:
         return []
-    try:
-        parsed = RuleFile.model_validate(document)
-    except ValidationError as error:
-        raise ConfigError(validation_problems(path, document, error)) from None
+    parsed = convert(document, RuleFile, path)
     rules = []
     for index, spec in enumerate(parsed.rules):
         patterns = (spec.pattern,) if isinstance(spec.pattern, str) else tuple(spec.pattern)

@@ -1,8 +1,7 @@
 """The rules and line limit of `irwatchd detect`, cached once the config has been validated.
 
-Importing pydantic with the config and rule file schemas, then validating every rule file,
-takes about half of the start-up of a `detect` run (0.17 of 0.33 s here), and it is the same
-work for each file read. So after one full load, the enabled rules and `max_line_bytes` are
+Parsing the config and rule files with PyYAML and validating them against their schemas is
+the same work for each file read. So after one full load, the enabled rules and `max_line_bytes` are
 stored in the cache folder of the Hyperscan databases (see `hscache.py`).
 
 An entry is used only when everything that went into it is unchanged: the bytes of the config
@@ -40,11 +39,13 @@ _VALIDATING_CODE = (
     "detection/settings_cache.py",
     "errors.py",
     "parsing/record.py",
+    "schema.py",
+    "secret.py",
     "yamlload.py",
 )
 """Package files whose change may change what a config validates to."""
 
-_VALIDATING_LIBRARIES = ("pydantic", "pydantic_core", "yaml")
+_VALIDATING_LIBRARIES = ("msgspec", "yaml")
 """Libraries whose upgrade may change it too; their `__init__.py` files are stamped."""
 
 _RULE_FIELDS = [field.name for field in fields(Rule)]
@@ -73,7 +74,7 @@ def load_detect_settings(config_path: Path | None) -> DetectSettings:
         cached = _read_entry(entry_path, config_path)
         if cached is not None:
             return cached
-    # Imported here, so a run that finds its entry never imports pydantic.
+    # Imported here, so a run that finds its entry imports neither PyYAML nor the schemas.
     from irwatchd.config import load_config
     from irwatchd.detection.loader import enabled_rules
 

@@ -23,11 +23,10 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, Protocol
 
-from pydantic import SecretStr
-
 from irwatchd.config import EmailChannel, SlackChannel, SyslogChannel, WebhookChannel
 from irwatchd.errors import ConfigError, IrwatchdError, Problem
 from irwatchd.parsing.timestamps import format_rfc3339
+from irwatchd.secret import Secret
 
 ALERT_ID_HEADER = "X-Irwatchd-Alert-Id"
 SIGNATURE_HEADER = "X-Irwatchd-Signature"
@@ -57,7 +56,7 @@ class Sender(Protocol):
         """Deliver the alert or raise `DeliveryError`."""
 
 
-def resolve_secret(value: SecretStr | None, env_name: str | None, where: str) -> str | None:
+def resolve_secret(value: Secret | None, env_name: str | None, where: str) -> str | None:
     """Return a secret from the config, else from the named environment variable."""
     if value is not None:
         return value.get_secret_value()

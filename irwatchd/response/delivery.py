@@ -21,14 +21,20 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
 
 from irwatchd.config import Alerts
 from irwatchd.errors import ConfigError
 from irwatchd.jsonfiles import read_json, write_json_atomic
 from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
-from irwatchd.response.channels import ChannelSettings, DeliveryError, Sender, build_sender
+
+if TYPE_CHECKING:
+    # The senders import urllib, smtplib and ssl, about 8 MiB of RSS. So the module is loaded
+    # only once a channel is configured, and `scan` or a daemon without channels skips it.
+    from irwatchd.response.channels import ChannelSettings, Sender
 
 log = get_logger(__name__)
 
@@ -141,6 +147,8 @@ class ChannelWorker:
 
     def _drain(self) -> bool:
         """Send queued alerts in order; return True when the queue is empty."""
+        from irwatchd.response.channels import DeliveryError  # loaded with the sender
+
         for path in self.queue.pending():
             if self._stopping.is_set():
                 return False
@@ -231,13 +239,15 @@ class AlertDispatcher:
         channels: dict[str, ChannelSettings] = {
             channel.name: channel for channel in settings.all_channels()
         }
-        # SecretStr compares by value, so a changed secret restarts the worker too.
-        common = settings.model_dump(exclude={"channels"})
-        wanted = {name: (channel.model_dump(), common) for name, channel in channels.items()}
+        # Structs and `Secret` compare by value, so a changed secret restarts the worker too.
+        common = replace(settings, channels=[])
+        wanted = {name: (channel, common) for name, channel in channels.items()}
         senders: dict[str, Sender] = {}
         for name, channel in channels.items():
             if name in self.workers and wanted[name] == self._signatures.get(name):
                 continue
+            from irwatchd.response.channels import build_sender
+
             try:
                 senders[name] = build_sender(channel)
             except ConfigError as error:

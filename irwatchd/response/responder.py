@@ -270,9 +270,9 @@ class Responder:
         self.windows = SlidingWindows(config.correlation)
         self.blocks.allowlist = Allowlist(config.blocking.allowlist)
         self.blocks.settings = config.blocking
-        backend_fields = set(BACKEND_FIELDS)
-        if config.blocking.model_dump(include=backend_fields) != self._blocking.model_dump(
-            include=backend_fields
+        if any(
+            getattr(config.blocking, name) != getattr(self._blocking, name)
+            for name in BACKEND_FIELDS
         ):
             # NOTE: blocks applied through the old back-end stay there until they expire.
             self.blocks.backend = build_backend(config.blocking)
