@@ -341,6 +341,7 @@ def _scan_file(
     if totals.truncated_lines:
         entry["truncated_lines"] = totals.truncated_lines
         log.warning("scan_lines_truncated", path=str(path), lines=totals.truncated_lines,
+                    first_line=totals.first_truncated_line,
                     max_line_bytes=loaded.config.max_line_bytes,
                     hint="raise max_line_bytes in the config to read such lines whole")  # fmt: skip
     return entry

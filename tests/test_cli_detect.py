@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from irwatchd.sources.discovery import is_binary
 from tests.helpers import irwatchd_command, run_cli
 
@@ -120,6 +122,25 @@ def test_detect_reports_cut_lines(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 2
     assert "1 line(s) of" in result.stderr
     assert "longer than max_line_bytes (65536)" in result.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_detect_names_first_cut_line_once(tmp_path: Path, jobs: str) -> None:
+    # 17 MiB, so `--jobs 2` splits it into two ranges, with one cut line in each.
+    log = tmp_path / "auth.log"
+    filler = "Dec  1 00:00:01 host CRON[9]: pam_unix(cron:session): session opened for user root\n"
+    half = 8 << 20
+    count = half // len(filler)
+    log.write_text(
+        filler * 1000 + "B" * 70_000 + "\n" + filler * count + "C" * 70_000 + "\n" + filler * count
+    )
+
+    result = run_cli("detect", "--jobs", jobs, str(log))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("irwatchd detect:") == 1
+    assert "2 line(s) of" in result.stderr
+    assert "the first at line 1001;" in result.stderr
 
 
 def test_detect_quiet_without_cut_lines(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 import gc
 import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -123,15 +124,14 @@ def run(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _report_truncated(
-    path: str, totals: StreamTotals, max_line_bytes: int, where: str = ""
-) -> None:
+def _report_truncated(path: str, totals: StreamTotals, max_line_bytes: int) -> None:
     """Tell on standard error how many lines were cut at `max_line_bytes`, if any."""
     if totals.truncated_lines:
         print(
-            f"irwatchd detect: {totals.truncated_lines} line(s) of {path!r}{where} were longer "
-            f"than max_line_bytes ({max_line_bytes}); only their first {max_line_bytes} bytes "
-            "were read. Raise max_line_bytes in the config to read such lines whole.",
+            f"irwatchd detect: {totals.truncated_lines} line(s) of {path!r} were longer than "
+            f"max_line_bytes ({max_line_bytes}), the first at line {totals.first_truncated_line}; "
+            f"only their first {max_line_bytes} bytes were read. Raise max_line_bytes in the "
+            "config to read such lines whole.",
             file=sys.stderr,
         )
 
@@ -151,6 +151,8 @@ def _detect_in_parallel(
     address gets the one its process showed in an earlier range, as in one pass.
     """
     now = datetime.now(UTC)
+    # Each worker leaves its count of cut lines here, so the note names the whole file once.
+    cut_lines = {item.start: tempfile.TemporaryFile() for item in ranges}  # noqa: SIM115
 
     def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
         totals = StreamTotals()
@@ -159,8 +161,8 @@ def _detect_in_parallel(
             totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
         )  # fmt: skip
         write_range_output(records, sink)
-        where = f" (bytes from {file_range.start})"
-        _report_truncated(args.file, totals, max_line_bytes, where)
+        first = totals.first_truncated_line or 0
+        os.write(cut_lines[file_range.start].fileno(), f"{totals.truncated_lines} {first}".encode())
 
     try:
         with run_in_parallel(args.file, ranges, write_range) as sinks:
@@ -170,8 +172,24 @@ def _detect_in_parallel(
                 return EX_SOFTWARE
             sys.stdout.flush()
             print_ranges(sinks, sys.stdout.buffer)
+        sys.stdout.flush()
+        _report_truncated(args.file, _summed_cut_lines(cut_lines.values()), max_line_bytes)
     except OSError as error:
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
-    sys.stdout.flush()
+    finally:
+        for handle in cut_lines.values():
+            handle.close()
     return EX_OK
+
+
+def _summed_cut_lines(handles: Iterable[BinaryIO]) -> StreamTotals:
+    """Add up the cut-line counts the workers wrote, keeping the first line number of all."""
+    totals = StreamTotals()
+    for handle in handles:
+        handle.seek(0)
+        count, first = (int(field) for field in handle.read().split())
+        totals.truncated_lines += count
+        if count and (totals.first_truncated_line is None or first < totals.first_truncated_line):
+            totals.first_truncated_line = first
+    return totals

@@ -93,6 +93,8 @@ class StreamTotals:
     parsed_lines: int = 0
     truncated_lines: int = 0
     """Lines longer than `max_line_bytes`, whose rest was skipped."""
+    first_truncated_line: int | None = None
+    """The number of the first such line in the file, counted from 1."""
 
 
 def records_from(
@@ -299,6 +301,8 @@ def _detect_parsed(
             counts.parsed_lines += 1
             if line.truncated_bytes:
                 counts.truncated_lines += 1
+                if counts.first_truncated_line is None:
+                    counts.first_truncated_line = line.number + number_base
             if number_base or offset_base:
                 line = RawLine(
                     line.text,
