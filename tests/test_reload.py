@@ -190,3 +190,50 @@ def test_reload_keeps_windows_and_incidents(tmp_path: Path) -> None:
     assert len(brute_force) == 1
     assert brute_force[0]["source"]["ip"] == address
     assert [record["event"]["outcome"] for record in audit_actions(state, "reload")] == ["success"]
+
+
+def _open_paths(daemon: DaemonProcess) -> set[str]:
+    folder = Path(f"/proc/{daemon.process.pid}/fd")
+    paths = set()
+    for link in folder.iterdir():
+        try:
+            paths.add(str(link.readlink()))
+        except OSError:
+            continue  # closed in the meantime
+    return paths
+
+
+def test_reload_unwatches_removed_source_and_resumes_it(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    still_watched, dropped = logs / "kept.log", logs / "dropped.log"
+    still_watched.touch()
+    dropped.touch()
+    both = {"security": [{"path": str(still_watched), "type": "syslog"}, str(dropped)]}
+    config = write_service_config(tmp_path / "etc", sources=both)
+    daemon = start_daemon(tmp_path / "state", [], config=config)
+    state = daemon.state_dir
+    try:
+        append_lines(dropped, [ssh_failure("198.51.100.10")])
+        wait_until(lambda: _has_finding(state, "test-ssh-failed", "198.51.100.10"))
+
+        write_service_config(config.parent, sources={"security": [str(still_watched)]})
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: _reloads_done(state, 1))
+        wait_until(lambda: str(dropped) not in _open_paths(daemon))
+        append_lines(dropped, [ssh_failure("198.51.100.11")])
+        append_lines(still_watched, [ssh_failure("198.51.100.12")])
+        wait_until(lambda: _has_finding(state, "test-ssh-failed", "198.51.100.12"))
+        unwatched_findings = _originals(state, "test-ssh-failed")
+
+        write_service_config(config.parent, sources=both)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: _reloads_done(state, 2))
+        wait_until(lambda: _has_finding(state, "test-ssh-failed", "198.51.100.11"))
+    finally:
+        assert daemon.stop() == 0
+
+    assert not any("198.51.100.11" in line for line in unwatched_findings)
+    assert [entry["location"] for entry in log_events(daemon, "file_unwatched")] == [str(dropped)]
+    # Read again from its checkpoint: the line written while unwatched, once, and no other.
+    assert len(_originals(state, "test-ssh-failed")) == 3

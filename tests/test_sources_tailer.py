@@ -236,3 +236,18 @@ def test_watcher_falls_back_to_polling(tmp_path: Path, monkeypatch: pytest.Monke
         wait_until(wake.is_set, timeout=10)
     finally:
         watcher.stop()
+
+
+def test_set_specs_gives_followed_file_new_type(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("first\n")
+    tailer = make_tailer(log, tmp_path)
+    assert texts(tailer.poll()) == ["first"]
+
+    tailer.set_specs([WatchSpec(str(log), "application", "access_log")])
+    with log.open("a") as handle:
+        handle.write("second\n")
+    (batch,) = tailer.poll()
+
+    assert (batch.file.group, batch.file.source_type) == ("application", "access_log")
+    assert texts([batch]) == ["second"]

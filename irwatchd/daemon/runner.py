@@ -495,9 +495,8 @@ class Daemon:
             # NOTE: windows only survive a reload that leaves `correlation` unchanged; a
             # changed list starts counting from zero.
             responder.windows = windows
-        tailer.specs = settings.watch_specs
+        tailer.set_specs(settings.watch_specs)
         tailer.max_line_bytes = self.config.max_line_bytes
-        # TODO: close files whose watch spec a reload removed; they stay open but unread.
         self._watcher.update(tailer.directories())
         self._configure_metrics()
         rules = len(validated.detector.rules)

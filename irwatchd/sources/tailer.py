@@ -108,6 +108,26 @@ class Tailer:
         self._warnings = WarnOnce()
         self._started = False
 
+    def set_specs(self, specs: Iterable[WatchSpec]) -> None:
+        """Take the watch specs of a reload, and stop following the files none of them names.
+
+        Call it between polls, once the lines read so far are checkpointed. A file that comes
+        back into a spec later resumes from its checkpoint. A rotated-away file still being
+        read to its end is finished as usual. A file whose spec changed its group or source
+        type takes the new ones from its next read on.
+        """
+        self.specs = list(specs)
+        for location, followed in list(self.files.items()):
+            spec = self._spec_for(location)
+            if spec is None:
+                log.info("file_unwatched", path=followed.path, location=location,
+                         inode=followed.inode, offset=followed.offset)  # fmt: skip
+                del self.files[location]
+                self._waiting.pop(location, None)
+                followed.close()
+            else:
+                followed.group, followed.source_type = spec.group, spec.source_type
+
     def directories(self) -> list[str]:
         """Return the existing directories that must be watched for the specs."""
         return watched_directories(self.specs)
