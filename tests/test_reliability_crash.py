@@ -339,11 +339,17 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     # checkpoint stays before all of the lines, because not all of them were recorded.
     assert len(finding_originals(state)) < len(first) + len(during)
     assert committed_offset(state, auth) == checkpoint_before
+    # The status file is one of the failing writes, so `status` checks the free space itself.
+    full = run_cli("status", "--state-dir", str(state))
+    assert full.returncode == 0, full.stderr
+    assert f"WARNING: the file system of {state} is full (" in full.stdout
 
     filler.unlink()
     expected = [*first, *during]
     wait_until(lambda: len(finding_originals(state)) >= len(expected), timeout=30)
     wait_until(lambda: committed_offset(state, auth) == auth.stat().st_size)
+    freed = run_cli("status", "--state-dir", str(state))
+    assert "is full" not in freed.stdout
     wait_until(lambda: len(audit_actions(state, "unblock")) >= 2)
     assert daemon.stop() == 0, daemon.log_text()
 

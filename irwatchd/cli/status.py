@@ -47,6 +47,7 @@ def status_document(state: DaemonState) -> dict[str, Any]:
         None if state.status_age_seconds is None else round(state.status_age_seconds, 3)
     )
     document["stale"] = state.is_stale
+    document["free_bytes"] = state.free_bytes
     return document
 
 
@@ -59,7 +60,14 @@ def format_status(state: DaemonState) -> str:
         lines = [f"irwatchd is not running on {state.state_dir}"]
         if status:
             lines.append(f"last status written at {status.get('updated_at', '?')}:")
-    if state.is_stale:
+    if state.is_out_of_space:
+        # The daemon cannot report this itself: its status file is one of the writes that fail.
+        lines.append(
+            f"WARNING: the file system of {state.state_dir} is full ({state.free_bytes} bytes "
+            "free); audit records, tickets and this status are not written until space is "
+            "freed there, and the daemon retries on its own"
+        )
+    elif state.is_stale:
         lines.append(
             f"WARNING: the status is {_age(state)} old; the main loop may be stuck "
             "(see `journalctl -u irwatchd`)"

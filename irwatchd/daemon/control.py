@@ -8,6 +8,7 @@ way `irwatchd run` does: `--state-dir`, else the config's `state_dir`.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from irwatchd.parsing.timestamps import parse_iso8601
 STALE_AFTER_SECONDS = 5 * STATUS_INTERVAL_SECONDS
 """A running daemon whose status is older than this is not making progress."""
 
+LOW_SPACE_BYTES = 1 << 20
+"""Free space below which the state directory's file system counts as full."""
+
 
 @dataclass(frozen=True, slots=True)
 class DaemonState:
@@ -33,6 +37,13 @@ class DaemonState:
     pid: int | None
     status: dict[str, Any] | None
     status_age_seconds: float | None
+    free_bytes: int | None = None
+    """Space left to this user on the state directory's file system; None if unknown."""
+
+    @property
+    def is_out_of_space(self) -> bool:
+        """Whether the state directory's file system has less than `LOW_SPACE_BYTES` free."""
+        return self.free_bytes is not None and self.free_bytes < LOW_SPACE_BYTES
 
     @property
     def is_running(self) -> bool:
@@ -63,7 +74,11 @@ def inspect(state_dir: Path) -> DaemonState:
         updated = parse_iso8601(str(status.get("updated_at", "")))
         if updated is not None:
             age = max(0.0, (datetime.now(UTC) - updated).total_seconds())
-    return DaemonState(state_dir, pid, status, age)
+    try:
+        free: int | None = shutil.disk_usage(state_dir).free
+    except OSError:
+        free = None  # a missing or unreadable state directory: the caller reports that
+    return DaemonState(state_dir, pid, status, age, free)
 
 
 def require_running(state: DaemonState) -> int:
