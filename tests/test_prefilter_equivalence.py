@@ -377,3 +377,28 @@ def test_simple_access_block_matches_line_checks() -> None:
         counts[simple] += 1
     assert counts[True] > 500, "too few simple blocks to compare"
     assert counts[False] > 500, "too few other blocks to compare"
+
+
+@pytest.mark.parametrize("tail", [b"\n", b""])
+def test_block_path_resumes_after_huge_line(
+    detectors: tuple[Detector, Detector], tmp_path: Path, tail: bytes
+) -> None:
+    # A 600 KB line has no newline in a whole 256 KiB read, so the per-line reader cuts it.
+    # The lines after it go back to the block path, and read as one pass reads them.
+    plain, prefiltered = detectors
+    failure = "Dec  4 10:00:{:02d} web1 sshd[7{:02d}]: Failed password for root from 192.0.2.{} port 22 ssh2\n"
+    before = "".join(failure.format(n, n, n + 1) for n in range(20)).encode()
+    after = "".join(failure.format(n, n, n + 100) for n in range(40)).encode()
+    huge = b"Dec  4 10:00:30 web1 app: " + b"A" * 600_000 + tail
+    log = tmp_path / "auth.log"
+    log.write_bytes(before + huge + after * 1000)
+
+    expected = _keys(_reference(plain, log, "auto", 65536))
+    fast, totals = _fast(prefiltered, log, "auto", 65536)
+
+    assert len(expected) == 20 + 40 * 1000 - (0 if tail else 1)
+    assert _keys(fast) == expected
+    assert totals.truncated_lines == 1
+    assert totals.first_truncated_line == 21
+    # Only the huge line was parsed on its own. Without its newline, it takes in the next line.
+    assert totals.parsed_lines == 1

@@ -243,14 +243,16 @@ def walk_file(
         cut = buffer.rfind(b"\n") + 1
         if cut == 0 and len(buffer) > max_line_bytes:
             # A line longer than the cap with no end in sight: the per-line reader cuts it and
-            # skips the rest, so hand it everything from here on.
-            # TODO: return to the block path after that line; one such line now makes the
-            # rest of the file take the per-line path.
-            rest = _PrefixedStream(buffer, stream)
+            # skips the rest of it, then the blocks go on after its newline.
+            line = _ToLineEnd(buffer, stream)
+            lines_before_it = counts.lines
             yield from _detect_parsed(
-                detector, rest, source_type, path, max_line_bytes, moment, number, offset, counts
+                detector, line, source_type, path, max_line_bytes, moment, number, offset, counts
             )
-            return
+            number += counts.lines - lines_before_it
+            offset += line.consumed
+            carry = line.rest
+            continue
         block, carry = buffer[:cut], buffer[cut:]
         if block:
             lines_in_block = count_newlines(block)
@@ -267,23 +269,40 @@ def walk_file(
         )
 
 
-class _PrefixedStream:
-    """A read-only stream that returns `prefix` first, then the rest of `stream`."""
+class _ToLineEnd:
+    """A read-only stream of `prefix`, then of `stream` up to and including its next newline.
+
+    The bytes read past that newline are kept in `rest`, and `consumed` counts the bytes
+    handed out. A line of any length is read in pieces of at most `READ_BYTES`.
+    """
 
     def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
         self._prefix = prefix
         self._stream = stream
+        self._ended = False
+        self.rest = b""
+        self.consumed = 0
 
     def read(self, size: int = -1) -> bytes:
+        if self._ended:
+            return b""
         if self._prefix:
             data, self._prefix = self._prefix, b""
-            return data
-        return self._stream.read(size)
+        else:
+            data = self._stream.read(size if 0 < size <= READ_BYTES else READ_BYTES)
+        newline = data.find(b"\n")
+        if newline != -1:
+            data, self.rest = data[: newline + 1], data[newline + 1 :]
+            self._ended = True
+        elif not data:
+            self._ended = True
+        self.consumed += len(data)
+        return data
 
 
 def _detect_parsed(
     detector: Detector,
-    stream: BinaryIO | _PrefixedStream,
+    stream: BinaryIO | _ToLineEnd,
     source_type: str,
     path: str,
     max_line_bytes: int,
