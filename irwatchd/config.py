@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from msgspec import Meta, Struct, field
 from msgspec.structs import force_setattr, replace
@@ -28,7 +29,10 @@ SourceTypeSetting = Literal["syslog", "access_log", "error_log", "json", "auto"]
 Action = Literal["audit", "alert", "ticket", "block", "forensics"]
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
-Positive = Annotated[float, Meta(gt=0)]
+Timeout = Annotated[float, Meta(gt=0, le=3600)]
+"""Seconds to wait for a program or a receiver; an hour at most."""
+Count = Annotated[int, Meta(ge=1, le=1_000_000_000)]
+"""A positive count, bounded so that no setting overflows a conversion later."""
 Name = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 
 
@@ -73,7 +77,7 @@ class Sources(_Model, frozen=True):
 class RulesSettings(_Model, frozen=True):
     """Rule files to load and rule ids to switch off."""
 
-    files: list[str] = field(default_factory=lambda: ["rules.d/*.yaml"])
+    files: list[NonEmpty] = field(default_factory=lambda: ["rules.d/*.yaml"])
     disabled: list[str] = field(default_factory=list)
 
 
@@ -82,8 +86,8 @@ class CorrelationSpec(_Model, frozen=True):
 
     name: Name
     categories: Annotated[list[Category], Meta(min_length=1)]
-    threshold: Annotated[int, Meta(ge=1)]
-    window_seconds: Positive
+    threshold: Count
+    window_seconds: Annotated[float, Meta(gt=0, le=365 * 86400)]
     category: Category
     severity: Severity
 
@@ -135,13 +139,13 @@ class Blocking(_Model, frozen=True):
     backend: Literal["simulate", "nftables", "command"] = "simulate"
     duration_seconds: BlockSeconds = 3600
     allowlist: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    max_blocks_per_minute: Annotated[int, Meta(ge=1)] = 60
+    max_blocks_per_minute: Count = 60
     increment_factor: Annotated[float, Meta(ge=1, le=1000)] = 2.0
     max_duration_seconds: BlockSeconds = 7 * 86400
     offence_memory_seconds: Annotated[float, Meta(gt=0, le=MAX_BLOCK_SECONDS)] = 7 * 86400
     nft_path: str = "/usr/sbin/nft"
     nft_table: Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")] = "irwatchd"
-    nft_priority: int = -10
+    nft_priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] = -10
     command: list[str] = field(default_factory=list)
     unblock_command: list[str] = field(default_factory=list)
     timeout_seconds: Annotated[float, Meta(gt=0, le=3600)] = 10
@@ -167,6 +171,11 @@ class Blocking(_Model, frozen=True):
                     f"{name}: the program {program[0]!r} must be an absolute path, such as "
                     "[/usr/local/bin/ban, '{address}', '{seconds}']"
                 )
+        if self.max_duration_seconds < self.duration_seconds:
+            raise ValueError(
+                f"max_duration_seconds: {self.max_duration_seconds:g} is below duration_seconds "
+                f"({self.duration_seconds:g}); raise it, or lower duration_seconds"
+            )
         if self.backend == "command" and not self.command:
             raise ValueError(
                 "backend: command needs `command`, an argument list such as "
@@ -175,8 +184,14 @@ class Blocking(_Model, frozen=True):
 
 
 def _check_http_url(key: str, value: str | None) -> None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ValueError(f"{key}: {value!r} must start with http:// or https://")
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{key}: {value!r} must be an http:// or https:// URL with a host, such as "
+            "https://hooks.example.org/irwatchd"
+        )
 
 
 class _Channel(_Model, tag_field="type", frozen=True):
@@ -194,7 +209,7 @@ class WebhookChannel(_Channel, tag="webhook", kw_only=True, frozen=True):
     url: str
     secret: Secret | None = None
     secret_env: str | None = None
-    timeout_seconds: Positive = 5
+    timeout_seconds: Timeout = 5
 
     def __post_init__(self) -> None:
         _check_http_url("url", self.url)
@@ -204,7 +219,7 @@ class SlackChannel(_Channel, tag="slack", kw_only=True, frozen=True):
     """A Slack-compatible incoming webhook: a JSON POST of `{"text": ...}`."""
 
     url: str
-    timeout_seconds: Positive = 5
+    timeout_seconds: Timeout = 5
 
     def __post_init__(self) -> None:
         _check_http_url("url", self.url)
@@ -213,7 +228,7 @@ class SlackChannel(_Channel, tag="slack", kw_only=True, frozen=True):
 class SyslogChannel(_Channel, tag="syslog", kw_only=True, frozen=True):
     """RFC 5424 messages to a local socket path, or to `udp://HOST:PORT` / `tcp://HOST:PORT`."""
 
-    address: str = "/dev/log"
+    address: NonEmpty = "/dev/log"
     facility: Literal[
         "auth",
         "authpriv",
@@ -229,15 +244,15 @@ class SyslogChannel(_Channel, tag="syslog", kw_only=True, frozen=True):
         "security",
         "user",
     ] = "authpriv"
-    timeout_seconds: Positive = 5
+    timeout_seconds: Timeout = 5
 
 
 class EmailChannel(_Channel, tag="email", kw_only=True, frozen=True):
     """E-mail over SMTP, with STARTTLS and log-in when configured."""
 
     sender: Annotated[str, Meta(min_length=3)]
-    recipients: Annotated[list[str], Meta(min_length=1)]
-    host: str = "localhost"
+    recipients: Annotated[list[NonEmpty], Meta(min_length=1)]
+    host: NonEmpty = "localhost"
     port: Annotated[int, Meta(ge=1, le=65535)] = 25
     starttls: bool = False
     ca_file: str | None = None
@@ -245,7 +260,7 @@ class EmailChannel(_Channel, tag="email", kw_only=True, frozen=True):
     username: str | None = None
     password: Secret | None = None
     password_env: str | None = None
-    timeout_seconds: Positive = 10
+    timeout_seconds: Timeout = 10
 
     def __post_init__(self) -> None:
         if self.ca_file is not None and not self.ca_file.startswith("/"):
@@ -262,11 +277,11 @@ class Alerts(_Model, frozen=True):
 
     channels: list[Channel] = field(default_factory=list)
     webhook_url: str | None = None
-    webhook_timeout_seconds: Positive = 5
-    max_attempts: Annotated[int, Meta(ge=1)] = 10
-    retry_base_seconds: Positive = 1
-    retry_max_seconds: Positive = 300
-    reminder_minutes: Positive = 60
+    webhook_timeout_seconds: Timeout = 5
+    max_attempts: Count = 10
+    retry_base_seconds: Annotated[float, Meta(gt=0, le=86400)] = 1
+    retry_max_seconds: Annotated[float, Meta(gt=0, le=7 * 86400)] = 300
+    reminder_minutes: Annotated[float, Meta(gt=0, le=365 * 24 * 60)] = 60
 
     def __post_init__(self) -> None:
         _check_http_url("webhook_url", self.webhook_url)
@@ -294,22 +309,22 @@ class Alerts(_Model, frozen=True):
 class Tickets(_Model, frozen=True):
     """Ticket settings."""
 
-    max_evidence_lines: Annotated[int, Meta(ge=1)] = 50
+    max_evidence_lines: Annotated[int, Meta(ge=1, le=100_000)] = 50
 
 
 class Forensics(_Model, frozen=True):
     """Scope of a forensic copy of each source file: the evidence's byte range or the whole file."""
 
     scope: Literal["segment", "file"] = "segment"
-    context_bytes: Annotated[int, Meta(ge=0)] = 4096
-    max_copy_bytes: Annotated[int, Meta(ge=1)] = 256 << 20
+    context_bytes: Annotated[int, Meta(ge=0, le=1 << 30)] = 4096
+    max_copy_bytes: Annotated[int, Meta(ge=1, le=1 << 50)] = 256 << 20
 
 
 class AuditSettings(_Model, frozen=True):
     """Audit log rotation: past `max_bytes` the log moves to `audit.jsonl.1` and so on."""
 
-    max_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
-    keep_files: Annotated[int, Meta(ge=1)] = 10
+    max_bytes: Annotated[int, Meta(ge=4096, le=1 << 50)] = 64 << 20
+    keep_files: Annotated[int, Meta(ge=1, le=100_000)] = 10
 
 
 class Metrics(_Model, frozen=True):
@@ -320,12 +335,15 @@ class Metrics(_Model, frozen=True):
 
     def __post_init__(self) -> None:
         host, separator, port = self.listen.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
         host = host.removeprefix("[").removesuffix("]")
         try:
-            ipaddress.ip_address(host)
+            # An IPv6 address needs its brackets, and an IPv4 address has none.
+            valid_host = (ipaddress.ip_address(host).version == 6) == bracketed
         except ValueError:
-            host = ""
-        if not separator or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            valid_host = False
+        valid_port = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+        if not separator or not valid_host or not valid_port:
             raise ValueError(
                 f"listen: {self.listen!r} must be an IP address and a port, such as "
                 "127.0.0.1:9117 or [::1]:9117"
@@ -335,11 +353,11 @@ class Metrics(_Model, frozen=True):
 class Config(_Model, frozen=True):
     """The whole configuration file."""
 
-    state_dir: str | None = None
+    state_dir: NonEmpty | None = None
     """The folder of the audit log, tickets and blocks (default: see `LoadedConfig.state_dir`)."""
     start_at: Literal["end", "beginning"] = "end"
-    max_line_bytes: Annotated[int, Meta(ge=256)] = 65536
-    poll_interval_seconds: Positive = 2.0
+    max_line_bytes: Annotated[int, Meta(ge=256, le=1 << 30)] = 65536
+    poll_interval_seconds: Annotated[float, Meta(gt=0, le=3600)] = 2.0
     sources: Sources = field(default_factory=Sources)
     rules: RulesSettings = field(default_factory=RulesSettings)
     correlation: list[CorrelationSpec] = field(default_factory=_default_correlation)
@@ -350,6 +368,14 @@ class Config(_Model, frozen=True):
     forensics: Forensics = field(default_factory=Forensics)
     audit: AuditSettings = field(default_factory=AuditSettings)
     metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.correlation]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"correlation: each name must be unique; repeated: {', '.join(repeated)}"
+            )
 
 
 def validate_config(document: Any, path: Path | str = "<config>") -> Config:

@@ -1,4 +1,7 @@
-"""YAML loading that remembers the line of every mapping key, for error messages."""
+"""YAML loading that remembers the line of every mapping key and list item, for error messages.
+
+A key given twice in one mapping is an error, not a silent override of the first.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,13 @@ class LineDict(dict[str, Any]):
     """A mapping loaded from YAML, with `key_lines` giving the 1-based line of each key."""
 
     key_lines: dict[str, int]
+    line: int
+
+
+class LineList(list[Any]):
+    """A list loaded from YAML, with `item_lines` giving the 1-based line of each item."""
+
+    item_lines: list[int]
     line: int
 
 
@@ -34,12 +44,33 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, list | dict):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value, not a list or mapping",
+                key_node.start_mark,
+            )  # fmt: skip
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"duplicate key {key!r} (first at line {mapping.key_lines[str(key)]}); "
+                "keep one of them",
+                key_node.start_mark,
+            )  # fmt: skip
         mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[str(key)] = key_node.start_mark.line + 1
+        mapping.key_lines[str(key)] = line
     return mapping
 
 
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LineList:
+    items = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    items.item_lines = [child.start_mark.line + 1 for child in node.value]
+    items.line = node.start_mark.line + 1
+    return items
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_yaml(path: Path) -> Any:
@@ -53,6 +84,9 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {error}")]) from None
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        problem = Problem(str(path), None, "", "invalid YAML: nested too deeply to read")
+        raise ConfigError([problem]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -70,6 +104,8 @@ def line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
             line = node.key_lines.get(str(part), line)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if isinstance(node, LineList):
+                line = node.item_lines[part]
             node = node[part]
             line = getattr(node, "line", line)
         else:

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 from tests.helpers import ROOT, run_cli
 
 SAMPLES = ROOT / "samples"
@@ -84,7 +86,9 @@ def test_scan_report_survives_audit_rotation(tmp_path: Path) -> None:
     config_dir = tmp_path / "etc"
     shutil.copytree(ROOT / "etc", config_dir)
     config = config_dir / "irwatchd.yaml"
-    config.write_text(config.read_text() + "\naudit:\n  max_bytes: 4096\n  keep_files: 50\n")
+    document = yaml.safe_load(config.read_text())
+    document["audit"] = {"max_bytes": 4096, "keep_files": 50}
+    config.write_text(json.dumps(document))  # JSON is YAML
     state = tmp_path / "state"
     result = run_cli(
         "scan", "-c", str(config), "--state-dir", str(state), str(SAMPLES / "auth.log")

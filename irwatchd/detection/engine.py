@@ -85,7 +85,18 @@ class _CompiledRule:
     ignore: tuple[Re2Pattern, ...]
 
 
-def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
+def _check_count_field(compiled: _CompiledRule) -> None:
+    """Raise `ConfigError` when `count_field` names a group that none of the patterns has."""
+    rule = compiled.rule
+    if rule.count_field and not any(rule.count_field in item.index for item in compiled.patterns):
+        raise ConfigError(
+            [Problem(rule.path, rule.line, f"rules.{rule.id}.count_field",
+                     f"{rule.count_field!r} is not a named group of the pattern; add "
+                     f"(?P<{rule.count_field}>...) to it, or remove count_field")]
+        )  # fmt: skip
+
+
+def _compile_re2(rule: Rule, pattern: str, key: str = "pattern") -> Re2Pattern:
     try:
         return Re2Pattern(pattern, _RE2_OPTIONS)
     except re2.error as error:
@@ -95,7 +106,7 @@ def _compile_re2(rule: Rule, pattern: str) -> Re2Pattern:
         else:
             fix = "fix the pattern"
         raise ConfigError(
-            [Problem(rule.path, rule.line, f"rules.{rule.id}.pattern",
+            [Problem(rule.path, rule.line, f"rules.{rule.id}.{key}",
                      f"RE2 cannot compile {pattern!r}: {detail}; {fix}")]
         ) from None  # fmt: skip
 
@@ -177,8 +188,9 @@ class Detector:
             compiled = _CompiledRule(
                 rule,
                 tuple(_compile_re2(rule, pattern) for pattern in rule.patterns),
-                tuple(_compile_re2(rule, pattern) for pattern in rule.ignore),
+                tuple(_compile_re2(rule, pattern, "ignore") for pattern in rule.ignore),
             )
+            _check_count_field(compiled)
             compiled_rules.append(compiled)
             for source_type in rule.source_types:
                 self._by_type[source_type].append(compiled)

@@ -36,9 +36,12 @@ class Rule:
 
 
 def expand_rule_paths(patterns: Iterable[str], base: Path) -> list[Path]:
-    """Expand rule file globs relative to `base`, sorted so load order is stable."""
-    paths: list[Path] = []
+    """Expand rule file globs relative to `base`, sorted so load order is stable.
+
+    A file that two globs match is loaded once, where the first one lists it.
+    """
+    paths: dict[Path, None] = {}
     for pattern in patterns:
         full = pattern if Path(pattern).is_absolute() else str(base / pattern)
-        paths.extend(Path(found) for found in sorted(glob.glob(full)))
-    return paths
+        paths.update((Path(found), None) for found in sorted(glob.glob(full)))
+    return list(paths)
