@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import itertools
 import json
 import lzma
 import os
@@ -31,7 +32,7 @@ from irwatchd.correlation.incidents import Incident
 from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
-from irwatchd.errors import InputError
+from irwatchd.errors import CantCreateError, InputError
 from irwatchd.jsonfiles import write_json_atomic, write_text_atomic
 from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -107,6 +108,25 @@ class ScanResult:
     by_source: Counter[str] = field(default_factory=Counter)
     report_path: Path | None = None
     collection_path: Path | None = None
+    scan_folder: Path | None = None
+    """The scan's own audit log, tickets, alerts, evidence copies and simulated blocks."""
+
+
+def _claim_folder(parent: Path, started: datetime) -> tuple[str, Path]:
+    """Create a new folder named for the start time in `parent`; return its name and path.
+
+    A second scan in the same second gets the name with `-2`, and so on.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    for number in itertools.count(1):
+        name = stamp if number == 1 else f"{stamp}-{number}"
+        try:
+            (parent / name).mkdir()
+        except FileExistsError:
+            continue
+        return name, parent / name
+    raise AssertionError("unreachable")  # pragma: no cover - itertools.count never ends
 
 
 def expand_inputs(paths: list[str]) -> list[Path]:
@@ -200,10 +220,21 @@ def scan(
     """Collect, analyse and respond to the given logs, then write the incident report."""
     files = expand_inputs(inputs)
     started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     paths = StatePaths(state_dir)
-    paths.create()
-    result = ScanResult()
+    # Each scan keeps its audit log, tickets, alerts, evidence and simulated blocks in a folder
+    # of its own. In the daemon's state a running daemon would take over its incidents, and
+    # apply its blocks through the back-end.
+    try:
+        stamp, scan_folder = _claim_folder(paths.reports / "scans", started)
+    except OSError as error:
+        raise CantCreateError(
+            f"cannot create a scan folder under {str(state_dir)!r}: {error.strerror}; pass "
+            "--state-dir with a directory this user may write"
+        ) from None
+    scan_paths = StatePaths(scan_folder)
+    for folder in (scan_paths.tickets, scan_paths.forensics):
+        folder.mkdir(parents=True, exist_ok=True)
+    result = ScanResult(scan_folder=scan_folder)
     collection_folder = paths.reports / "collections" / stamp
     entries = collect(files, collection_folder)
     result.collection_path = collection_folder / "collection.json"
@@ -211,15 +242,8 @@ def scan(
         result.collection_path, {"collected_at": format_rfc3339(started), "files": entries}
     )
     simulated = replace(loaded.config, blocking=replace(loaded.config.blocking, backend="simulate"))
-    audit = ScanAuditLog(paths.audit_log)
-    # A scan's simulated blocks get a file of their own. In the daemon's `blocks.json` they
-    # would count as active blocks, which a running daemon applies through its back-end.
-    scan_folder = paths.reports / "scans" / stamp
-    scan_folder.mkdir(parents=True, exist_ok=True)
-    responder = Responder(
-        LoadedConfig(simulated, loaded.path), paths, audit, live=False,
-        blocks_path=scan_folder / "blocks.json",
-    )  # fmt: skip
+    audit = ScanAuditLog(scan_paths.audit_log)
+    responder = Responder(LoadedConfig(simulated, loaded.path), scan_paths, audit, live=False)
     responder.incidents.close_idle_by_time = False
     try:
         audit.append(
@@ -244,6 +268,7 @@ def scan(
             "generated_at": format_rfc3339(datetime.now(UTC)),
             "scan_started_at": format_rfc3339(started),
             "collection": str(result.collection_path),
+            "scan_folder": str(scan_folder),
             "files": result.files,
             "lines_read": result.lines,
             "findings": result.findings,

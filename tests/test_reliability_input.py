@@ -16,6 +16,7 @@ from tests.helpers import (
     audit_actions,
     finding_originals,
     log_events,
+    run_cli,
     sequence_counts,
     sshd_failure_line,
     start_daemon,
@@ -128,8 +129,15 @@ def test_unreadable_file_is_reported_and_retried(tmp_path: Path, auth: Path) -> 
     assert warning["path"] == str(secure)
     assert warning["mode"] == "0o0"
     assert "read permission" in warning["hint"]
+    # `status` names the file it cannot read, not a missing file.
+    wait_until(lambda: f"WARNING: cannot read {secure}: " in _status_text(state))
 
     secure.chmod(0o640)
     wait_until(lambda: 1 in sequence_counts(finding_originals(state)))
+    wait_until(lambda: "WARNING" not in _status_text(state))
     assert daemon.stop() == 0
     assert sequence_counts(finding_originals(state)) == {1: 1, 2: 1}
+
+
+def _status_text(state: Path) -> str:
+    return run_cli("status", "--state-dir", str(state)).stdout

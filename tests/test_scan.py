@@ -72,8 +72,12 @@ def test_scan_blocks_stay_out_of_daemon_state(tmp_path: Path) -> None:
     (scan_blocks,) = (state / "reports" / "scans").glob("*/blocks.json")
 
     assert report["blocks_simulated"]
-    assert not (state / "blocks.json").exists(), "a daemon on this state would apply them"
     assert sorted(json.loads(scan_blocks.read_text())) == report["blocks_simulated"]
+    # A daemon on this state would apply the blocks and take over the incidents.
+    assert sorted(path.name for path in state.iterdir()) == ["reports"]
+    assert report["scan_folder"] == str(scan_blocks.parent)
+    assert list((scan_blocks.parent / "alerts" / "tickets").glob("inc-*.json"))
+    assert (scan_blocks.parent / "audit.jsonl").stat().st_size > 0
 
 
 def test_scan_missing_path_exits_66(tmp_path: Path) -> None:
@@ -94,7 +98,8 @@ def test_scan_report_survives_audit_rotation(tmp_path: Path) -> None:
         "scan", "-c", str(config), "--state-dir", str(state), str(SAMPLES / "auth.log")
     )
     assert result.returncode == 0, result.stderr
-    assert len(list(state.glob("audit.jsonl.*"))) >= 2, "the audit log rotated during the scan"
+    (scan_folder,) = (state / "reports" / "scans").iterdir()
+    assert len(list(scan_folder.glob("audit.jsonl.*"))) >= 2, "the audit log rotated"
     report = _report(state)
     assert report["counts"]["by_category"]["brute_force"] == 1
     assert report["counts"]["by_category"]["failed_login"] >= 5

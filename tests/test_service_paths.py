@@ -6,7 +6,7 @@ from pathlib import Path
 
 from irwatchd.config import Config, LoadedConfig, load_config
 from irwatchd.config_paths import CHECKOUT_CONFIG
-from irwatchd.daemon.control import locate_state_dir
+from irwatchd.state_dir import locate_state_dir
 
 INSTALLED = Path("/etc/irwatchd/irwatchd.yaml")
 

@@ -12,7 +12,6 @@ import getpass
 import json
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
@@ -31,6 +30,7 @@ from irwatchd.response.backends import (
 )
 from irwatchd.response.blocking import BlockStore, blockable_address, check_block_seconds
 from irwatchd.response.responder import StatePaths, add_state_options
+from irwatchd.state_dir import locate_state_dir
 
 
 class UsageError(IrwatchdError):
@@ -91,8 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _store(args: argparse.Namespace) -> tuple[BlockStore, StatePaths, bool]:
     """Return the block store, the state layout, and whether a daemon is running on it."""
     config_path = args.config_path if args.config else default_config_path()
-    loaded = load_config(config_path)
-    paths = StatePaths(Path(args.state_dir).absolute() if args.state_dir else loaded.state_dir)
+    loaded = load_config(config_path)  # the allowlist and back-end: a broken config stops here
+    paths = StatePaths(locate_state_dir(config_path, args.state_dir))
     settings = loaded.config.blocking
     daemon_running = read_pid(paths.root) is not None
     store = BlockStore(

@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError as error:
         print(
             f"irwatchd {args.command}: permission denied on {error.filename!r}; run as a user "
-            "that may access it (root, or a member of the irwatchd group)",
+            "that may access it: root, or a member of its group (adm for logs on Debian, "
+            "irwatchd for the state directory)",
             file=sys.stderr,
         )
         return EX_NOPERM

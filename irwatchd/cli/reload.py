@@ -8,15 +8,10 @@ import sys
 from pathlib import Path
 
 from irwatchd.config_paths import default_config_path
-from irwatchd.daemon.control import (
-    inspect,
-    locate_state_dir,
-    require_running,
-    send_signal,
-    wait_for_reload,
-)
+from irwatchd.daemon.control import inspect, require_running, send_signal, wait_for_reload
 from irwatchd.daemon.settings import validate_configuration
 from irwatchd.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from irwatchd.state_dir import locate_state_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -42,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
         if "skipped" in entry:
             print(f"skipped {entry['path']}: {entry['skipped']}")
     print(f"collection: {result.collection_path}")
+    print(f"scan state: {result.scan_folder}")
     print(f"report: {result.report_path}")
     return EX_OK

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from irwatchd.config_paths import default_config_path
-from irwatchd.daemon.control import DaemonState, inspect, locate_state_dir
+from irwatchd.daemon.control import DaemonState, inspect
 from irwatchd.errors import EX_OK, EX_UNAVAILABLE
+from irwatchd.state_dir import locate_state_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

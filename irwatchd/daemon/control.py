@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from irwatchd.config import load_config
 from irwatchd.daemon.lock import read_pid
 from irwatchd.daemon.statusfile import STATUS_INTERVAL_SECONDS, read_status
 from irwatchd.errors import NoPermissionError, UnavailableError
@@ -56,13 +55,6 @@ class DaemonState:
         if not self.is_running:
             return False
         return self.status_age_seconds is None or self.status_age_seconds > STALE_AFTER_SECONDS
-
-
-def locate_state_dir(config_path: Path | None, state_dir: str | None) -> Path:
-    """Return the state directory the daemon would use with the same options."""
-    if state_dir:
-        return Path(state_dir).absolute()
-    return load_config(config_path).state_dir
 
 
 def inspect(state_dir: Path) -> DaemonState:

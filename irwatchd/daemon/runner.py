@@ -69,6 +69,7 @@ from irwatchd.response.responder import (
     dedup_key,
 )
 from irwatchd.sources.checkpoints import CheckpointStore
+from irwatchd.sources.discovery import UNREADABLE_HINT
 from irwatchd.sources.tailer import LineBatch, Tailer
 from irwatchd.sources.watcher import DirectoryWatcher
 
@@ -413,9 +414,10 @@ class Daemon:
             if key in self._seen_keys:
                 # Recorded before a crash; `recover` counted its windows again at start.
                 continue
-            if not responder.handle(finding, key=key, line_number_known=line_numbers_known):
+            recorded = responder.handle(finding, key=key, line_number_known=line_numbers_known)
+            if not recorded:
                 continue  # read again after a failed write; its records are still queued
-            self.findings += 1
+            self.findings += recorded  # with the brute force it completed, as the audit log
             handled += 1
             if responder.pending_records >= FLUSH_EVERY_PENDING:
                 responder.flush_records()
@@ -604,7 +606,10 @@ class Daemon:
         """Return the problems `irwatchd status` should show while the daemon runs."""
         assert self._tailer is not None
         warnings = []
-        if not self._tailer.files:
+        unreadable = self._tailer.unreadable()
+        if unreadable:
+            warnings.append(f"cannot read {', '.join(unreadable)}: {UNREADABLE_HINT}")
+        elif not self._tailer.files:
             paths = ", ".join(self._watched_paths())
             warnings.append(f"no file matches {paths}; {self._no_files_hint()}")
         return warnings

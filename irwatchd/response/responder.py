@@ -35,7 +35,7 @@ from typing import Any
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record, finding_record
-from irwatchd.config import Blocking, LoadedConfig, load_config
+from irwatchd.config import Blocking, LoadedConfig
 from irwatchd.config_paths import default_config_path
 from irwatchd.correlation.incidents import Incident, IncidentTracker, IncidentUpdate
 from irwatchd.correlation.windows import SlidingWindows
@@ -56,6 +56,7 @@ from irwatchd.response.blocking import BlockRequest, BlockResult, BlockStore, pa
 from irwatchd.response.delivery import AlertDispatcher
 from irwatchd.response.forensics import save_evidence
 from irwatchd.response.tickets import TicketStore
+from irwatchd.state_dir import locate_state_dir
 
 log = get_logger(__name__)
 
@@ -488,27 +489,32 @@ class Responder:
 
     def handle(
         self, finding: Finding, *, key: str | None = None, line_number_known: bool = True
-    ) -> bool:
+    ) -> int:
         """Queue a finding's audit record and actions, and those of the findings it completes.
 
         The actions are the ones its incident's severity calls for. `flush` carries them out.
         `key` is the finding's `dedup_key` when the caller has it already. With
         `line_number_known` false, the records give no line number (the daemon opened the
-        file at its end, so it counted lines from there). Returns False for a finding handled
-        before under the same key since `forget_handled`, which is skipped.
+        file at its end, so it counted lines from there).
+
+        Returns how many findings were recorded: this one and those it completed (a brute
+        force), or 0 for a finding handled before under the same key since
+        `forget_handled`, which is skipped.
         """
         if key is not None and key in self._handled_keys:
             # Read again after a failed audit write. Its records and actions, and those of the
             # findings it completed, are still queued (`_keep_unwritten`). Handling it again
             # would count it twice and turn one failure, read on each retry, into brute force.
-            return False
+            return 0
         moment = self._moment(finding)
         if key is not None:
             self._handled_keys.add(key)
         self._respond(finding, moment, key, line_number_known)
+        recorded = 1
         for correlated in self.windows.observe(finding, moment):
             self._respond(correlated, moment, None, line_number_known, grew_from=finding)
-        return True
+            recorded += 1
+        return recorded
 
     def forget_handled(self) -> None:
         """Forget the findings handled so far; the daemon calls this once all are recorded."""
@@ -968,10 +974,8 @@ def _check_backend(loaded: LoadedConfig) -> None:
 
 def state_paths_for(config: str | None, state_dir: str | None) -> StatePaths:
     """Return the state layout a CLI command works on: `--state-dir`, else the config's."""
-    if state_dir:
-        return StatePaths(Path(state_dir).absolute())
     config_path = Path(config) if config else default_config_path()
-    return StatePaths(load_config(config_path).state_dir)
+    return StatePaths(locate_state_dir(config_path, state_dir))
 
 
 def add_state_options(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,10 @@ class WarnOnce:
         """Forget a warning, so the next occurrence is logged again."""
         self._warned.discard((event, path))
 
+    def paths(self, event: str) -> list[str]:
+        """Return the paths with a standing warning of `event`, sorted."""
+        return sorted(path for warned, path in self._warned if warned == event)
+
 
 def is_binary(path: str) -> bool:
     """Guess whether a file is binary from its first 4 KiB (see `looks_binary`)."""

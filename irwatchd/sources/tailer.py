@@ -128,6 +128,10 @@ class Tailer:
             else:
                 followed.group, followed.source_type = spec.group, spec.source_type
 
+    def unreadable(self) -> list[str]:
+        """Return the files that exist but could not be opened, as of the last poll."""
+        return self._warnings.paths("source_unreadable")
+
     def directories(self) -> list[str]:
         """Return the existing directories that must be watched for the specs."""
         return watched_directories(self.specs)
