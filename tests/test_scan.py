@@ -73,6 +73,7 @@ def test_scan_blocks_stay_out_of_daemon_state(tmp_path: Path) -> None:
 
     assert report["blocks_simulated"]
     assert sorted(json.loads(scan_blocks.read_text())) == report["blocks_simulated"]
+    assert "address_blocked" not in result.stderr, "reads as if an address were blocked"
     # A daemon on this state would apply the blocks and take over the incidents.
     assert sorted(path.name for path in state.iterdir()) == ["reports"]
     assert report["scan_folder"] == str(scan_blocks.parent)

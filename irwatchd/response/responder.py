@@ -900,7 +900,8 @@ class Responder:
 
     def _log_block(self, result: BlockResult, incident: Incident, outcome: str) -> None:
         if outcome == "success":
-            log.info(
+            # A scan's blocks are only simulated and listed in its report: debug level there.
+            (log.info if self.live else log.debug)(
                 "address_blocked",
                 address=result.address,
                 incident_id=incident.id,
