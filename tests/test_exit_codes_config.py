@@ -181,12 +181,13 @@ def test_re2_error_hint(tmp_path: Path, pattern: str, has_hint: bool) -> None:
 def test_check_rejects_state_dir_file(tmp_path: Path) -> None:
     occupied = tmp_path / "state"
     occupied.write_text("not a folder\n")
-    config = write_service_config(tmp_path, state_dir=str(occupied))
+    config = write_service_config(tmp_path)
+    config.write_text(f"rules:\n  files: [rules.d/*.yaml]\nstate_dir: {occupied}\n")
 
     result = run_cli("check", "-c", str(config))
 
     assert result.returncode == 78
-    assert f"'{occupied}' is a file, not a directory" in result.stderr
+    assert f"{config}:3: state_dir: '{occupied}' is a file, not a directory" in result.stderr
 
 
 def test_check_warns_without_sources(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from irwatchd.config_paths import default_config_path
 from irwatchd.daemon.settings import no_sources_problem
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.examples import check_examples
-from irwatchd.detection.loader import build_detector
+from irwatchd.detection.loader import build_detector, config_line
 from irwatchd.detection.native_rows import NativeRows, native_available
-from irwatchd.errors import EX_CONFIG, EX_OK
+from irwatchd.errors import EX_CONFIG, EX_OK, Problem
 from irwatchd.response.backends import backend_problems
 
 
@@ -36,10 +36,12 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
     state_problem = state_dir_problem(loaded.state_dir)
     if state_problem is not None:
-        print(f"{path}: state_dir: {state_problem}", file=sys.stderr)
+        line = config_line(loaded, ("state_dir",))
+        print(Problem(str(path), line, "state_dir", state_problem), file=sys.stderr)
     backend = backend_problems(loaded.config.blocking)
     for key, message in backend:
-        print(f"{path}: {key}: {message}", file=sys.stderr)
+        line = config_line(loaded, tuple(key.split(".")))
+        print(Problem(str(path), line, key, message), file=sys.stderr)
     detector = build_detector(loaded)
     problems = check_examples(detector)
     for problem in problems:

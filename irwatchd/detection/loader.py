@@ -28,7 +28,7 @@ def enabled_rules(loaded: LoadedConfig) -> tuple[list[Rule], list[Path]]:
     if not paths:
         where = str(loaded.path) if loaded.path is not None else "built-in defaults"
         raise ConfigError(
-            [Problem(where, _config_line(loaded, ("rules", "files")), "rules.files",
+            [Problem(where, config_line(loaded, ("rules", "files")), "rules.files",
                      f"no rule file matches {settings.files!r} (relative paths start at "
                      f"{loaded.base}); point it at rule files, such as rules.d/*.yaml next "
                      "to the config file")]
@@ -46,7 +46,7 @@ def _check_disabled(loaded: LoadedConfig, rules: list[Rule]) -> None:
     if not unknown:
         return
     where = str(loaded.path) if loaded.path is not None else "built-in defaults"
-    line = _config_line(loaded, ("rules", "disabled"))
+    line = config_line(loaded, ("rules", "disabled"))
     raise ConfigError(
         [Problem(where, line, "rules.disabled",
                  f"unknown rule id {rule_id!r}; remove it, or fix its spelling to match an "
@@ -55,7 +55,7 @@ def _check_disabled(loaded: LoadedConfig, rules: list[Rule]) -> None:
     )  # fmt: skip
 
 
-def _config_line(loaded: LoadedConfig, location: tuple[str, ...]) -> int | None:
+def config_line(loaded: LoadedConfig, location: tuple[str, ...]) -> int | None:
     """Return the line of a key in the config file, or None without a file or that key."""
     if loaded.path is None:
         return None
