@@ -32,7 +32,7 @@ from irwatchd.correlation.incidents import Incident
 from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
-from irwatchd.errors import CantCreateError, InputError
+from irwatchd.errors import CantCreateError, InputError, NoPermissionError
 from irwatchd.jsonfiles import write_json_atomic, write_text_atomic
 from irwatchd.logger import get_logger
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -112,6 +112,28 @@ class ScanResult:
     """The scan's own audit log, tickets, alerts, evidence copies and simulated blocks."""
 
 
+def _require_one_readable(files: list[Path]) -> None:
+    """Raise `NoPermissionError` when this user may read none of `files`.
+
+    With one readable file the scan goes on, and the report lists the others as skipped.
+    """
+    for path in files:
+        try:
+            with path.open("rb"):
+                return
+        except PermissionError:
+            continue
+        except OSError:
+            return  # not a permission problem; the scan reports it for that file
+    if files:
+        names = ", ".join(repr(str(path)) for path in files[:3])
+        more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+        raise NoPermissionError(
+            f"permission denied on {names}{more}; run as a user that may read them: root, or "
+            "a member of their group (adm for logs on Debian)"
+        )
+
+
 def _claim_folder(parent: Path, started: datetime) -> tuple[str, Path]:
     """Create a new folder named for the start time in `parent`; return its name and path.
 
@@ -163,11 +185,61 @@ _DECOMPRESSORS: dict[str, Callable[..., Any]] = {
 }
 
 
+_DAMAGE = (EOFError, OSError, lzma.LZMAError, zlib.error)
+"""The errors the decompressors raise on a cut or corrupt file."""
+
+
+class _UpToDamage:
+    """A decompressing stream whose `read` returns what was decoded before any damage.
+
+    The decompressors' own `read` drops the data of a call that hits a cut or corrupt part,
+    so a rotated log cut short would lose all of a 256 KiB read. This reads in pieces of at
+    most 64 KiB and returns the pieces decoded so far; the next `read` raises the error.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        pieces: list[bytes] = []
+        got = 0
+        while size < 0 or got < size:
+            wanted = 1 << 16 if size < 0 else min(1 << 16, size - got)
+            try:
+                piece = self._stream.read1(wanted)
+            except _DAMAGE as error:
+                if not pieces:
+                    raise
+                self._error = error
+                break
+            if not piece:
+                break
+            pieces.append(piece)
+            got += len(piece)
+        return b"".join(pieces)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._error = None
+        return int(self._stream.seek(offset, whence))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> _UpToDamage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def open_log(path: Path) -> BinaryIO | None:
     """Open a log for reading, decompressing gzip, bzip2 and xz; None for other compressions."""
     opener = _DECOMPRESSORS.get(path.suffix)
     if opener is not None:
-        return cast(BinaryIO, opener(path, "rb"))
+        return cast(BinaryIO, _UpToDamage(opener(path, "rb")))
     if path.name.endswith(SKIPPED_SUFFIXES):
         return None
     return path.open("rb")
@@ -191,12 +263,25 @@ def _sha256(path: Path) -> str:
 
 
 def collect(files: list[Path], folder: Path) -> list[dict[str, Any]]:
-    """Copy each file into `folder` with its metadata and hash; return the collection entries."""
+    """Copy each file into `folder` with its metadata and hash; return the collection entries.
+
+    A file this user may not read gets an entry with `unreadable` and its reason instead, so
+    the scan goes on with the others. A failure to write the copy is raised.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for index, source in enumerate(files):
         target = folder / f"{index:03d}-{source.name}"
-        shutil.copy2(source, target)
+        try:
+            reader = source.open("rb")
+        except OSError as error:
+            log.warning("scan_file_unreadable", path=str(source), error=str(error))
+            reason = error.strerror or str(error)
+            entries.append({"source_path": str(source.resolve()), "unreadable": reason})
+            continue
+        with reader, target.open("wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        shutil.copystat(source, target)
         os.chmod(target, 0o444)
         info = source.stat()
         entries.append({
@@ -219,12 +304,14 @@ def scan(
 ) -> ScanResult:
     """Collect, analyse and respond to the given logs, then write the incident report."""
     files = expand_inputs(inputs)
+    _require_one_readable(files)
     started = datetime.now(UTC)
     paths = StatePaths(state_dir)
     # Each scan keeps its audit log, tickets, alerts, evidence and simulated blocks in a folder
     # of its own. In the daemon's state a running daemon would take over its incidents, and
     # apply its blocks through the back-end.
     try:
+        (paths.reports / "incidents").mkdir(parents=True, exist_ok=True)
         stamp, scan_folder = _claim_folder(paths.reports / "scans", started)
     except OSError as error:
         raise CantCreateError(
@@ -250,7 +337,11 @@ def scan(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
         )
         audit.reset_counts()
-        for path in files:
+        for path, entry in zip(files, entries, strict=True):
+            if "unreadable" in entry:
+                skipped = f"unreadable: {entry['unreadable']}"
+                result.files.append({"path": str(path), "lines": 0, "skipped": skipped})
+                continue
             result.files.append(_scan_file(path, detector, responder, loaded, source_type, result))
         audit.sync()
         result.findings = audit.findings  # correlated findings included
@@ -354,7 +445,7 @@ def _scan_file(
                 responder.handle(finding)
                 if responder.pending >= FLUSH_EVERY_PENDING:
                     responder.flush()
-        except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+        except _DAMAGE as error:
             log.warning("scan_file_damaged", path=str(path), error=str(error),
                         lines_read=totals.lines)  # fmt: skip
             responder.flush()
@@ -365,6 +456,7 @@ def _scan_file(
     entry: dict[str, Any] = {"path": str(path), "lines": totals.lines}
     if totals.truncated_lines:
         entry["truncated_lines"] = totals.truncated_lines
+        entry["first_truncated_line"] = totals.first_truncated_line
         log.warning("scan_lines_truncated", path=str(path), lines=totals.truncated_lines,
                     first_line=totals.first_truncated_line,
                     max_line_bytes=loaded.config.max_line_bytes,

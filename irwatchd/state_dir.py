@@ -1,8 +1,9 @@
 """Finding the state directory for commands that read a daemon's state, even from a broken config.
 
-`irwatchd status`, `reload`, `blocks`, `incidents`, `evidence` and `audit` need only the
-state directory. A person checks on a failed reload while the config has an error, so these
-commands still read the `state_dir` it names, with a warning that the config needs fixing.
+`irwatchd status`, `reload`, `incidents`, `evidence` and `audit` need only the state
+directory. `blocks` also needs the allowlist and the back-end, so it stops at an error.
+A person checks on a failed reload while the config has an error, so these commands still
+read the `state_dir` it names, with a warning that the config needs fixing.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def locate_state_dir(config_path: Path | None, state_dir: str | None) -> Path:
             found = load_config(config_path).state_dir
         except ConfigError as error:
             found = _from_broken_config(config_path, error)
-    if found.exists() and not found.is_dir():
+    existing = next(folder for folder in (found, *found.parents) if folder.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == found else f"is under {str(existing)!r}, a file"
         raise InputError(
-            f"state directory {str(found)!r} is a file, not a directory; pass the daemon's "
+            f"state directory {str(found)!r} {where}, not a directory; pass the daemon's "
             "state directory with --state-dir, or fix state_dir in the config"
         )
     return found
@@ -49,8 +52,8 @@ def _from_broken_config(config_path: Path | None, error: ConfigError) -> Path:
         raise error
     found = LoadedConfig(Config(state_dir=raw), config_path.resolve()).state_dir
     print(
-        f"warning: {config_path} has errors (see `irwatchd check`); reading the state "
-        f"directory it names, {found}",
+        f"warning: {config_path} has errors (see `irwatchd check`); using the state "
+        f"directory {found}",
         file=sys.stderr,
     )
     return found

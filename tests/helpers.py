@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -356,3 +359,15 @@ class NotifySocket:
         """Close and remove the socket."""
         self._socket.close()
         self.path.unlink(missing_ok=True)
+
+
+def run_without_override(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run irwatchd as root without the capabilities that bypass file modes."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv(1) to drop the capability that bypasses file modes")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    return subprocess.run(
+        [*prefix, *irwatchd_command(*args)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip

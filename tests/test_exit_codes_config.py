@@ -16,20 +16,9 @@ from tests.helpers import (
     SERVICE_RULES,
     irwatchd_command,
     run_cli,
+    run_without_override,
     write_service_config,
 )
-
-
-def run_without_override(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run irwatchd as root without the capabilities that bypass file modes."""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv(1) to drop the capability that bypasses file modes")
-    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
-    return subprocess.run(
-        [*prefix, *irwatchd_command(*args)], cwd=ROOT, capture_output=True, text=True,
-        timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -342,7 +342,7 @@ def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -
     # The status file is one of the failing writes, so `status` checks the free space itself.
     full = run_cli("status", "--state-dir", str(state))
     assert full.returncode == 0, full.stderr
-    assert f"WARNING: the file system of {state} is full (" in full.stdout
+    assert f"WARNING: the file system of {state} has only " in full.stdout
 
     filler.unlink()
     expected = [*first, *during]

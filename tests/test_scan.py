@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, run_without_override
 
 SAMPLES = ROOT / "samples"
 
@@ -144,5 +144,43 @@ def test_scan_report_counts_cut_lines(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert entry["truncated_lines"] == 1
+    assert entry["first_truncated_line"] == 61
     assert entry["lines"] == 61
     assert "scan_lines_truncated" in result.stderr
+
+
+def test_scan_keeps_findings_before_damage(tmp_path: Path) -> None:
+    # A rotated log cut short: the lines decoded before the cut are analysed.
+    whole = gzip.compress((SAMPLES / "auth.log").read_bytes())
+    cut = tmp_path / "auth.log.2.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    state = tmp_path / "state"
+
+    result = run_cli("scan", "--state-dir", str(state), str(cut))
+    report = _report(state)
+    (entry,) = report["files"]
+
+    assert result.returncode == 0, result.stderr
+    assert entry["skipped"].startswith("damaged: ")
+    assert entry["lines"] > 0
+    assert report["findings"] > 0
+
+
+def test_scan_skips_unreadable_file_and_goes_on(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    shutil.copy(SAMPLES / "auth.log", logs / "auth.log")
+    locked = logs / "secure.log"
+    locked.write_text("x\n")
+    locked.chmod(0)
+    state = tmp_path / "state"
+
+    result = run_without_override("scan", "--state-dir", str(state), str(logs))
+    report = _report(state)
+
+    assert result.returncode == 0, result.stderr
+    assert [entry.get("skipped") for entry in report["files"]] == [
+        None,
+        "unreadable: Permission denied",
+    ]
+    assert report["findings"] > 0

@@ -251,3 +251,44 @@ def test_set_specs_gives_followed_file_new_type(tmp_path: Path) -> None:
 
     assert (batch.file.group, batch.file.source_type) == ("application", "access_log")
     assert texts([batch]) == ["second"]
+
+
+def test_set_specs_unwatches_file_glob_does_not_name(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    nested = web / "sub" / "z-access.log"
+    nested.write_text("first\n")
+    glob_spec = WatchSpec(str(web / "*access*.log"), "application", "access_log")
+    folder_spec = WatchSpec(str(web / "sub"), "application", "auto")
+    tailer = Tailer([glob_spec, folder_spec], CheckpointStore(tmp_path / "checkpoints.json"),
+                    start_at="beginning")  # fmt: skip
+    assert texts(tailer.poll()) == ["first"]
+
+    # fnmatch's `*` would match the slash of sub/z-access.log; discovery's glob does not.
+    tailer.set_specs([glob_spec])
+    with nested.open("a") as handle:
+        handle.write("second\n")
+
+    assert str(nested) not in tailer.files
+    assert texts(tailer.poll()) == []
+
+
+def test_set_specs_resumes_file_rotated_while_unwatched(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text("one\n")
+    store = CheckpointStore(tmp_path / "checkpoints.json")
+    spec = WatchSpec(str(log), "security", "syslog")
+    tailer = Tailer([spec], store, start_at="beginning")
+    assert texts(tailer.poll()) == ["one"]
+    store.save(tailer.checkpoints_now())
+
+    tailer.set_specs([])
+    with log.open("a") as handle:
+        handle.write("two\nthree\n")
+    log.rename(tmp_path / "auth.log.1")
+    log.write_text("four\n")
+    tailer.set_specs([spec])
+
+    read = texts(tailer.poll())
+    read += texts(tailer.poll())
+    assert read == ["two", "three", "four"]

@@ -28,7 +28,10 @@ def test_status_reads_state_dir_of_broken_config(tmp_path: Path) -> None:
 
     assert result.returncode == 69, result.stderr  # no daemon holds the lock
     assert json.loads(result.stdout)["state_dir"] == str(state)
-    assert f"warning: {config} has errors (see `irwatchd check`)" in result.stderr
+    assert (
+        f"warning: {config} has errors (see `irwatchd check`); using the state directory {state}"
+        in result.stderr
+    )
 
 
 def test_check_still_refuses_broken_config(tmp_path: Path) -> None:
@@ -49,12 +52,17 @@ def test_check_still_refuses_broken_config(tmp_path: Path) -> None:
         ["evidence", "list"],
     ],
 )
-def test_state_dir_that_is_a_file_exits_66(tmp_path: Path, command: list[str]) -> None:
-    state = tmp_path / "state"
-    state.write_text("")
+@pytest.mark.parametrize("under_file", [False, True])
+def test_state_dir_that_is_a_file_exits_66(
+    tmp_path: Path, command: list[str], under_file: bool
+) -> None:
+    occupied = tmp_path / "state"
+    occupied.write_text("")
+    state = occupied / "sub" if under_file else occupied
     result = run_cli(*command, "--state-dir", str(state))
     assert result.returncode == 66, result.stderr
-    assert f"state directory {str(state)!r} is a file, not a directory" in result.stderr
+    assert f"state directory {str(state)!r} is" in result.stderr
+    assert "a file, not a directory" in result.stderr
     assert "Traceback" not in result.stderr
 
 

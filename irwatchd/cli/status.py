@@ -63,10 +63,18 @@ def format_status(state: DaemonState) -> str:
             lines.append(f"last status written at {status.get('updated_at', '?')}:")
     if state.is_out_of_space:
         # The daemon cannot report this itself: its status file is one of the writes that fail.
+        if state.is_stale:
+            effect = (
+                "the daemon cannot write its status, and most likely not its audit records "
+                "either; it retries them until space is freed"
+            )
+        elif state.is_running:
+            effect = "once it is full, audit records, tickets and the status are not written"
+        else:
+            effect = "a daemon started on it could not write its audit records"
         lines.append(
-            f"WARNING: the file system of {state.state_dir} is full ({state.free_bytes} bytes "
-            "free); audit records, tickets and this status are not written until space is "
-            "freed there, and the daemon retries on its own"
+            f"WARNING: the file system of {state.state_dir} has only {state.free_bytes} bytes "
+            f"free; {effect}"
         )
     elif state.is_stale:
         lines.append(

@@ -9,12 +9,21 @@ Item = TypeVar("Item")
 
 
 def in_groups(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    """Yield the items in lists of `size`, the last one shorter; `itertools.batched` from 3.12."""
+    """Yield the items in lists of `size`, the last one shorter; `itertools.batched` from 3.12.
+
+    When reading `items` fails, the items read before the error come out as a last, shorter
+    list, and the error is raised after it: a scan of a damaged file keeps their findings.
+    """
     group: list[Item] = []
-    for item in items:
-        group.append(item)
-        if len(group) >= size:
+    try:
+        for item in items:
+            group.append(item)
+            if len(group) >= size:
+                yield group
+                group = []
+    except Exception:
+        if group:
             yield group
-            group = []
+        raise
     if group:
         yield group

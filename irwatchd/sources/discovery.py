@@ -106,6 +106,7 @@ def discover(specs: Iterable[WatchSpec], warnings: WarnOnce) -> dict[str, WatchS
         if os.path.isdir(spec.path):
             try:
                 names = sorted(os.listdir(spec.path))
+                warnings.clear("source_directory_unreadable", spec.path)
             except OSError as error:
                 warnings.warn("source_directory_unreadable", spec.path, error=str(error),
                               hint=UNREADABLE_HINT)  # fmt: skip

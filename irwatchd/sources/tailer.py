@@ -111,26 +111,39 @@ class Tailer:
     def set_specs(self, specs: Iterable[WatchSpec]) -> None:
         """Take the watch specs of a reload, and stop following the files none of them names.
 
-        Call it between polls, once the lines read so far are checkpointed. A file that comes
-        back into a spec later resumes from its checkpoint. A rotated-away file still being
-        read to its end is finished as usual. A file whose spec changed its group or source
+        Call it between polls, once the lines read so far are checkpointed. The specs name
+        what discovery finds, so a glob names no file in a subfolder. A file that comes back
+        into a spec later resumes from its checkpoint, also when it was rotated meanwhile, as
+        at start. A rotated-away file still being read to its end is finished as usual, and so
+        is a followed file deleted just now. A file whose spec changed its group or source
         type takes the new ones from its next read on.
         """
         self.specs = list(specs)
+        discovered = discover(self.specs, self._warnings)
         for location, followed in list(self.files.items()):
-            spec = self._spec_for(location)
-            if spec is None:
+            spec = discovered.get(location)
+            if spec is not None:
+                followed.group, followed.source_type = spec.group, spec.source_type
+            elif os.path.lexists(location):
                 log.info("file_unwatched", path=followed.path, location=location,
                          inode=followed.inode, offset=followed.offset)  # fmt: skip
                 del self.files[location]
                 self._waiting.pop(location, None)
                 followed.close()
-            else:
-                followed.group, followed.source_type = spec.group, spec.source_type
+        for event in ("source_unreadable", "source_directory_unreadable"):
+            for path in self._warnings.paths(event):
+                if path not in discovered and all(spec.path != path for spec in self.specs):
+                    self._warnings.clear(event, path)
+        if self._started:
+            named_again = {location for location in discovered if location not in self.files}
+            self._resume_moved_while_stopped(discovered, only=named_again)
 
     def unreadable(self) -> list[str]:
-        """Return the files that exist but could not be opened, as of the last poll."""
-        return self._warnings.paths("source_unreadable")
+        """Return the watched files and folders that could not be read, as of the last poll."""
+        return sorted(
+            {*self._warnings.paths("source_unreadable"),
+             *self._warnings.paths("source_directory_unreadable")}
+        )  # fmt: skip
 
     def directories(self) -> list[str]:
         """Return the existing directories that must be watched for the specs."""
@@ -299,6 +312,7 @@ class Tailer:
         try:
             info = os.stat(location)
         except FileNotFoundError:
+            self._warnings.clear("source_unreadable", location)  # deleted while unreadable
             return None
         except OSError as error:
             self._unreadable(location, error)
@@ -380,11 +394,17 @@ class Tailer:
         head, size = head_sha256(handle, saved.head_size)
         return size == saved.head_size and head == saved.head_sha256
 
-    def _resume_moved_while_stopped(self, discovered: dict[str, WatchSpec]) -> None:
-        """Find files rotated away while irwatchd was stopped and queue their unread lines."""
+    def _resume_moved_while_stopped(
+        self, discovered: dict[str, WatchSpec], only: set[str] | None = None
+    ) -> None:
+        """Find files rotated away while irwatchd was stopped and queue their unread lines.
+
+        With `only`, look at the checkpoints of those locations alone: the files a reload
+        names again, which may have been rotated while no spec named them.
+        """
         followed = self._followed_identities()
         for saved in self.checkpoints.all():
-            if saved.identity in followed:
+            if saved.identity in followed or (only is not None and saved.where not in only):
                 continue
             try:
                 info = os.stat(saved.where)
