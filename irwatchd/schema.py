@@ -104,14 +104,15 @@ class _Search:
         return False
 
     def follows_removal(self, error: _Error) -> bool:
-        """Tell whether a removal made this error: a cross-field check or a missing key near it.
+        """Tell whether a removal made this error: a key it removed, or a check across fields.
 
         Removing a bad value can break a check across fields that held before, such as the
-        unique channel names once a bad name takes its default. Such an error is not reported.
+        unique channel names once a bad name takes its default. Such an error, in the struct
+        of a removed value or above it, is not reported.
         """
         if error.missing is not None:
-            struct = self.original(error.location)
-        elif error.struct is not None:
+            return (*self.original(error.location), error.missing) in self.removed
+        if error.struct is not None:
             struct = self.original(error.struct)
         else:
             return False

@@ -224,3 +224,14 @@ def test_rule_file_named_twice_loads_once(tmp_path: Path) -> None:
     rules, paths = enabled_rules(load_config(config))
     assert [rule.id for rule in rules] == ["test-count"]
     assert paths == [tmp_path / "rules.d" / "a.yaml"]
+
+
+def test_missing_key_beside_bad_value_is_reported(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        "alerts:\n  channels:\n    - type: email\n      port: 0\n      recipients: [a@example.org]\n",
+    )
+    assert problems == [
+        "3: alerts.channels.0.sender: required key is missing; add it",
+        "4: alerts.channels.0.port: Expected `int` >= 1, got 0",
+    ]
