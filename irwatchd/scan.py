@@ -207,9 +207,9 @@ class _UpToDamage:
         pieces: list[bytes] = []
         got = 0
         while size < 0 or got < size:
-            wanted = 1 << 16 if size < 0 else min(1 << 16, size - got)
+            piece_size = 1 << 16 if size < 0 else min(1 << 16, size - got)
             try:
-                piece = self._stream.read1(wanted)
+                piece = self._stream.read1(piece_size)
             except _DAMAGE as error:
                 if not pieces:
                     raise

@@ -241,10 +241,10 @@ class AlertDispatcher:
         }
         # Structs and `Secret` compare by value, so a changed secret restarts the worker too.
         common = replace(settings, channels=[])
-        wanted = {name: (channel, common) for name, channel in channels.items()}
+        signatures = {name: (channel, common) for name, channel in channels.items()}
         senders: dict[str, Sender] = {}
         for name, channel in channels.items():
-            if name in self.workers and wanted[name] == self._signatures.get(name):
+            if name in self.workers and signatures[name] == self._signatures.get(name):
                 continue
             from irwatchd.response.channels import build_sender
 
@@ -268,7 +268,7 @@ class AlertDispatcher:
             queue = AlertQueue(self.queue_root / name, self.dead_root / f"{name}.jsonl")
             worker = ChannelWorker(sender, queue, settings)
             self.workers[name] = worker
-            self._signatures[name] = wanted[name]
+            self._signatures[name] = signatures[name]
             worker.start()
 
     def _warn_orphaned(self, configured: set[str]) -> None:
