@@ -80,6 +80,9 @@ def load_yaml(path: Path) -> Any:
     except FileNotFoundError:
         problem = Problem(str(path), None, "", "file not found; create it or pass -c FILE")
         raise ConfigError([problem]) from None
+    except IsADirectoryError:
+        problem = Problem(str(path), None, "", "is a folder, not a YAML file; pass the file")
+        raise ConfigError([problem]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {error}")]) from None
     try:

@@ -235,3 +235,9 @@ def test_missing_key_beside_bad_value_is_reported(tmp_path: Path) -> None:
         "3: alerts.channels.0.sender: required key is missing; add it",
         "4: alerts.channels.0.port: Expected `int` >= 1, got 0",
     ]
+
+
+def test_config_path_that_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: is a folder, not a YAML file; pass the file"
