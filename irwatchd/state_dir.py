@@ -29,14 +29,19 @@ def locate_state_dir(config_path: Path | None, state_dir: str | None) -> Path:
             found = load_config(config_path).state_dir
         except ConfigError as error:
             found = _from_broken_config(config_path, error)
-    existing = next(folder for folder in (found, *found.parents) if folder.exists())
+    return require_directory(found)
+
+
+def require_directory(state_dir: Path) -> Path:
+    """Return `state_dir`; raise `InputError` when it is a file or under one."""
+    existing = next(folder for folder in (state_dir, *state_dir.parents) if folder.exists())
     if not existing.is_dir():
-        where = "is a file" if existing == found else f"is under {str(existing)!r}, a file"
+        where = "is a file" if existing == state_dir else f"is under {str(existing)!r}, a file"
         raise InputError(
-            f"state directory {str(found)!r} {where}, not a directory; pass the daemon's "
+            f"state directory {str(state_dir)!r} {where}, not a directory; pass the daemon's "
             "state directory with --state-dir, or fix state_dir in the config"
         )
-    return found
+    return state_dir
 
 
 def _from_broken_config(config_path: Path | None, error: ConfigError) -> Path:

@@ -12,6 +12,7 @@ import getpass
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
@@ -30,7 +31,7 @@ from irwatchd.response.backends import (
 )
 from irwatchd.response.blocking import BlockStore, blockable_address, check_block_seconds
 from irwatchd.response.responder import StatePaths, add_state_options
-from irwatchd.state_dir import locate_state_dir
+from irwatchd.state_dir import require_directory
 
 
 class UsageError(IrwatchdError):
@@ -92,7 +93,8 @@ def _store(args: argparse.Namespace) -> tuple[BlockStore, StatePaths, bool]:
     """Return the block store, the state layout, and whether a daemon is running on it."""
     config_path = args.config_path if args.config else default_config_path()
     loaded = load_config(config_path)  # the allowlist and back-end: a broken config stops here
-    paths = StatePaths(locate_state_dir(config_path, args.state_dir))
+    state_dir = Path(args.state_dir).absolute() if args.state_dir else loaded.state_dir
+    paths = StatePaths(require_directory(state_dir))
     settings = loaded.config.blocking
     daemon_running = read_pid(paths.root) is not None
     store = BlockStore(
