@@ -2,7 +2,7 @@
 
 YAML keys are the attribute names of the structs below, so `policy.high` in the file is
 `config.policy.high` in code. Relative paths are resolved against the config file's folder.
-The structs are msgspec's. Importing this module takes RSS from 10.5 to 16.3 MiB; with the
+The structs are msgspec's. Importing this module takes RSS from 10.5 to 16.3 MiB. With the
 pydantic models it replaced, it took it to 31.4 MiB (VmRSS after import, Python 3.11.7).
 """
 
