@@ -17,18 +17,21 @@ import os
 import shutil
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+import msgspec
 from msgspec.structs import replace
 
 from irwatchd.audit.log import AuditLog
 from irwatchd.audit.records import action_record
 from irwatchd.config import LoadedConfig
-from irwatchd.correlation.incidents import Incident
+from irwatchd.correlation.closed import ClosedIncidents
+from irwatchd.correlation.evidence_spool import EvidenceSpool, SpooledEvidence
 from irwatchd.detection.batch import StreamTotals, detect_file
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.process_context import ProcessContext, attribute_stream
@@ -64,7 +67,6 @@ class ScanAuditLog(AuditLog):
         self.by_category: Counter[str] = Counter()
         self.by_severity: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
-        self.incident_ids: set[str | None] = set()
         self.blocked: set[str] = set()
 
     def reset_counts(self) -> None:
@@ -72,7 +74,6 @@ class ScanAuditLog(AuditLog):
         self.findings = 0
         for counter in (self.by_category, self.by_severity, self.by_source):
             counter.clear()
-        self.incident_ids.clear()
         self.blocked.clear()
 
     def append_many(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,7 +92,6 @@ class ScanAuditLog(AuditLog):
             self.by_category[details["category"]] += 1
             self.by_severity[details["severity"]] += 1
             self.by_source[source or "unknown"] += 1
-            self.incident_ids.add(details.get("incident_id"))
         elif event.get("action") == "block" and event.get("outcome") == "success" and source:
             self.blocked.add(source)
 
@@ -331,7 +331,10 @@ def scan(
     simulated = replace(loaded.config, blocking=replace(loaded.config.blocking, backend="simulate"))
     audit = ScanAuditLog(scan_paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), scan_paths, audit, live=False)
-    responder.incidents.close_idle_by_time = False
+    spool = EvidenceSpool(scan_folder)
+    responder.incidents.new_evidence = partial(SpooledEvidence, spool)
+    closed = ClosedIncidents(scan_folder)
+    responder.on_close = closed.add
     try:
         audit.append(
             action_record("scan_started", "success", details={"files": [str(f) for f in files]})
@@ -347,13 +350,11 @@ def scan(
         result.findings = audit.findings  # correlated findings included
         result.by_category, result.by_severity = audit.by_category, audit.by_severity
         result.by_source = audit.by_source
-        incident_ids = audit.incident_ids
         blocked = sorted(audit.blocked)
-        incidents = [
-            incident
-            for incident in responder.incidents.open_incidents()
-            if incident.id in incident_ids
-        ]
+        still_open = responder.incidents.open_incidents()
+        incidents: Iterator[bytes] = itertools.chain(
+            closed.read(), (json.dumps(incident.to_json()).encode() for incident in still_open)
+        )
         report = {
             "report_type": "irwatchd-incident-report",
             "generated_at": format_rfc3339(datetime.now(UTC)),
@@ -379,6 +380,8 @@ def scan(
     finally:
         responder.close()
         audit.close()
+        closed.close()
+        spool.close()
     return result
 
 
@@ -389,26 +392,36 @@ Its JSON is `"\u0000incidents"`, which no other value of the report can contain,
 the rest of the report contains file paths, addresses, names and counts, and none has a NUL."""
 
 
-def _report_pieces(report: dict[str, Any], incidents: list[Incident]) -> Iterator[str]:
+def _report_pieces(report: dict[str, Any], incidents: Iterable[bytes]) -> Iterator[str]:
     """Yield the report's JSON as `write_json_atomic` writes it, with the incidents in it.
 
-    Each incident becomes JSON only when its turn comes, so the report never has every
-    incident's evidence in memory as dicts at once.
+    `incidents` are the compact JSON texts of the incidents, indented only when their turn
+    comes, so the report never has every incident's evidence in memory at once.
     """
     marker = json.dumps(_INCIDENTS_PLACEHOLDER)
     head, _, tail = json.dumps(report, indent=2).partition(marker)
     yield head
-    if not incidents:
-        yield "[]"
-    else:
+    separator = "["
+    for incident in incidents:
         # The list is at the second level of the report, so its items are indented by 4.
-        separator = "["
-        for incident in incidents:
-            item = json.dumps(incident.to_json(), indent=2).replace("\n", "\n    ")
-            yield f"{separator}\n    {item}"
-            separator = ","
-        yield "\n  ]"
+        item = _indented(incident).replace("\n", "\n    ")
+        yield f"{separator}\n    {item}"
+        separator = ","
+    yield "[]" if separator == "[" else "\n  ]"
     yield tail + "\n"
+
+
+def _indented(text: bytes) -> str:
+    """Return compact JSON `text` as `json.dumps(..., indent=2)` would write it.
+
+    msgspec formats in C, about ten times faster than the json module, whose encoder with an
+    indent is pure Python. It refuses a lone surrogate escape, which the json module writes
+    for a line that held one, so such an incident goes through the json module.
+    """
+    try:
+        return msgspec.json.format(text, indent=2).decode()
+    except msgspec.DecodeError:
+        return json.dumps(json.loads(text), indent=2)
 
 
 def _scan_file(

@@ -89,7 +89,7 @@ def test_tracker_time_closing_can_be_off() -> None:
     tracker.add(_finding("192.0.2.2", 100), START + timedelta(hours=2))
 
     assert len(tracker) == 2
-    assert tracker.just_closed == []
+    assert not tracker.just_closed
 
 
 def test_tracker_keeps_max_evidence_lines() -> None:

@@ -184,3 +184,44 @@ def test_scan_skips_unreadable_file_and_goes_on(tmp_path: Path) -> None:
         "unreadable: Permission denied",
     ]
     assert report["findings"] > 0
+
+
+def test_scan_report_lists_incidents_closed_while_scanning(tmp_path: Path) -> None:
+    """An incident quiet for the idle hour, in the log's clock, closes and stays in the report."""
+    first = [
+        "Dec  1 10:00:00 web sshd[101]: Failed password for root from 192.0.2.7 port 4000 ssh2",
+        "Dec  1 10:00:09 web sshd[102]: Failed password for invalid user jürgen from 192.0.2.7 port 4001 ssh2",
+    ]
+    later = "Dec  1 12:30:00 web sshd[103]: Failed password for root from 192.0.2.7 port 4002 ssh2"
+    burst = [
+        f"Dec  1 12:31:0{second} web sshd[2{second}]: Failed password for admin from "
+        f"203.0.113.5 port 5{second} ssh2"
+        for second in range(5)
+    ]
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join([*first, later, *burst]) + "\n", encoding="utf-8")
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(log))
+    assert result.returncode == 0, result.stderr
+    incidents = _report(state)["incidents"]
+
+    seven = [i for i in incidents if i["source_ip"] == "192.0.2.7"]
+    assert [(i["status"], i["count"]) for i in seven] == [("closed", 2), ("open", 1)]
+    assert seven[0]["closed_reason"] == "idle"
+    assert seven[1]["previous_id"] == seven[0]["id"]
+    assert [item["line"] for item in seven[0]["evidence"]] == first
+    assert [item["line"] for item in seven[1]["evidence"]] == [later]
+    offsets = [item["offset"] for item in seven[0]["evidence"]]
+    assert offsets == [0, len(first[0].encode()) + 1]
+    (brute,) = [i for i in incidents if i["category"] == "brute_force"]
+    assert [item["line"] for item in brute["evidence"]] == burst
+
+
+def test_report_incident_indent_matches_json_module() -> None:
+    from irwatchd.scan import _indented
+
+    for document in (
+        {"line": 'caf\u00e9 \u2028 \x00 " \\', "empty": [], "nested": {"a": [1, {}]}},
+        {"line": "lone \udcff surrogate"},
+    ):
+        assert _indented(json.dumps(document).encode()) == json.dumps(document, indent=2)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -167,14 +168,13 @@ class IncidentTracker:
         """Characters of evidence text held by the open incidents."""
         self._open: OrderedDict[IncidentKey, Incident] = OrderedDict()
         self._closed_ids: dict[IncidentKey, str] = {}
-        self.just_closed: list[tuple[Incident, str]] = []
+        self.just_closed: deque[tuple[Incident, str]] = deque()
         """Incidents closed since the caller last cleared it, with the reason: `idle`, or
         `max_open` for the memory bound."""
         self.close_idle_by_time = True
-        """Whether each finding also closes the other incidents quiet for `idle_seconds`.
-
-        Off for a scan, whose report lists every incident still open at its end.
-        """
+        """Whether each finding also closes the other incidents quiet for `idle_seconds`."""
+        self.new_evidence: Callable[[], EvidenceLines] = EvidenceLines
+        """Makes the evidence list of a new incident; a scan's lists keep their text on disk."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -246,6 +246,7 @@ class IncidentTracker:
                 last_seen=moment,
                 severity=finding.severity,
                 previous_id=self._closed_ids.get(key),
+                evidence=self.new_evidence(),
             )
             self._open[key] = incident
             if len(self._open) > self.max_open:

@@ -26,7 +26,7 @@ import argparse
 import gc
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -226,6 +226,8 @@ class Responder:
         self._status_checked: set[str] = set()
         # Incidents that `refile` rebuilt at start.
         self._refiled: set[str] = set()
+        self.on_close: Callable[[Incident, str], None] | None = None
+        """Called with each incident the tracker closes and the reason; a scan lists them."""
         self._configured = False
         self.apply_config(loaded)
         if live:
@@ -642,7 +644,9 @@ class Responder:
 
     def _close_tickets(self) -> None:
         while self.incidents.just_closed:
-            incident, reason = self.incidents.just_closed.pop()
+            incident, reason = self.incidents.just_closed.popleft()
+            if self.on_close is not None:
+                self.on_close(incident, reason)
             self._dirty_tickets.pop(incident.id, None)
             self._ticket_written.pop(incident.id, None)
             # A ticket still pending is written by the next flush, with the closed status.
