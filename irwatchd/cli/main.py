@@ -48,9 +48,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"irwatchd {__version__}")
     parser.add_argument(
         "--log-level",
-        default="info",
         choices=["debug", "info", "warning", "error"],
-        help="minimum level of the daemon's own log (default: info)",
+        help="minimum level of irwatchd's own log (default: info for run, warning for the "
+        "other commands, which print their own summary)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (command,) if command in SUBCOMMANDS else SUBCOMMANDS:
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EX_USAGE
-    logger.configure(args.log_level)
+    logger.configure(args.log_level or ("info" if args.command == "run" else "warning"))
     config = getattr(args, "config", None)
     args.config_path = Path(config) if config else None
     try:

@@ -25,6 +25,8 @@ class EvidenceLines(Sequence[EvidenceItem]):
     """A list of evidence items that builds each `{path, offset, line}` dict when it is read."""
 
     __slots__ = ("_paths", "_plain", "_positions", "_text")
+    _STRIDE = 3
+    """Numbers in `_positions` for each line."""
 
     def __init__(self, items: Iterable[Mapping[str, object]] = ()) -> None:
         self._text = ""
@@ -86,7 +88,7 @@ class EvidenceLines(Sequence[EvidenceItem]):
     def __len__(self) -> int:
         if self._plain is not None:
             return len(self._plain)
-        return len(self._positions) // 3
+        return len(self._positions) // self._STRIDE
 
     def _item(self, index: int) -> EvidenceItem:
         if self._plain is not None:

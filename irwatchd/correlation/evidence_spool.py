@@ -81,6 +81,7 @@ class SpooledEvidence(EvidenceLines):
     """
 
     __slots__ = ("_spool",)
+    _STRIDE = 4
 
     def __init__(self, spool: EvidenceSpool, items: Iterable[Mapping[str, object]] = ()) -> None:
         self._spool = spool
@@ -115,11 +116,6 @@ class SpooledEvidence(EvidenceLines):
         result._positions = self._positions[4 * first :]
         result._paths = self._paths
         return result
-
-    def __len__(self) -> int:
-        if self._plain is not None:
-            return len(self._plain)
-        return len(self._positions) // 4
 
     def _item(self, index: int) -> EvidenceItem:
         if self._plain is not None:

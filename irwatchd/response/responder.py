@@ -651,7 +651,11 @@ class Responder:
             self._ticket_written.pop(incident.id, None)
             # A ticket still pending is written by the next flush, with the closed status.
             pending = incident.id in self._pending_tickets or incident.id in self._ready_tickets
-            if not pending and self.tickets.path_for(incident.id).exists():
+            if (
+                not pending
+                and self.tickets.may_exist(incident.id)
+                and self.tickets.path_for(incident.id).exists()
+            ):
                 self.tickets.write(incident)
             self._records.append(
                 action_record(

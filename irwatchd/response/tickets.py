@@ -120,7 +120,7 @@ class TicketStore:
 
     def status_changed_on_disk(self, incident: Incident) -> str | None:
         """Return the ticket's status if someone else rewrote the ticket since we last did."""
-        if not self._may_exist(incident.id):
+        if not self.may_exist(incident.id):
             return None
         path = self.path_for(incident.id)
         try:
@@ -164,13 +164,14 @@ class TicketStore:
                 fsync_directory(self.directory)
         return written, first_error
 
-    def _may_exist(self, incident_id: str) -> bool:
+    def may_exist(self, incident_id: str) -> bool:
+        """Return whether the incident's ticket may be on disk: false only for one never written."""
         return self._on_disk is None or incident_id in self._on_disk
 
     def _write_locked(self, incident: Incident, *, durable: bool) -> Path:
         path = self.path_for(incident.id)
         existing = {}
-        if self._may_exist(incident.id):
+        if self.may_exist(incident.id):
             existing = self._read_or_move_aside(path, incident.id)
         on_disk = existing.get("status")
         if on_disk in ("acknowledged", "closed") and on_disk != incident.status:
