@@ -66,12 +66,14 @@ RE2_SPACE = frozenset("\t\n\f\r ")
 
 STAMP_PREFIX = 16
 """Length of the most common time prefix, `Mmm dd hh:mm:ss ` or `Mmm  d hh:mm:ss `."""
-_MAX_CACHED_STAMPS = 4096
+_MAX_CACHED_STAMPS = 512
 _stamps: dict[str, tuple[str, str, str]] = {}
 """Time prefixes of `STAMP_PREFIX` characters already split, mapped to (month, day, clock).
 
 Lines are written in time order, so consecutive lines share a prefix, and each split depends
-on the prefix alone.
+on the prefix alone. A new second adds an entry, so a few hundred cover the lines in flight; as
+with the memoised time parsers, a larger store only leaves more freed entries among the objects
+that live on.
 """
 
 
