@@ -172,6 +172,24 @@ def test_windows_evicted_source_fires_again() -> None:
     assert returned == [0, 1], "an evicted source starts again, fired state included"
 
 
+def test_windows_forget_pairs_quiet_for_a_window() -> None:
+    spec = CorrelationSpec(name="brute-force", categories=["failed_login"], threshold=2,
+                           window_seconds=600, category="brute_force", severity="high")  # fmt: skip
+    windows = SlidingWindows([spec])
+    fired = [len(windows.observe(_finding("192.0.2.1", 0), START)) for _ in range(2)]
+    for second in range(1, 2001):
+        address = f"2001:db8::{second:x}"
+        windows.observe(_finding(address, 0), START + timedelta(seconds=second))
+
+    assert fired == [0, 1]
+    # One source a second: the pairs of the last 600 s stay, the older ones are gone.
+    assert len(windows) == 601
+    assert windows._fired == set(), "the fired mark left with its pair"
+    late = START + timedelta(seconds=2001)
+    assert windows.observe(_finding("192.0.2.1", 0), late) == []
+    assert len(windows.observe(_finding("192.0.2.1", 0), late)) == 1
+
+
 def test_evidence_round_trips_through_ticket_json() -> None:
     items: list[dict[str, object]] = [
         {"path": "/var/log/auth.log", "offset": 0, "line": "first"},
