@@ -8,6 +8,7 @@ always simulated, because the sources of an old attack may be long gone or reass
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import itertools
@@ -318,6 +319,34 @@ def scan(
             f"cannot create a scan folder under {str(state_dir)!r}: {error.strerror}; pass "
             "--state-dir with a directory this user may write"
         ) from None
+    try:
+        return _scan_into(loaded, detector, paths, scan_folder, stamp, started, files, source_type)
+    except OSError as error:
+        if error.errno not in _NO_ROOM:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        raise CantCreateError(
+            f"cannot write the scan's state under {str(state_dir)!r}: {error.strerror}{where}; "
+            "free space there, or pass --state-dir on a file system with room for a copy of "
+            f"the logs and their audit log. What the scan wrote so far is in {str(scan_folder)!r}"
+        ) from None
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""Write errors that stop a scan with a message instead of a traceback."""
+
+
+def _scan_into(
+    loaded: LoadedConfig,
+    detector: Detector,
+    paths: StatePaths,
+    scan_folder: Path,
+    stamp: str,
+    started: datetime,
+    files: list[Path],
+    source_type: str,
+) -> ScanResult:
+    """Run the scan with its state in `scan_folder`, as `scan` describes."""
     scan_paths = StatePaths(scan_folder)
     for folder in (scan_paths.tickets, scan_paths.forensics):
         folder.mkdir(parents=True, exist_ok=True)
@@ -414,14 +443,23 @@ def _report_pieces(report: dict[str, Any], incidents: Iterable[bytes]) -> Iterat
 def _indented(text: bytes) -> str:
     """Return compact JSON `text` as `json.dumps(..., indent=2)` would write it.
 
-    msgspec formats in C, about ten times faster than the json module, whose encoder with an
-    indent is pure Python. It refuses a lone surrogate escape, which the json module writes
-    for a line that held one, so such an incident goes through the json module.
+    msgspec formats in C: 3 µs for an incident with twelve evidence lines, where the json
+    module's encoder, pure Python with an indent, takes 70 µs (msgspec 0.23, Python 3.11). It
+    refuses a lone surrogate escape, which the json module writes for a line that held one, so
+    such an incident goes through the json module.
     """
     try:
         return msgspec.json.format(text, indent=2).decode()
     except msgspec.DecodeError:
         return json.dumps(json.loads(text), indent=2)
+
+
+class _WriteFailed(Exception):
+    """Carries a responder's write error past the handler for damaged input."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _scan_file(
@@ -453,11 +491,19 @@ def _scan_file(
                 detector, stream, source_type, str(path.resolve()),
                 loaded.config.max_line_bytes, totals=totals,
             )  # fmt: skip
-            for finding in attribute_stream(findings, ProcessContext()):
+            attributed = attribute_stream(findings, ProcessContext())
+            while (finding := next(attributed, None)) is not None:
+                # Only reading and decoding the file count as damage: a failed write of the
+                # responder is raised as it is.
                 result.findings += 1
-                responder.handle(finding)
-                if responder.pending >= FLUSH_EVERY_PENDING:
-                    responder.flush()
+                try:
+                    responder.handle(finding)
+                    if responder.pending >= FLUSH_EVERY_PENDING:
+                        responder.flush()
+                except _DAMAGE as error:
+                    raise _WriteFailed(error) from error
+        except _WriteFailed as failed:
+            raise failed.error from None
         except _DAMAGE as error:
             log.warning("scan_file_damaged", path=str(path), error=str(error),
                         lines_read=totals.lines)  # fmt: skip

@@ -371,3 +371,16 @@ def run_without_override(*args: str) -> subprocess.CompletedProcess[str]:
         [*prefix, *irwatchd_command(*args)], cwd=ROOT, capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem is full, and return it."""
+    filler = folder / "filler"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(chunk)
+        except OSError:
+            pass
+    return filler

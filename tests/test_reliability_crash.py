@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from tests.helpers import (
     DaemonProcess,
     append_lines,
     audit_actions,
+    fill,
     finding_originals,
     log_events,
     run_cli,
@@ -269,39 +267,6 @@ def test_polling_mode_sees_every_line(tmp_path: Path, switch: str) -> None:
 
     counts = sequence_counts(finding_originals(state))
     assert counts == Counter({seq: 1 for seq in [*range(50), *range(100, 120)]})
-
-
-@pytest.fixture
-def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """Mount a 2 MiB tmpfs, which a test can fill; skip unless mounting works (root)."""
-    mount, umount = shutil.which("mount"), shutil.which("umount")
-    if os.geteuid() != 0 or mount is None or umount is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    target = tmp_path / "tiny"
-    target.mkdir()
-    result = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(target)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield target
-    finally:
-        subprocess.run([umount, "-l", str(target)], capture_output=True, timeout=30, check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a file until the filesystem is full, and return it."""
-    filler = folder / "filler"
-    chunk = b"\0" * 4096
-    with filler.open("wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(chunk)
-        except OSError:
-            pass
-    return filler
 
 
 def test_full_disk_retries_without_loss(tmp_path: Path, tiny_filesystem: Path) -> None:

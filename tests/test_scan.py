@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.helpers import ROOT, run_cli, run_without_override
+from tests.helpers import ROOT, fill, run_cli, run_without_override
 
 SAMPLES = ROOT / "samples"
 
@@ -225,3 +227,34 @@ def test_report_incident_indent_matches_json_module() -> None:
         {"line": "lone \udcff surrogate"},
     ):
         assert _indented(json.dumps(document).encode()) == json.dumps(document, indent=2)
+
+
+def _leave_free(filesystem: Path, free_bytes: int) -> None:
+    """Fill `filesystem`, then give back `free_bytes` of it."""
+    filler = fill(filesystem)
+    os.truncate(filler, max(0, filler.stat().st_size - free_bytes))
+
+
+def _auth_lines(count: int) -> str:
+    return "".join(
+        f"Dec  1 10:{second // 60 % 60:02}:{second % 60:02} web sshd[{1000 + second}]: Failed "
+        f"password for root from 192.0.2.{second % 200 + 1} port 4000 ssh2\n"
+        for second in range(count)
+    )
+
+
+@pytest.mark.parametrize("free_kib", [40, 600])
+def test_scan_on_a_full_disk_says_so(tmp_path: Path, tiny_filesystem: Path, free_kib: int) -> None:
+    """40 KiB: the copy of the log does not fit; 600 KiB: it does, and the audit log fills up."""
+    log = tmp_path / "auth.log"
+    log.write_text(_auth_lines(3000))
+    state = tiny_filesystem / "state"
+    state.mkdir()
+    _leave_free(tiny_filesystem, free_kib << 10)
+    result = run_cli("scan", "--state-dir", str(state), str(log))
+
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr
+    assert "--state-dir" in result.stderr
+    assert "damaged" not in result.stderr
