@@ -1,8 +1,10 @@
 """One-pass scan of old logs: collect copies, detect and correlate, respond, write a report.
 
 A scan runs the same rules, windows and policy as the daemon, with two differences. Windows
-use the times written in the log, so old lines are correlated as they happened. Blocking is
-always simulated, because the sources of an old attack may be long gone or reassigned.
+and the idle closing of incidents use the times written in the log, so old lines are
+correlated as they happened. Blocking is always simulated, because the sources of an old
+attack may be long gone or reassigned. The report lists every incident of the scan: those
+closed while it ran, kept in a temporary file until then, and those still open at its end.
 """
 
 from __future__ import annotations
