@@ -56,6 +56,10 @@ audit log only on rotation and when it finishes. On a 200,000-line auth.log from
 """
 
 
+UNCAPPED_BLOCKS = 1_000_000_000
+"""`max_blocks_per_minute` of a scan: the highest the config accepts."""
+
+
 class ScanAuditLog(AuditLog):
     """The audit log, also counting what the report needs of the records this scan writes.
 
@@ -158,6 +162,8 @@ def expand_inputs(paths: list[str]) -> list[Path]:
     """Expand folders, recursively, into their regular files; raise `InputError` for a missing path.
 
     Compressed rotated logs are kept: `open_log` reads them through the matching decompressor.
+    The files of one rotated log come oldest first (`rotation_order`), so windows and idle
+    incidents see its lines in time order.
     """
     files: list[Path] = []
     for raw in paths:
@@ -177,7 +183,26 @@ def expand_inputs(paths: list[str]) -> list[Path]:
                 f"{raw!r} does not exist or is not a file or directory; "
                 "pass log files or folders to scan"
             )
-    return files
+    return sorted(files, key=rotation_order)
+
+
+def rotation_order(path: Path) -> tuple[str, str, int, int]:
+    """Sort key: a log's folder and name, then its rotated files from the oldest to the live one.
+
+    logrotate numbers older files higher (`auth.log.2.gz` before `auth.log.1`), and with
+    `dateext` names them by date (`auth.log-20261201`, oldest first); the file without a
+    number is the live one. Other files sort by name.
+    """
+    name = path.name
+    for suffix in _DECOMPRESSORS:
+        name = name.removesuffix(suffix)
+    cut = max(name.rfind("."), name.rfind("-"))
+    number = name[cut + 1 :]
+    if cut <= 0 or not (number.isascii() and number.isdigit()):
+        return (str(path.parent), name, 1, 0)
+    if len(number) >= 8:  # a date, as logrotate's dateext writes it
+        return (str(path.parent), name[:cut], 0, int(number))
+    return (str(path.parent), name[:cut], 0, -int(number))
 
 
 _DECOMPRESSORS: dict[str, Callable[..., Any]] = {
@@ -359,9 +384,15 @@ def _scan_into(
     write_json_atomic(
         result.collection_path, {"collected_at": format_rfc3339(started), "files": entries}
     )
-    simulated = replace(loaded.config, blocking=replace(loaded.config.blocking, backend="simulate"))
+    # The rate cap on new blocks protects a live firewall and counts wall-clock minutes, which
+    # say nothing of an old log: a scan lists every address the policy would block.
+    blocking = replace(
+        loaded.config.blocking, backend="simulate", max_blocks_per_minute=UNCAPPED_BLOCKS
+    )
+    simulated = replace(loaded.config, blocking=blocking)
     audit = ScanAuditLog(scan_paths.audit_log)
     responder = Responder(LoadedConfig(simulated, loaded.path), scan_paths, audit, live=False)
+    responder.windows.expire_by_time = False
     spool = EvidenceSpool(scan_folder)
     responder.incidents.new_evidence = partial(SpooledEvidence, spool)
     closed = ClosedIncidents(scan_folder)
@@ -376,7 +407,9 @@ def _scan_into(
                 skipped = f"unreadable: {entry['unreadable']}"
                 result.files.append({"path": str(path), "lines": 0, "skipped": skipped})
                 continue
-            result.files.append(_scan_file(path, detector, responder, loaded, source_type, result))
+            result.files.append(
+                _scan_file(path, detector, responder, closed, loaded, source_type, result)
+            )
         audit.sync()
         result.findings = audit.findings  # correlated findings included
         result.by_category, result.by_severity = audit.by_category, audit.by_severity
@@ -456,6 +489,16 @@ def _indented(text: bytes) -> str:
         return json.dumps(json.loads(text), indent=2)
 
 
+def _flush(responder: Responder, closed: ClosedIncidents) -> None:
+    """Carry out the pending actions, then write the incidents that closed meanwhile.
+
+    An incident closes when a later finding comes, before the actions of its own last
+    findings run, so it is written only once they have.
+    """
+    responder.flush()
+    closed.write_waiting()
+
+
 class _WriteFailed(Exception):
     """Carries a responder's write error past the handler for damaged input."""
 
@@ -468,6 +511,7 @@ def _scan_file(
     path: Path,
     detector: Detector,
     responder: Responder,
+    closed: ClosedIncidents,
     loaded: LoadedConfig,
     source_type: str,
     result: ScanResult,
@@ -501,7 +545,7 @@ def _scan_file(
                 try:
                     responder.handle(finding)
                     if responder.pending >= FLUSH_EVERY_PENDING:
-                        responder.flush()
+                        _flush(responder, closed)
                 except _DAMAGE as error:
                     raise _WriteFailed(error) from error
         except _WriteFailed as failed:
@@ -509,10 +553,10 @@ def _scan_file(
         except _DAMAGE as error:
             log.warning("scan_file_damaged", path=str(path), error=str(error),
                         lines_read=totals.lines)  # fmt: skip
-            responder.flush()
+            _flush(responder, closed)
             result.lines += totals.lines
             return {"path": str(path), "lines": totals.lines, "skipped": f"damaged: {error}"}
-    responder.flush()
+    _flush(responder, closed)
     result.lines += totals.lines
     entry: dict[str, Any] = {"path": str(path), "lines": totals.lines}
     if totals.truncated_lines:

@@ -251,3 +251,12 @@ def test_evidence_tail_matches_slice() -> None:
     # The tail is a copy: adding to it leaves the original as it was.
     compact.tail(2).append_line("/var/log/auth.log", 99, "added")
     assert compact.to_json() == items
+
+
+def test_tracker_moves_first_seen_back_for_an_older_finding() -> None:
+    tracker = IncidentTracker()
+    later = START + timedelta(minutes=30)
+    opened = tracker.add(_finding("192.0.2.1", 0, later), later).incident
+    tracker.add(_finding("192.0.2.1", 100, START), START)
+    assert (opened.first_seen, opened.last_seen) == (START, later)
+    assert len(tracker) == 1

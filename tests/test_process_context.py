@@ -151,7 +151,7 @@ def test_a_time_going_back_keeps_the_newer_entries() -> None:
     assert context.recall(("h", "sshd", "2"), start - timedelta(minutes=55)) == "192.0.2.2"
 
 
-def test_attribute_drops_entries_past_the_max_age() -> None:
+def test_attribute_stream_drops_entries_past_the_max_age() -> None:
     # 3,000 sshd processes, one a second: the scan's and the daemon's path keeps the last
     # 600 s of them, and still lends the address of a process to its later line.
     lines = [
@@ -169,3 +169,8 @@ def test_attribute_drops_entries_past_the_max_age() -> None:
     assert len(findings) == 3001
     assert findings[-1].source_ip == "192.0.2.250"
     assert len(context.entries()) == 601
+    # The daemon's context serves files whose clocks may differ: `attribute` keeps them all.
+    daemon_context = ProcessContext()
+    stream.seek(0)
+    daemon_context.attribute(list(detect_file(detector, stream, "syslog", "x", 4096)))
+    assert len(daemon_context.entries()) == 3000

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, fill, run_cli, run_without_override
+from tests.helpers import ROOT, audit_actions, fill, run_cli, run_without_override
 
 SAMPLES = ROOT / "samples"
 
@@ -258,3 +258,115 @@ def test_scan_on_a_full_disk_says_so(tmp_path: Path, tiny_filesystem: Path, free
     assert "No space left on device" in result.stderr
     assert "--state-dir" in result.stderr
     assert "damaged" not in result.stderr
+
+
+def _sqli(address: str, clock: str) -> str:
+    return (
+        f'{address} - - [05/Mar/2024:{clock} +0000] "GET /news.php?article=-14%20union%20select'
+        '%201%2Cuser%28%29%2C3 HTTP/1.1" 404 123 "-" "Mozilla/5.0"\n'
+    )
+
+
+def test_scan_reads_a_rotated_log_oldest_first(tmp_path: Path) -> None:
+    # Three failures at the end of auth.log.1 and two at the start of auth.log, then quiet
+    # hours: one brute force, whose window spans the rotation.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = "Dec  1 {} web sshd[{}]: Failed password for root from {} port 22 ssh2\n"
+    older = [line.format(f"06:2{n}:00", 100 + n, "203.0.113.9") for n in range(3)]
+    newer = [line.format(f"06:2{n}:00", 200 + n, "203.0.113.9") for n in (5, 6)]
+    newer += [line.format(f"{7 + n:02}:00:00", 300 + n, f"192.0.2.{n + 1}") for n in range(4)]
+    with gzip.open(logs / "auth.log.2.gz", "wt") as handle:
+        handle.write(line.format("05:00:00", 99, "192.0.2.200"))
+    (logs / "auth.log.1").write_text("".join(older))
+    (logs / "auth.log").write_text("".join(newer))
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(logs))
+    assert result.returncode == 0, result.stderr
+    report = _report(state)
+
+    assert [Path(entry["path"]).name for entry in report["files"]] == [
+        "auth.log.2.gz", "auth.log.1", "auth.log",
+    ]  # fmt: skip
+    assert report["counts"]["by_category"]["brute_force"] == 1
+
+
+def test_scan_report_lists_each_incident_once_with_its_actions(tmp_path: Path) -> None:
+    # Two web logs with lines of the same second: the incident that the first log opens
+    # closes at its later line, and the second log opens another one for the same key.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.access.log").write_text(
+        _sqli("198.51.100.9", "09:20:03") + _sqli("203.0.113.7", "11:20:03")
+    )
+    (logs / "b.access.log").write_text(
+        _sqli("198.51.100.9", "09:20:03") + _sqli("198.51.100.9", "09:20:04")
+    )
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(logs))
+    assert result.returncode == 0, result.stderr
+    report = _report(state)
+    incidents = report["incidents"]
+    ids = [incident["id"] for incident in incidents]
+
+    assert len(ids) == len(set(ids)), "an incident is listed twice"
+    audited = [
+        record["irwatchd"]["incident_id"] for record in audit_actions(
+            Path(report["scan_folder"]), "finding"
+        )
+    ]  # fmt: skip
+    counts = {incident["id"]: incident["count"] for incident in incidents}
+    assert {key: audited.count(key) for key in set(audited)} == counts
+    nine = [incident for incident in incidents if incident["source_ip"] == "198.51.100.9"]
+    assert [incident["status"] for incident in nine] == ["closed", "open"]
+    assert nine[1]["previous_id"] == nine[0]["id"]
+    # The closed incident was blocked after its only finding: the report says so, as its
+    # ticket does. The block still held when the second incident opened.
+    tickets = Path(report["scan_folder"]) / "alerts" / "tickets"
+    for incident in nine:
+        ticket = json.loads((tickets / f"{incident['id']}.json").read_text())
+        assert incident["actions_done"] == ticket["actions_done"]
+    assert nine[0]["actions_done"] == ["block_audited", "block_blocked"]
+    assert report["blocks_simulated"] == ["198.51.100.9", "203.0.113.7"]
+
+
+def test_scan_lists_every_block_the_policy_calls_for(tmp_path: Path) -> None:
+    # More new blocks than the default cap of 60 a minute, read in well under a minute.
+    log = tmp_path / "access.log"
+    log.write_text("".join(_sqli(f"2001:db8::{n:x}", "09:20:03") for n in range(1, 101)))
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(log))
+    assert result.returncode == 0, result.stderr
+    assert len(_report(state)["blocks_simulated"]) == 100
+
+
+def test_scan_of_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / os.fsdecode(b"auth\xff.log")).write_text(_auth_lines(6))
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(logs))
+    assert result.returncode == 0, result.stderr
+    report = _report(state)
+    assert report["lines_read"] == 6
+    verified = run_cli("audit", "verify", "--state-dir", report["scan_folder"])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    started = audit_actions(Path(report["scan_folder"]), "scan_started")
+    assert started[0]["irwatchd"]["files"] == [str(logs / "auth\\xff.log")]
+
+
+def test_scan_correlates_logs_of_the_same_hours(tmp_path: Path) -> None:
+    # Two hosts' logs of one day, read one after the other: the failures of one source on both
+    # make one brute force, although the first log goes on to later hours before the second.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    line = "Dec  1 {} {} sshd[{}]: Failed password for root from {} port 22 ssh2\n"
+    first = [line.format(f"10:00:0{n}", "web1", 100 + n, "203.0.113.9") for n in range(3)]
+    first.append(line.format("23:00:00", "web1", 200, "192.0.2.1"))
+    second = [line.format(f"10:00:0{n}", "web2", 300 + n, "203.0.113.9") for n in (5, 6)]
+    (logs / "web1.log").write_text("".join(first))
+    (logs / "web2.log").write_text("".join(second))
+    state = tmp_path / "state"
+    result = run_cli("scan", "--state-dir", str(state), str(logs))
+    assert result.returncode == 0, result.stderr
+    assert _report(state)["counts"]["by_category"]["brute_force"] == 1

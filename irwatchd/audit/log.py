@@ -39,6 +39,35 @@ ensure_ascii=False, separators=(",", ":"))` gives for strings, integers, lists a
 about 1.3 µs for a finding record against 6.4 µs with `json` (msgspec 0.23, Python 3.11). Keys
 that are not strings become strings, as with `json`. Floats may differ in form (`1e16` where
 `json` writes `1e+16`), which the chain does not care about: it hashes the bytes as written."""
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    """Encode a record; a string with a lone surrogate is written with the bytes escaped.
+
+    Python decodes an undecodable file name to lone surrogates (`auth\udcff.log` for the
+    byte 0xff), which UTF-8 cannot hold. Such a name is written as `auth\\xff.log`.
+    """
+    try:
+        return _ENCODER.encode(record)
+    except UnicodeEncodeError:
+        return _ENCODER.encode(_escaped(record))
+
+
+def _escaped(value: Any) -> Any:
+    """Return `value` with each string's lone surrogates written as backslash escapes."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_escaped(key): _escaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(item) for item in value]
+    return value
+
+
 SEVERITY_NUMBER = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -181,7 +210,7 @@ class AuditLog:
                 seq += 1
                 record.setdefault("@timestamp", stamp)
                 record.setdefault("irwatchd", {})["audit"] = {"seq": seq, "prev_sha256": prev}
-                line = _ENCODER.encode(record)
+                line = _encode(record)
                 prev = hashlib.sha256(line).hexdigest()
                 lines.append(line)
                 piece_bytes += len(line) + 1

@@ -20,14 +20,25 @@ class ClosedIncidents:
 
     def __init__(self, folder: Path) -> None:
         self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        self._waiting: list[tuple[Incident, str]] = []
 
     def add(self, incident: Incident, reason: str) -> None:
-        """Write one closed incident, with the reason it closed (`idle` or `max_open`)."""
-        document = incident.to_json() | {"closed_reason": reason}
-        self._file.write(json.dumps(document).encode() + b"\n")
+        """Take an incident that closed for `reason` (`idle` or `max_open`).
+
+        It is written by `write_waiting`, once the actions queued for it have run.
+        """
+        self._waiting.append((incident, reason))
+
+    def write_waiting(self) -> None:
+        """Write the incidents taken since the last call, in the order they closed."""
+        for incident, reason in self._waiting:
+            document = incident.to_json() | {"closed_reason": reason}
+            self._file.write(json.dumps(document).encode() + b"\n")
+        self._waiting.clear()
 
     def read(self) -> Iterator[bytes]:
         """Yield the closed incidents' JSON texts, in the order they closed."""
+        self.write_waiting()
         self._file.flush()
         self._file.seek(0)
         for line in self._file:

@@ -144,9 +144,22 @@ class IncidentUpdate:
     escalated: bool
 
 
-def incident_id(category: str, source_ip: str | None, host: str | None, opened: datetime) -> str:
-    """Derive a stable id from the key and the opening time, so a re-read line maps to it again."""
+def incident_id(
+    category: str,
+    source_ip: str | None,
+    host: str | None,
+    opened: datetime,
+    previous_id: str | None = None,
+) -> str:
+    """Derive a stable id from the key and the opening time, so a re-read line maps to it again.
+
+    An incident that follows a closed one of the same key also hashes that one's id. Two logs
+    can hold lines of the same second, and without it an incident reopened by the second log
+    would take the id, and the ticket, of the one the first log opened.
+    """
     key = f"{category}|{source_ip}|{host}|{opened.isoformat()}"
+    if previous_id is not None:
+        key += f"|after {previous_id}"
     return "inc-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -237,15 +250,16 @@ class IncidentTracker:
         is_new = incident is None
         escalated = False
         if incident is None:
+            previous_id = self._closed_ids.get(key)
             incident = Incident(
-                id=incident_id(finding.category, finding.source_ip, host, moment),
+                id=incident_id(finding.category, finding.source_ip, host, moment, previous_id),
                 category=finding.category,
                 source_ip=finding.source_ip,
                 host=host,
                 first_seen=moment,
                 last_seen=moment,
                 severity=finding.severity,
-                previous_id=self._closed_ids.get(key),
+                previous_id=previous_id,
                 evidence=self.new_evidence(),
             )
             self._open[key] = incident
@@ -258,6 +272,7 @@ class IncidentTracker:
             if severity_rank(finding.severity) > severity_rank(incident.severity):
                 incident.severity = finding.severity
                 escalated = True
+        incident.first_seen = min(incident.first_seen, moment)
         incident.last_seen = max(incident.last_seen, moment)
         incident.count += finding.count
         if finding.rule_id not in incident.rules:

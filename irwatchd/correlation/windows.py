@@ -5,8 +5,9 @@ the threshold, one correlated finding is emitted, and no other until the source 
 whole window without a finding, so a long attack makes one incident and not one per line.
 Memory is bounded by time and count: a pair whose last finding is a whole window older than the
 newest finding is dropped, as the next finding would empty it anyway, and at most
-`max_sources` pairs are kept, the least recently seen dropped first. A finding more than a
-window out of time order may therefore miss times that an in-order one would count.
+`max_sources` pairs are kept, the least recently seen dropped first. So a finding more than
+a window out of time order may miss times that an in-order one would count. A scan reads its
+files one after another and keeps pairs by count only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class SlidingWindows:
         self.specs = tuple(specs)
         self.max_sources = max_sources
         self._window_of = {spec.name: spec.window_seconds for spec in self.specs}
+        self.expire_by_time = True
+        """Whether each finding drops the pairs a whole window older than it.
+
+        Off for a scan: it reads one file after another, so a later file can go back to the
+        hours of an earlier one, and the pairs of that time must still count.
+        """
         # The times of each (spec, source) pair's recent findings, oldest first, at most
         # `threshold` of them. A bare list, not a deque (an empty deque already takes 760
         # bytes) or an object around it. With two times, a window takes about 280 bytes with its
@@ -86,15 +93,15 @@ class SlidingWindows:
                                 "window_seconds": str(spec.window_seconds)},
                     )
                 )  # fmt: skip
-        self._expire(stamp)
+        if self.expire_by_time:
+            self._expire(stamp)
         return emitted
 
     def _expire(self, now: float) -> None:
         """Drop the least recently seen pairs while their last finding is a window before `now`.
 
         Pairs are kept in the order of their last finding, so only the first ones need a look.
-        In the daemon's run over 100,000 sources, this keeps the pairs of the last ten minutes
-        instead of up to 100,000 of them.
+        A daemon that runs for days so keeps the pairs of the last window, not up to 100,000.
         """
         windows = self._windows
         while windows:

@@ -9,9 +9,9 @@ batch a finding that still has no address takes the next address its process sho
 comes within `lookahead_seconds`. The address still comes only from a server-written field of
 another line of that process: this module never reads an address out of the line it attributes.
 Entries expire after `max_age_seconds` of log time, and at most `max_processes` are kept, so a
-reused PID cannot inherit an old address. `attribute` also drops the entries that old behind
-the last line of each batch, so a line written more than `max_age_seconds` out of time order
-may find no address that an in-order line would have found.
+reused PID cannot inherit an old address. `attribute_stream`, which reads one file, also
+drops the entries that old behind the last line of each group, so a line written more than
+`max_age_seconds` out of time order may find no address that an in-order line would have found.
 """
 
 from __future__ import annotations
@@ -183,11 +183,13 @@ class ProcessContext:
         """Drop the least recently remembered entries while they are older than the max age.
 
         `recall` refuses them for any line at `now` or later. Without this, a log with a new
-        PID on every line keeps `max_processes` entries of which most are too old to use; on
-        the auth.log of `bench/generate.py`, the 10,000 entries took 4 MiB of a scan's peak RSS.
-        `attribute` calls it after each batch. The row path of `detect` does not: its workers
-        hand their last `max_processes` entries to the next range, which must not depend on
-        where the ranges end.
+        PID on every line keeps `max_processes` entries, most of them too old to use. On the
+        auth.log of `bench/generate.py`, the 10,000 entries took 4 MiB of a scan's peak RSS.
+        `attribute_stream` calls it after each group of one file. The daemon does not: one
+        context serves all its files, whose clocks may differ, and a file ahead of the others
+        would drop the entries of the rest. Nor does the row path of `detect`: its workers hand
+        their last `max_processes` entries to the next range, which must not depend on where
+        the ranges end.
         """
         seen = self._seen
         while seen:
@@ -217,9 +219,6 @@ class ProcessContext:
         for index, finding in enumerate(result):
             if finding.source_ip is None:
                 result[index] = self._look_ahead(finding, result[index + 1 :])
-        latest = next((item.record.time for item in reversed(result) if item.record.time), None)
-        if latest is not None:
-            self.expire(latest)
         return result
 
     def _look_ahead(self, finding: Finding, later: list[Finding]) -> Finding:
@@ -273,6 +272,14 @@ def _seconds_between(later: LogTime, earlier: LogTime) -> float:
 def attribute_stream(
     findings: Iterable[Finding], context: ProcessContext, group: int = ATTRIBUTION_GROUP
 ) -> Iterator[Finding]:
-    """Attribute a stream of findings in groups, so the lookahead works without holding it all."""
+    """Attribute the findings of one file in groups, so the lookahead works without holding it all.
+
+    After each group, the entries too old for the lines that follow are dropped (`expire`).
+    The stream is one file, so its times run on one clock. The daemon's context serves every
+    watched file, and it does not drop entries by time.
+    """
     for pending in in_groups(findings, group):
         yield from context.attribute(pending)
+        latest = next((item.record.time for item in reversed(pending) if item.record.time), None)
+        if latest is not None:
+            context.expire(latest)
