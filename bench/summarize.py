@@ -67,8 +67,8 @@ def target_rows(results: dict[str, dict[str, str]]) -> list[str]:
     rows = ["| target | measured | verdict |", "| --- | ---: | --- |"]
     checks = [
         ("auth.log: detect ≥ 30× fail2ban-regex sshd", number(results, "auth.ratio", "detect_vs_fail2ban"), 30, True),
-        ("auth.log: detect --jobs 1 ≥ 30× fail2ban-regex sshd", number(results, "auth.ratio", "detect_jobs1_vs_fail2ban"), 30, True),
-        ("quiet auth.log: detect ≥ 30× fail2ban-regex sshd", number(results, "auth_quiet.ratio", "detect_vs_fail2ban"), 30, True),
+        ("auth.log: detect --jobs 1 ≥ 30× fail2ban-regex sshd (context, not a target)", number(results, "auth.ratio", "detect_jobs1_vs_fail2ban"), 30, True),
+        ("quiet auth.log: detect ≥ 30× fail2ban-regex sshd (context, not a target)", number(results, "auth_quiet.ratio", "detect_vs_fail2ban"), 30, True),
         ("auth.log: detect within 6× of grep (detect time / grep time)", number(results, "auth.ratio", "detect_slower_than_grep"), 6, False),
         ("access log: detect ≥ 10× the four web filters", number(results, "access.ratio", "detect_vs_fail2ban"), 10, True),
         ("auth.log: fail2ban peak RSS / detect peak RSS ≥ 10", number(results, "auth.ratio", "fail2ban_rss_over_detect_rss"), 10, True),
