@@ -291,7 +291,7 @@ def test_scan_reads_a_rotated_log_oldest_first(tmp_path: Path) -> None:
     assert report["counts"]["by_category"]["brute_force"] == 1
 
 
-def test_scan_report_lists_each_incident_once_with_its_actions(tmp_path: Path) -> None:
+def test_scan_report_incidents_once_with_actions(tmp_path: Path) -> None:
     # Two web logs with lines of the same second: the incident that the first log opens
     # closes at its later line, and the second log opens another one for the same key.
     logs = tmp_path / "logs"
@@ -320,7 +320,7 @@ def test_scan_report_lists_each_incident_once_with_its_actions(tmp_path: Path) -
     nine = [incident for incident in incidents if incident["source_ip"] == "198.51.100.9"]
     assert [incident["status"] for incident in nine] == ["closed", "open"]
     assert nine[1]["previous_id"] == nine[0]["id"]
-    # The closed incident was blocked after its only finding: the report says so, as its
+    # The closed incident was blocked after its only finding: the report shows it, as its
     # ticket does. The block still held when the second incident opened.
     tickets = Path(report["scan_folder"]) / "alerts" / "tickets"
     for incident in nine:

@@ -47,8 +47,12 @@ class EvidenceLines(Sequence[EvidenceItem]):
         except ValueError:
             index = len(self._paths)
             self._paths = (*self._paths, path)
+        self._store(line, offset, index)
+
+    def _store(self, line: str, offset: int, path_index: int) -> None:
+        """Keep one line's text and its position; `append_line` numbered its path."""
         self._text += line
-        self._positions.extend((len(self._text), offset, index))
+        self._positions.extend((len(self._text), offset, path_index))
 
     def append(self, item: Mapping[str, object]) -> None:
         """Add one item, keeping it as it is unless it is exactly `{path, offset, line}`."""

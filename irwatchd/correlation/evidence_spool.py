@@ -87,18 +87,10 @@ class SpooledEvidence(EvidenceLines):
         self._spool = spool
         super().__init__(items)
 
-    def append_line(self, path: str, offset: int, line: str) -> None:
-        """Add one line read at `offset` of `path`, writing its text to the spool."""
-        if self._plain is not None:
-            self._plain.append({"path": path, "offset": offset, "line": line})
-            return
-        try:
-            index = self._paths.index(path)
-        except ValueError:
-            index = len(self._paths)
-            self._paths = (*self._paths, path)
+    def _store(self, line: str, offset: int, path_index: int) -> None:
+        """Write one line's text to the spool and keep where it is."""
         start, end = self._spool.add(line)
-        self._positions.extend((start, end, offset, index))
+        self._positions.extend((start, end, offset, path_index))
 
     def text_size(self) -> int:
         """Return the characters held in memory: only those of items of another shape."""
