@@ -82,16 +82,6 @@ def test_responder_closes_idle_incidents_by_time(tmp_path: Path) -> None:
     assert closes[0]["irwatchd"]["reason"] == "idle"
 
 
-def test_tracker_time_closing_can_be_off() -> None:
-    tracker = IncidentTracker(idle_seconds=60)
-    tracker.close_idle_by_time = False
-    tracker.add(_finding("192.0.2.1", 0), START)
-    tracker.add(_finding("192.0.2.2", 100), START + timedelta(hours=2))
-
-    assert len(tracker) == 2
-    assert not tracker.just_closed
-
-
 def test_tracker_keeps_max_evidence_lines() -> None:
     tracker = IncidentTracker(max_evidence=4)
     for number in range(10):

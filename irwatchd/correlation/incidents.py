@@ -184,8 +184,6 @@ class IncidentTracker:
         self.just_closed: deque[tuple[Incident, str]] = deque()
         """Incidents closed since the caller last cleared it, with the reason: `idle`, or
         `max_open` for the memory bound."""
-        self.close_idle_by_time = True
-        """Whether each finding also closes the other incidents quiet for `idle_seconds`."""
         self.new_evidence: Callable[[], EvidenceLines] = EvidenceLines
         """Makes the evidence list of a new incident; a scan's lists keep their text on disk."""
 
@@ -232,8 +230,7 @@ class IncidentTracker:
 
     def add(self, finding: Finding, moment: datetime) -> IncidentUpdate:
         """File a finding under its incident, opening one when none is open for its key."""
-        if self.close_idle_by_time:
-            self._close_idle(moment)
+        self._close_idle(moment)
         host = finding.record.host
         if host is not None:
             # Each parsed line has its own copy of the host name, so keep one copy per name.
