@@ -189,9 +189,9 @@ def expand_inputs(paths: list[str]) -> list[Path]:
 def rotation_order(path: Path) -> tuple[str, str, int, int]:
     """Sort key: a log's folder and name, then its rotated files from the oldest to the live one.
 
-    logrotate numbers older files higher (`auth.log.2.gz` before `auth.log.1`), and with
-    `dateext` names them by date (`auth.log-20261201`, oldest first); the file without a
-    number is the live one. Other files sort by name.
+    logrotate numbers older files higher, so `auth.log.2.gz` comes before `auth.log.1`. With
+    `dateext` it names them by date (`auth.log-20261201`), oldest first. The file without a
+    number is the live one and comes last. Other files sort by name.
     """
     name = path.name
     for suffix in _DECOMPRESSORS:
@@ -385,7 +385,7 @@ def _scan_into(
         result.collection_path, {"collected_at": format_rfc3339(started), "files": entries}
     )
     # The rate cap on new blocks protects a live firewall and counts wall-clock minutes, which
-    # say nothing of an old log: a scan lists every address the policy would block.
+    # do not apply to an old log. So a scan lists every address the policy would block.
     blocking = replace(
         loaded.config.blocking, backend="simulate", max_blocks_per_minute=UNCAPPED_BLOCKS
     )

@@ -41,9 +41,7 @@ def test_spooled_lines_read_as_in_memory(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_spool_reads_text_after_it_is_written_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_spool_reads_written_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(evidence_spool, "WRITE_BYTES", 64)
     spool = EvidenceSpool(tmp_path)
     plain, spooled = _both(spool)
@@ -57,7 +55,7 @@ def test_spool_reads_text_after_it_is_written_out(
     spool.close()
 
 
-def test_spooled_list_keeps_an_item_of_another_shape(tmp_path: Path) -> None:
+def test_spooled_keeps_other_shapes(tmp_path: Path) -> None:
     spooled = SpooledEvidence(EvidenceSpool(tmp_path), [{"path": "/a", "offset": 1, "line": "x"}])
     spooled.append({"note": "added by hand"})
     assert list(spooled) == [{"path": "/a", "offset": 1, "line": "x"}, {"note": "added by hand"}]
@@ -65,7 +63,7 @@ def test_spooled_list_keeps_an_item_of_another_shape(tmp_path: Path) -> None:
     assert list(spooled.tail(1)) == [{"note": "added by hand"}]
 
 
-def test_spool_notices_a_cut_file(tmp_path: Path) -> None:
+def test_spool_cut_file_raises(tmp_path: Path) -> None:
     spool = EvidenceSpool(tmp_path)
     start, end = spool.add("x" * 100)
     spool.read(0, 1)  # nothing written yet: read from memory

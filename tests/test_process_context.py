@@ -121,7 +121,7 @@ def test_remember_columns_ends_as_remember_many() -> None:
         assert len(one_by_one.entries()) == max_processes, "the store never filled up"
 
 
-def test_entries_older_than_the_max_age_leave_the_store() -> None:
+def test_context_expire_drops_old_entries() -> None:
     # A new PID on every line, one line a second: only the last 600 s of processes can lend
     # an address, so the store keeps those and not `max_processes` of them.
     start = datetime(2026, 12, 4, 12, tzinfo=UTC)
@@ -139,7 +139,7 @@ def test_entries_older_than_the_max_age_leave_the_store() -> None:
     assert context.recall(("bastion", "sshd", "10001"), start + timedelta(seconds=2)) is None
 
 
-def test_a_time_going_back_keeps_the_newer_entries() -> None:
+def test_context_expire_after_clock_step_back() -> None:
     # After a clock step back, the entries remembered before it are newer than the new lines:
     # they stay until lines catch up with them, as `recall` would still refuse them.
     start = datetime(2026, 12, 4, 12, tzinfo=UTC)
@@ -151,7 +151,7 @@ def test_a_time_going_back_keeps_the_newer_entries() -> None:
     assert context.recall(("h", "sshd", "2"), start - timedelta(minutes=55)) == "192.0.2.2"
 
 
-def test_attribute_stream_drops_entries_past_the_max_age() -> None:
+def test_attribute_stream_expires_entries() -> None:
     # 3,000 sshd processes, one a second: the scan's and the daemon's path keeps the last
     # 600 s of them, and still lends the address of a process to its later line.
     lines = [

@@ -188,7 +188,7 @@ def test_scan_skips_unreadable_file_and_goes_on(tmp_path: Path) -> None:
     assert report["findings"] > 0
 
 
-def test_scan_report_lists_incidents_closed_while_scanning(tmp_path: Path) -> None:
+def test_scan_report_lists_closed_incidents(tmp_path: Path) -> None:
     """An incident quiet for the idle hour, in the log's clock, closes and stays in the report."""
     first = [
         "Dec  1 10:00:00 web sshd[101]: Failed password for root from 192.0.2.7 port 4000 ssh2",
@@ -244,7 +244,7 @@ def _auth_lines(count: int) -> str:
 
 
 @pytest.mark.parametrize("free_kib", [40, 600])
-def test_scan_on_a_full_disk_says_so(tmp_path: Path, tiny_filesystem: Path, free_kib: int) -> None:
+def test_scan_full_disk_exits_73(tmp_path: Path, tiny_filesystem: Path, free_kib: int) -> None:
     """40 KiB: the copy of the log does not fit; 600 KiB: it does, and the audit log fills up."""
     log = tmp_path / "auth.log"
     log.write_text(_auth_lines(3000))
@@ -267,7 +267,7 @@ def _sqli(address: str, clock: str) -> str:
     )
 
 
-def test_scan_reads_a_rotated_log_oldest_first(tmp_path: Path) -> None:
+def test_scan_reads_rotations_oldest_first(tmp_path: Path) -> None:
     # Three failures at the end of auth.log.1 and two at the start of auth.log, then quiet
     # hours: one brute force, whose window spans the rotation.
     logs = tmp_path / "logs"
@@ -330,7 +330,7 @@ def test_scan_report_incidents_once_with_actions(tmp_path: Path) -> None:
     assert report["blocks_simulated"] == ["198.51.100.9", "203.0.113.7"]
 
 
-def test_scan_lists_every_block_the_policy_calls_for(tmp_path: Path) -> None:
+def test_scan_blocks_not_rate_capped(tmp_path: Path) -> None:
     # More new blocks than the default cap of 60 a minute, read in well under a minute.
     log = tmp_path / "access.log"
     log.write_text("".join(_sqli(f"2001:db8::{n:x}", "09:20:03") for n in range(1, 101)))
@@ -340,7 +340,7 @@ def test_scan_lists_every_block_the_policy_calls_for(tmp_path: Path) -> None:
     assert len(_report(state)["blocks_simulated"]) == 100
 
 
-def test_scan_of_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
+def test_scan_non_utf8_file_name(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / os.fsdecode(b"auth\xff.log")).write_text(_auth_lines(6))
@@ -355,7 +355,7 @@ def test_scan_of_a_file_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert started[0]["irwatchd"]["files"] == [str(logs / "auth\\xff.log")]
 
 
-def test_scan_correlates_logs_of_the_same_hours(tmp_path: Path) -> None:
+def test_scan_correlates_concurrent_logs(tmp_path: Path) -> None:
     # Two hosts' logs of one day, read one after the other: the failures of one source on both
     # make one brute force, although the first log goes on to later hours before the second.
     logs = tmp_path / "logs"
