@@ -173,6 +173,7 @@ def test_jobs_output_matches_one_pass(
     jobs: str,
 ) -> None:
     monkeypatch.setattr(parallel, "MIN_BYTES_PER_JOB", 4096)
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_RANGE", 2048)
     lines = _corpus_lines_in_one_second()[:3000]
     # Each process shows its address once, then lines without one follow in later ranges,
     # so the output is right only if attribution crosses range boundaries.
@@ -196,7 +197,9 @@ def test_jobs_output_matches_one_pass(
     forked = _findings_printed(capsys.readouterr().out)
 
     last = json.loads(single.splitlines()[-1])
-    assert len(parallel.split_ranges(str(log), int(jobs))) == int(jobs)
+    plan = parallel.split_ranges(str(log), int(jobs))
+    assert plan.workers == int(jobs)
+    assert len(plan.spans) > plan.workers, "no worker took a second range"
     assert last["line"] == len(lines)
     assert last["source_ip"] == "198.51.100.39", "the last line was not attributed by process"
     assert forked == single

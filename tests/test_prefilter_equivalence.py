@@ -250,6 +250,7 @@ def test_parallel_ranges_match_one_pass(
 ) -> None:
     _, prefiltered = detectors
     monkeypatch.setattr(parallel, "MIN_BYTES_PER_JOB", 1024)
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_RANGE", 512)
     log = tmp_path / "awkward.log"
     log.write_bytes(b"\n".join(_awkward_lines(random.Random(9), "auth.jsonl")))
     moment = datetime(2026, 12, 4, tzinfo=UTC)
@@ -260,14 +261,15 @@ def test_parallel_ranges_match_one_pass(
     with log.open("rb") as handle:
         found = detect_file(prefiltered, handle, "auto", str(log), 300, now=moment)
         single = "".join(render(item) for item in found)
-    ranges = parallel.split_ranges(str(log), jobs)
+    plan = parallel.split_ranges(str(log), jobs)
     output = tmp_path / "parallel.jsonl"
     with output.open("wb") as sink:
         ok = parallel.write_findings_in_parallel(
-            prefiltered, str(log), ranges, "auto", 300, moment, render, sink
+            prefiltered, str(log), plan, "auto", 300, moment, render, sink
         )
 
-    assert len(ranges) == jobs
+    assert plan.workers == jobs
+    assert len(plan.spans) > jobs
     assert ok
     assert single
     assert output.read_text() == single

@@ -14,8 +14,8 @@ from typing import BinaryIO
 from irwatchd.config_paths import default_config_path
 from irwatchd.detection.batch import StreamTotals
 from irwatchd.detection.engine import Detector
-from irwatchd.detection.native_rows import detect_rendered
-from irwatchd.detection.parallel import FileRange, run_in_parallel, split_ranges
+from irwatchd.detection.native_rows import NativeRows, detect_rendered, native_rows
+from irwatchd.detection.parallel import FileRange, RangePlan, run_in_parallel, split_ranges
 from irwatchd.detection.process_context import ProcessContext
 from irwatchd.detection.row_transfer import (
     RenderedRows,
@@ -81,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
         return EX_DATAERR
     if args.jobs > 1 and args.file != "-" and os.path.isfile(args.file):
         try:
-            ranges = split_ranges(args.file, args.jobs)
+            plan = split_ranges(args.file, args.jobs)
         except OSError:
-            ranges = []  # the one-process path below reports the error
-        if len(ranges) > 1:
-            return _detect_in_parallel(args, detector, ranges, settings.max_line_bytes)
+            plan = None  # the one-process path below reports the error
+        if plan is not None and plan.workers > 1:
+            return _detect_in_parallel(args, detector, plan, settings.max_line_bytes)
     # A pipe's buffered reader shows its first bytes without taking them.
     peek = getattr(sys.stdin.buffer, "peek", None) if args.file == "-" else None
     if peek is not None and looks_binary(peek(4096)[:4096]):
@@ -143,29 +143,34 @@ def _print_rendered(records: Iterable[RenderedRows]) -> None:
 
 
 def _detect_in_parallel(
-    args: argparse.Namespace, detector: Detector, ranges: list[FileRange], max_line_bytes: int
+    args: argparse.Namespace, detector: Detector, plan: RangePlan, max_line_bytes: int
 ) -> int:
-    """Detect in each range in a forked worker, then attribute and print here, in order.
+    """Detect in the plan's ranges in forked workers, then attribute and print here, in order.
 
     Attribution runs in this process over the rows of all ranges, so a line without an
     address gets the one its process showed in an earlier range, as in one pass.
     """
     now = datetime.now(UTC)
     # Each worker leaves its count of cut lines here, so the note names the whole file once.
-    cut_lines = {item.start: tempfile.TemporaryFile() for item in ranges}  # noqa: SIM115
+    cut_lines = {start: tempfile.TemporaryFile() for start, _ in plan.spans}  # noqa: SIM115
+    # A worker builds its C++ row builder at its first range and keeps it for the others.
+    engines: list[NativeRows | None] = []
 
     def write_range(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
+        if not engines:
+            engines.append(native_rows(detector, now))
         totals = StreamTotals()
         records = detect_rendered(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
             totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
+            engine=engines[0],
         )  # fmt: skip
         write_range_output(records, sink)
         first = totals.first_truncated_line or 0
         os.write(cut_lines[file_range.start].fileno(), f"{totals.truncated_lines} {first}".encode())
 
     try:
-        with run_in_parallel(args.file, ranges, write_range) as sinks:
+        with run_in_parallel(args.file, plan, write_range) as sinks:
             if sinks is None:
                 print(f"irwatchd detect: a worker failed on {args.file!r}; see the error above",
                       file=sys.stderr)  # fmt: skip

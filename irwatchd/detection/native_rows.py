@@ -209,13 +209,19 @@ def detect_rendered(
     lines_before: int = 0,
     offset_before: int = 0,
     native: bool = True,
+    engine: NativeRows | None = None,
 ) -> Iterator[RenderedRows]:
     """Yield the rendered rows of a stream in line order, as `detect_rows` and `render_rows`.
 
-    `native=False` builds every row in Python, as when the extension is missing.
+    `native=False` builds every row in Python, as when the extension is missing. `engine` is
+    a `native_rows` result for the same detector and `now` to reuse, as for the ranges that
+    one `detect --jobs` worker takes in turn.
     """
     moment = now or datetime.now(UTC)
-    engine = native_rows(detector, moment) if native else None
+    if engine is None and native:
+        engine = native_rows(detector, moment)
+    elif not native:
+        engine = None
     renderer = RowRenderer()
     if engine is None:
         python_rows = detect_rows(
