@@ -127,7 +127,7 @@ def test_cached_detect_skips_the_schemas(config: Path, tmp_path: Path) -> None:
         "import sys\n"
         "from irwatchd.cli.main import main\n"
         f"code = main(['detect', '-c', {str(config)!r}, {str(log)!r}])\n"
-        "print('msgspec' in sys.modules, 'yaml' in sys.modules, code, file=sys.stderr)\n"
+        "print('irwatchd.schema' in sys.modules, 'yaml' in sys.modules, code, file=sys.stderr)\n"
     )
     environment = dict(os.environ, IRWATCHD_CACHE_DIR=str(tmp_path / "cache"))
     runs = [_run_python(program, environment) for _ in range(2)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from irwatchd.parsing.record import LogRecord
 from irwatchd.parsing.timestamps import format_rfc3339
@@ -31,8 +32,7 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True, gc=False):
     """A rule that fired on a line, with the attribution taken from server-written fields."""
 
     rule_id: str
@@ -42,7 +42,7 @@ class Finding:
     source_ip: str | None
     user: str | None
     count: int = 1
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = msgspec.field(default_factory=dict)
 
     def to_detect_json(self) -> dict[str, Any]:
         """Return the object `irwatchd detect` prints for this finding."""

@@ -16,13 +16,14 @@ drops the entries that old behind the last line of each group, so a line written
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import operator
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import compress, repeat, starmap
+
+import msgspec.structs
 
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.groups import in_groups
@@ -108,7 +109,7 @@ class ProcessContext:
         if address is None:
             return finding
         fields = finding.fields | {"source_ip_from": "process"}
-        return dataclasses.replace(finding, source_ip=address, fields=fields)
+        return msgspec.structs.replace(finding, source_ip=address, fields=fields)
 
     def remember(self, key: ProcessKey, address: str, moment: LogTime | None) -> None:
         """Store `address` as the last one process `key` showed, at log time `moment`."""
@@ -233,7 +234,7 @@ class ProcessContext:
         if address is None:
             return finding
         fields = finding.fields | {"source_ip_from": "process"}
-        return dataclasses.replace(finding, source_ip=address, fields=fields)
+        return msgspec.structs.replace(finding, source_ip=address, fields=fields)
 
     def address_ahead(
         self,

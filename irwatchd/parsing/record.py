@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 SOURCE_TYPES = ("syslog", "access_log", "error_log", "json")
 """Source types a rule can name; `auto` is allowed only in the source config."""
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(msgspec.Struct, frozen=True, gc=False):
     """One log line: where it came from, what the parser found, and the text rules match.
 
     `view` is what rule patterns run on. It is the raw line for syslog, and for access logs the
     normalised request, User-Agent and Referer. `client_ip` is set only from a field that the
-    server itself wrote (the first field of an access log line).
+    server itself wrote (the first field of an access log line). A frozen msgspec struct, not
+    a dataclass, because one is built for every candidate line, about ten times faster.
     """
 
     raw: str

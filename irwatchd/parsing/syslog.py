@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 import re2
 
 from irwatchd.parsing.re2match import Re2Pattern
@@ -45,8 +45,7 @@ _PID = _HEADER.index["pid"]
 _MSG = _HEADER.index["msg"]
 
 
-@dataclass(frozen=True, slots=True)
-class SyslogHeader:
+class SyslogHeader(msgspec.Struct, frozen=True, gc=False):
     """The parts of a syslog line that come before the message."""
 
     time: datetime | None
