@@ -1,4 +1,4 @@
-"""`canonical_address` gives the text `ipaddress` gives, or leaves the address to it."""
+"""The fast address parsers give the text and value `ipaddress` gives, or leave it to it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ipaddress
 import random
 
 from irwatchd.detection.addresses import canonical_address, clean_source
+from irwatchd.response import backends
 
 EDGE_CASES = [
     "192.0.2.1",
@@ -94,3 +95,30 @@ def test_clean_source_unwraps_mapped_addresses() -> None:
     assert clean_source("[2001:DB8::0001]:22") == "2001:db8::1"
     assert clean_source("fe80::1%eth0") == "fe80::1"
     assert clean_source("192.0.2.1:22") == "192.0.2.1"
+
+
+def _parsed_by_ipaddress(text: str) -> tuple[object, str] | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address, str(address)
+
+
+def _parsed_by_backends(text: str) -> tuple[object, str] | None:
+    try:
+        address = backends.parse_canonical(text)
+    except ValueError:
+        return None
+    return address, backends.canonical_text(address)
+
+
+def test_block_parser_matches_ipaddress() -> None:
+    rng = random.Random(43)
+    texts = [*EDGE_CASES, "::102:304", "::ffff:0:0", "fe80::1%2", "1:2:3:4:5:6:1.2.3.4"]
+    texts += [_random_ipv6(rng) for _ in range(20_000)]
+    texts += [str(ipaddress.IPv6Address(rng.getrandbits(32))) for _ in range(2_000)]
+    for text in texts:
+        assert _parsed_by_backends(text) == _parsed_by_ipaddress(text), repr(text)

@@ -49,6 +49,7 @@ from irwatchd.response.backends import (
     BackendError,
     BlockBackend,
     canonical_address,
+    canonical_text,
     parse_canonical,
 )
 
@@ -74,7 +75,7 @@ def blockable_address(text: str) -> str:
     Unspecified, multicast and broadcast addresses are rejected: no single attacker sends
     from them, and blocking them drops traffic of many hosts or none.
     """
-    return str(parse_blockable(text))
+    return canonical_text(parse_blockable(text))
 
 
 def parse_blockable(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -354,7 +355,7 @@ class BlockStore:
             parsed = parse_blockable(address)
         except ValueError as error:
             return BlockResult("invalid", address, error=str(error))
-        canonical = str(parsed)
+        canonical = canonical_text(parsed)
         if self.allowlist.contains_parsed(parsed):
             return BlockResult("allowlisted", canonical)
         known = self._blocks.get(canonical)
