@@ -290,8 +290,10 @@ def test_field_confirmer_rejects_access_log(detector: Detector) -> None:
         FieldConfirmer(detector, "access_log")
 
 
-@pytest.mark.parametrize("group", [3, 7, 1024])
-def test_worker_ranges_print_as_one_pass(detector: Detector, tmp_path: Path, group: int) -> None:
+@pytest.mark.parametrize(("group", "output"), [(3, "memory"), (7, "file"), (1024, "append")])
+def test_worker_ranges_print_as_one_pass(
+    detector: Detector, tmp_path: Path, group: int, output: str
+) -> None:
     # Processes that show their address first, then the corpus, whose rows lack an address
     # here and there, then lines of the first processes without an address.
     pids = range(7000, 7300)
@@ -326,11 +328,20 @@ def test_worker_ranges_print_as_one_pass(detector: Detector, tmp_path: Path, gro
         sink = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
         write_range_output(records, sink)
         sinks.append(sink)
-    out = io.BytesIO()
-    print_ranges(sinks, out, group)
+    # Copied ranges go through sendfile to a file, and not to memory or a file opened to
+    # append, which Linux's sendfile rejects.
+    printed_path = tmp_path / "printed.jsonl"
+    printed_path.write_bytes(b"earlier output\n" if output == "append" else b"")
+    if output == "memory":
+        memory = io.BytesIO()
+        print_ranges(sinks, memory, group)
+        printed = memory.getvalue().decode()
+    else:
+        with printed_path.open("ab" if output == "append" else "wb") as out:
+            print_ranges(sinks, out, group)
+        printed = printed_path.read_text().removeprefix("earlier output\n")
     for sink in sinks:
         sink.close()
-    printed = out.getvalue().decode()
 
     assert not lacking[0], "the first range lacks an address, so no range is copied"
     assert lacking[-1], "no range lacks an address, so none is attributed row by row"
