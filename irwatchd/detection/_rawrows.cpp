@@ -46,6 +46,8 @@ struct Pattern {
     int user;    // group number of `user`, 0 when absent
     int source;  // group number of `source_ip`, 0 when absent
     int groups;  // submatches to ask for: 1 + the larger of the two, or 0 for neither
+    int all_groups;  // the whole match and every group, for `Confirmer`
+    PyObject* names;  // ((name, group), ...) in the order Python lists the groups, or nullptr
 };
 
 struct Rule {
@@ -574,13 +576,19 @@ int engine_clear(EngineObject* self) {
     return 0;
 }
 
+void release_rules(std::vector<Rule>* rules) {
+    if (rules == nullptr) return;
+    for (Rule& rule : *rules) {
+        Py_XDECREF(rule.fields);
+        for (Pattern& pattern : rule.patterns) Py_XDECREF(pattern.names);
+    }
+}
+
 void engine_dealloc(EngineObject* self) {
     PyObject_GC_UnTrack(self);
     if (self->scratch != nullptr) hs_free_scratch(self->scratch);
     if (self->database != nullptr) hs_free_database(self->database);
-    if (self->rules != nullptr) {
-        for (Rule& rule : *self->rules) Py_XDECREF(rule.fields);
-    }
+    release_rules(self->rules);
     delete self->rules;
     delete self->rule_of_pattern;
     delete self->minutes;
@@ -633,8 +641,10 @@ bool load_rules(PyObject* spec, std::vector<Rule>& rules, std::string& error) {
             PyObject* text = nullptr;
             int user = 0;
             int source = 0;
-            if (!PyArg_ParseTuple(PyList_GET_ITEM(patterns, position), "Sii", &text, &user, &source)) {
-                error = "a pattern is not (bytes, user group, source group)";
+            PyObject* names = nullptr;
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(patterns, position), "Sii|O!", &text, &user, &source,
+                                  &PyTuple_Type, &names)) {
+                error = "a pattern is not (bytes, user group, source group[, names])";
                 return false;
             }
             auto regexp = compile_re2(text, error);
@@ -646,7 +656,24 @@ bool load_rules(PyObject* spec, std::vector<Rule>& rules, std::string& error) {
                 error = "a group number is out of range";
                 return false;
             }
-            added.patterns.push_back(Pattern{std::move(regexp), user, source, groups});
+            int all_groups = regexp->NumberOfCapturingGroups() + 1;
+            if (names != nullptr) {
+                for (Py_ssize_t item = 0; item < PyTuple_GET_SIZE(names); ++item) {
+                    PyObject* pair = PyTuple_GET_ITEM(names, item);
+                    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                        !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) || !PyLong_Check(PyTuple_GET_ITEM(pair, 1))) {
+                        error = "a pattern's names are not (name, group) pairs";
+                        return false;
+                    }
+                    long group = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
+                    if (group < 1 || group >= all_groups) {
+                        error = "a named group number is out of range";
+                        return false;
+                    }
+                }
+                Py_INCREF(names);
+            }
+            added.patterns.push_back(Pattern{std::move(regexp), user, source, groups, all_groups, names});
         }
         for (Py_ssize_t position = 0; position < PyList_GET_SIZE(ignore); ++position) {
             auto regexp = compile_re2(PyList_GET_ITEM(ignore, position), error);
@@ -720,6 +747,144 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
     }
     return 0;
 }
+
+// A `Confirmer` runs the rules on candidate lines that Python found and parsed, for the
+// daemon and `scan`. It returns the named groups of each matching rule, so Python builds the
+// same `Finding` that `Detector.confirm` builds, without a binding call per pattern.
+constexpr int kMaxGroups = 64;
+
+struct ConfirmerObject {
+    PyObject_HEAD
+    std::vector<Rule>* rules;
+};
+
+int confirmer_init(ConfirmerObject* self, PyObject* args, PyObject*) {
+    PyObject* rules = nullptr;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &rules)) return -1;
+    if (self->rules != nullptr) {
+        PyErr_SetString(PyExc_RuntimeError, "Confirmer is already initialised");
+        return -1;
+    }
+    self->rules = new std::vector<Rule>();
+    std::string error;
+    if (!load_rules(rules, *self->rules, error)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, error.c_str());
+        return -1;
+    }
+    return 0;
+}
+
+void confirmer_dealloc(ConfirmerObject* self) {
+    release_rules(self->rules);
+    delete self->rules;
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject*>(self));
+}
+
+// (rule, groups) for one matching rule: `groups` maps the name of each group that took part
+// to its text, in the order of the pattern's `names`, as `Re2Pattern.search_named` builds it.
+PyObject* confirmed_rule(int rule, const Pattern& pattern, const re2::StringPiece* groups) {
+    PyObject* found = PyDict_New();
+    if (found == nullptr) return nullptr;
+    Py_ssize_t count = pattern.names == nullptr ? 0 : PyTuple_GET_SIZE(pattern.names);
+    for (Py_ssize_t item = 0; item < count; ++item) {
+        PyObject* pair = PyTuple_GET_ITEM(pattern.names, item);
+        const re2::StringPiece& group = groups[PyLong_AsLong(PyTuple_GET_ITEM(pair, 1))];
+        if (group.data() == nullptr) continue;
+        PyObject* text = PyUnicode_DecodeUTF8(group.data(), static_cast<Py_ssize_t>(group.size()), "strict");
+        if (text == nullptr || PyDict_SetItem(found, PyTuple_GET_ITEM(pair, 0), text) < 0) {
+            Py_XDECREF(text);
+            Py_DECREF(found);
+            return nullptr;
+        }
+        Py_DECREF(text);
+    }
+    return Py_BuildValue("(iN)", rule, found);
+}
+
+// confirm(line, rules) -> list[(rule, groups)] | None, as `Detector.confirm_groups`
+// decides: rules in the given (severity) order, the first matching pattern of each, no rule
+// whose ignore pattern matches, and one rule per category. None for a line longer than the
+// views rules see, or a pattern of more groups than this supports: Python decides those.
+PyObject* confirmer_confirm(ConfirmerObject* self, PyObject* args) {
+    Py_buffer buffer;
+    PyObject* indexes = nullptr;
+    if (!PyArg_ParseTuple(args, "y*O!", &buffer, &PyList_Type, &indexes)) return nullptr;
+    if (self->rules == nullptr) {
+        PyBuffer_Release(&buffer);
+        PyErr_SetString(PyExc_RuntimeError, "Confirmer is not initialised");
+        return nullptr;
+    }
+    if (buffer.len > kMaxViewChars) {
+        PyBuffer_Release(&buffer);
+        Py_RETURN_NONE;
+    }
+    re2::StringPiece line(static_cast<const char*>(buffer.buf), static_cast<size_t>(buffer.len));
+    const std::vector<Rule>& rules = *self->rules;
+    PyObject* found = PyList_New(0);
+    if (found == nullptr) {
+        PyBuffer_Release(&buffer);
+        return nullptr;
+    }
+    std::vector<long> seen;
+    re2::StringPiece groups[kMaxGroups];
+    for (Py_ssize_t position = 0; position < PyList_GET_SIZE(indexes); ++position) {
+        long index = PyLong_AsLong(PyList_GET_ITEM(indexes, position));
+        if (index < 0 || index >= static_cast<long>(rules.size())) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError, "rule index %ld is out of range for %zu rules", index,
+                             rules.size());
+            }
+            Py_DECREF(found);
+            PyBuffer_Release(&buffer);
+            return nullptr;
+        }
+        const Rule& rule = rules[static_cast<size_t>(index)];
+        if (std::find(seen.begin(), seen.end(), rule.category) != seen.end()) continue;
+        int matched = -1;
+        for (size_t number = 0; number < rule.patterns.size(); ++number) {
+            const Pattern& pattern = rule.patterns[number];
+            if (pattern.all_groups > kMaxGroups) {
+                Py_DECREF(found);
+                PyBuffer_Release(&buffer);
+                Py_RETURN_NONE;
+            }
+            if (pattern.regexp->Match(line, 0, line.size(), RE2::UNANCHORED, groups, pattern.all_groups)) {
+                matched = static_cast<int>(number);
+                break;
+            }
+        }
+        if (matched < 0) continue;
+        bool ignored = false;
+        for (const auto& ignore : rule.ignore) {
+            if (ignore->Match(line, 0, line.size(), RE2::UNANCHORED, nullptr, 0)) {
+                ignored = true;
+                break;
+            }
+        }
+        if (ignored) continue;
+        PyObject* item = confirmed_rule(static_cast<int>(index), rule.patterns[static_cast<size_t>(matched)], groups);
+        if (item == nullptr || PyList_Append(found, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(found);
+            PyBuffer_Release(&buffer);
+            return nullptr;
+        }
+        Py_DECREF(item);
+        seen.push_back(rule.category);
+    }
+    PyBuffer_Release(&buffer);
+    return found;
+}
+
+PyMethodDef confirmer_methods[] = {
+    {"confirm", reinterpret_cast<PyCFunction>(confirmer_confirm), METH_VARARGS,
+     "confirm(line, rules) -> list of (rule, groups), or None to leave the line to Python."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject confirmer_type = {
+    PyVarObject_HEAD_INIT(nullptr, 0)
+};
 
 PyObject* compile_database(PyObject*, PyObject* args) {
     PyObject* expressions = nullptr;
@@ -832,6 +997,15 @@ PyMODINIT_FUNC PyInit__rawrows() {
     engine_type.tp_dealloc = reinterpret_cast<destructor>(engine_dealloc);
     engine_type.tp_methods = engine_methods;
     if (PyType_Ready(&engine_type) < 0) return nullptr;
+    confirmer_type.tp_name = "irwatchd.detection._rawrows.Confirmer";
+    confirmer_type.tp_basicsize = sizeof(ConfirmerObject);
+    confirmer_type.tp_flags = Py_TPFLAGS_DEFAULT;
+    confirmer_type.tp_doc = "Confirmer(rules): RE2 with every group on candidate syslog lines";
+    confirmer_type.tp_new = PyType_GenericNew;
+    confirmer_type.tp_init = reinterpret_cast<initproc>(confirmer_init);
+    confirmer_type.tp_dealloc = reinterpret_cast<destructor>(confirmer_dealloc);
+    confirmer_type.tp_methods = confirmer_methods;
+    if (PyType_Ready(&confirmer_type) < 0) return nullptr;
     PyObject* module = PyModule_Create(&module_def);
     if (module == nullptr) return nullptr;
     database_error = PyErr_NewException("irwatchd.detection._rawrows.DatabaseError", PyExc_ValueError, nullptr);
@@ -842,6 +1016,10 @@ PyMODINIT_FUNC PyInit__rawrows() {
     Py_INCREF(&engine_type);
     if (PyModule_AddObject(module, "Engine", reinterpret_cast<PyObject*>(&engine_type)) < 0) {
         Py_DECREF(&engine_type);
+        Py_DECREF(module);
+        return nullptr;
+    }
+    if (PyModule_AddObjectRef(module, "Confirmer", reinterpret_cast<PyObject*>(&confirmer_type)) < 0) {
         Py_DECREF(module);
         return nullptr;
     }

@@ -23,6 +23,7 @@ import re2
 from irwatchd.detection.engine import MAX_VIEW_CHARS, Detector
 from irwatchd.detection.finding import Finding
 from irwatchd.detection.groups import in_groups
+from irwatchd.detection.native_confirm import native_confirmer
 from irwatchd.detection.newlines import count_newlines
 from irwatchd.parsing.dispatch import access_view, parse_line
 from irwatchd.parsing.record import LogRecord
@@ -197,16 +198,23 @@ class RawCandidates:
 
 
 def _raw_findings(
-    detector: Detector, part: RawCandidates, path: str, moment: datetime
+    detector: Detector, part: RawCandidates, path: str, moment: datetime, *, native: bool = True
 ) -> Iterator[Finding]:
+    """Yield the findings of a raw block's candidate lines; `native=False` keeps RE2 in Python."""
+    confirmer = native_confirmer(detector) if native else None
     for number, offset, text, rule_mask in part.lines():
         record = parse_line(
             text, part.source_type, moment, path=path, line_number=number, offset=offset
         )
-        if record.view is text or record.view == text:
-            yield from detector.confirm(record, detector.rule_ids_of("syslog", rule_mask))
-        else:  # pragma: no cover - `_is_raw_view_block` rules this out
-            yield from detector.detect([record])
+        if record.view is not text and record.view != text:  # pragma: no cover
+            yield from detector.detect([record])  # `_is_raw_view_block` rules this out
+            continue
+        found = None
+        if confirmer is not None:
+            found = confirmer.confirm(record, text.encode(), rule_mask)
+        if found is None:
+            found = detector.confirm(record, detector.rule_ids_of("syslog", rule_mask))
+        yield from found
 
 
 def walk_file(

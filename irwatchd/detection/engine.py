@@ -393,7 +393,7 @@ class Detector:
 
     def _confirm(self, record: LogRecord, rule_ids: AbstractSet[int]) -> list[Finding]:
         return [
-            self._finding(rule, record, groups)
+            finding_of(rule, record, groups)
             for rule, groups in self.confirm_groups(record.view, record.source_type, rule_ids)
         ]
 
@@ -420,22 +420,24 @@ class Detector:
                 seen_categories.add(compiled.rule.category)
         return matches
 
-    def _finding(self, rule: Rule, record: LogRecord, groups: dict[str, str]) -> Finding:
-        # `count` is how many failed attempts the line stands for: 0 for a line that repeats
-        # what another line of the same attempt already counted, N for "repeated N times".
-        count = rule.count
-        if rule.count_field and groups.get(rule.count_field, "").isdigit():
-            count = min(int(groups[rule.count_field]), MAX_COUNT)
-        return Finding(
-            rule_id=rule.id,
-            category=rule.category,
-            severity=rule.severity,
-            record=record,
-            source_ip=source_address(record.source_type, record.client_ip, groups),
-            user=groups.get("user") or None,
-            count=count,
-            fields=groups,
-        )
+
+def finding_of(rule: Rule, record: LogRecord, groups: dict[str, str]) -> Finding:
+    """Return the finding of a rule that matched a record with these named groups."""
+    # `count` is how many failed attempts the line stands for: 0 for a line that repeats
+    # what another line of the same attempt already counted, N for "repeated N times".
+    count = rule.count
+    if rule.count_field and groups.get(rule.count_field, "").isdigit():
+        count = min(int(groups[rule.count_field]), MAX_COUNT)
+    return Finding(
+        rule_id=rule.id,
+        category=rule.category,
+        severity=rule.severity,
+        record=record,
+        source_ip=source_address(record.source_type, record.client_ip, groups),
+        user=groups.get("user") or None,
+        count=count,
+        fields=groups,
+    )
 
 
 def _match_groups(compiled: _CompiledRule, view: str) -> dict[str, str] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from json import dumps
 from json.encoder import encode_basestring_ascii
 from types import ModuleType
 from typing import BinaryIO
@@ -22,6 +21,7 @@ from typing import BinaryIO
 from irwatchd.detection.batch import RawCandidates, StreamTotals, walk_file
 from irwatchd.detection.engine import Detector, memoised_clean_source
 from irwatchd.detection.hscache import load_or_build_bytes
+from irwatchd.detection.native_confirm import rules_spec
 from irwatchd.detection.process_context import ATTRIBUTION_GROUP, ProcessKey
 from irwatchd.detection.row_transfer import RenderedRows, microseconds_of, render_rows
 from irwatchd.detection.rows import (
@@ -71,25 +71,7 @@ class NativeRows:
             return bytes(module.compile_database(expressions, flags))
 
         database = load_or_build_bytes(version, expressions, all_flags, compile_database)
-        categories: dict[str, int] = {}
-        rules = []
-        for rule, patterns, ignore in detector.ranked_rules("syslog"):
-            fields = {"rule": rule.id, "category": rule.category, "severity": rule.severity}
-            rules.append(
-                (
-                    dumps(fields)[1:-1],
-                    categories.setdefault(rule.category, len(categories)),
-                    [
-                        (
-                            pattern.pattern.encode(),
-                            pattern.index.get("user", 0),
-                            pattern.index.get("source_ip", 0),
-                        )
-                        for pattern in patterns
-                    ],
-                    [pattern.pattern.encode() for pattern in ignore],
-                )
-            )
+        rules = rules_spec(detector)
         callbacks = (
             self._minute_of,
             self._time_of,
