@@ -187,3 +187,26 @@ def test_detect_rejects_compressed_standard_input() -> None:
     assert result.returncode == 65
     assert result.stdout == b""
     assert b"zcat" in result.stderr
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_detect_stops_quietly_when_output_closes(tmp_path: Path, jobs: str) -> None:
+    # 17 MiB of failures print far more than a pipe holds, so the writes meet a closed reader.
+    log = tmp_path / "auth.log"
+    log.write_text((FAILED + "\n") * ((17 << 20) // (len(FAILED) + 1)))
+
+    with subprocess.Popen(
+        [*irwatchd_command(), "detect", "--jobs", jobs, str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read()
+        status = process.wait(timeout=120)
+
+    assert json.loads(first)["line"] == 1
+    assert status == 141
+    assert errors == b""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,3 +92,75 @@ def test_small_file_stays_in_one_process(tmp_path: Path) -> None:
 
     assert plan.workers == 1
     assert plan.spans == [(0, None)]
+
+
+@pytest.mark.usefixtures("small_ranges")
+def test_all_workers_failing_ends_run(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # More tasks than both workers take before they fail: handing out the rest must not wait
+    # for a reader that is gone.
+    log = _log(tmp_path, 6000)
+    plan = parallel.split_ranges(str(log), 2)
+
+    def fail(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
+        raise OSError(28, "No space left on device")
+
+    with parallel.run_in_parallel(str(log), plan, fail) as sinks:
+        assert sinks is None
+
+    assert len(plan.spans) > 10
+    assert capfd.readouterr().err.count("OSError: [Errno 28]") == 2
+
+
+@pytest.mark.usefixtures("small_ranges")
+def test_failed_fork_reaps_started_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _log(tmp_path, 2000)
+    plan = parallel.split_ranges(str(log), 2)
+    real_fork = os.fork
+    forks = []
+
+    def fork_once() -> int:
+        if forks:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        forks.append(1)
+        return real_fork()
+
+    def copy(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
+        sink.write(stream.read())
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(parallel.os, "fork", fork_once)
+    with pytest.raises(BlockingIOError), parallel.run_in_parallel(str(log), plan, copy):
+        pytest.fail("the block ran after a failed fork")
+
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the started worker was reaped
+
+
+@pytest.mark.usefixtures("small_ranges")
+def test_killed_worker_is_named(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    log = _log(tmp_path, 2000)
+    plan = parallel.split_ranges(str(log), 2)
+
+    def die(stream: BinaryIO, file_range: FileRange, sink: BinaryIO) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with parallel.run_in_parallel(str(log), plan, die) as sinks:
+        assert sinks is None
+
+    assert "was ended by signal 9 (Killed)" in capfd.readouterr().err
+
+
+def test_ranges_capped_and_last_one_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_JOB", 1024)
+    monkeypatch.setattr(parallel, "MIN_BYTES_PER_RANGE", 16)
+    log = _log(tmp_path, 20_000)
+    size = log.stat().st_size
+
+    plan = parallel.split_ranges(str(log), 300)
+    two = parallel.split_ranges(str(log), 2)
+    last_start = two.spans[-1][0]
+
+    assert plan.workers == parallel.MAX_RANGES
+    assert len(plan.spans) == parallel.MAX_RANGES
+    assert size - last_start < two.spans[0][1] // 4  # type: ignore[operator]

@@ -60,8 +60,24 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
+EX_OUTPUT_CLOSED = 128 + 13
+"""The exit status when the reader of the output closed it early, as after SIGPIPE."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Detect findings in one file and print them; exit 65 when the input cannot be read."""
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader stopped early, as `detect FILE | head` does: no message, and no second
+        # error when the interpreter flushes standard output at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EX_OUTPUT_CLOSED
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = load_detect_settings(args.config_path if args.config else default_config_path())
     detector = Detector(settings.rules)
     # Findings and records hold no reference cycles, so reference counting frees them. The
@@ -117,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"irwatchd detect: {args.file!r} is a directory; pass a log file", file=sys.stderr)
         return EX_NOINPUT
     except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise  # the output, not the input
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     sys.stdout.flush()
@@ -163,7 +181,7 @@ def _detect_in_parallel(
         records = detect_rendered(
             detector, stream, args.source_type, args.file, max_line_bytes, now=now,
             totals=totals, lines_before=file_range.lines_before, offset_before=file_range.start,
-            engine=engines[0],
+            native=engines[0] is not None, engine=engines[0],
         )  # fmt: skip
         write_range_output(records, sink)
         first = totals.first_truncated_line or 0
@@ -180,6 +198,8 @@ def _detect_in_parallel(
         sys.stdout.flush()
         _report_truncated(args.file, _summed_cut_lines(cut_lines.values()), max_line_bytes)
     except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise  # the output, not the input
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -38,12 +39,17 @@ from irwatchd.detection.newlines import count_newlines
 MIN_BYTES_PER_JOB = 8 << 20
 """Smaller files are read by one process: a fork and a range split cost more than they save."""
 
-MIN_BYTES_PER_RANGE = 4 << 20
+MIN_BYTES_PER_RANGE = 1 << 20
 """The smallest range handed out, so each one's fixed costs stay small beside its reading."""
 
 _TASK = struct.Struct("<qq")
 """A range handed to a worker: its index and the number of lines before it. A pipe write of
 fewer than PIPE_BUF bytes is atomic, so workers that read one task each never split one."""
+
+MAX_RANGES = 128
+"""The maximum number of ranges, and so of workers, for one file. Their tasks then take 2 KiB,
+and a pipe holds at least one 4 KiB page, so handing them out never blocks, even after every
+worker died."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +76,12 @@ def split_ranges(path: str, jobs: int) -> RangePlan:
     small and the workers finish close together. Line counts come later, in `run_in_parallel`.
     """
     size = os.path.getsize(path)
-    workers = max(1, min(jobs, size // MIN_BYTES_PER_JOB))
+    workers = max(1, min(jobs, size // MIN_BYTES_PER_JOB, MAX_RANGES))
     if workers == 1:
         return RangePlan(1, [(0, None)])
     starts = [0]
     with open(path, "rb") as handle:
-        while True:
+        while len(starts) < MAX_RANGES:
             left = size - starts[-1]
             step = max(MIN_BYTES_PER_RANGE, left // (2 * workers))
             if left - step < MIN_BYTES_PER_RANGE:
@@ -149,30 +155,34 @@ def run_in_parallel(
     """Run `write_range` on each range of the plan in forked workers; yield outputs in order.
 
     Each output is a temporary file, rewound, and closed when the block ends. Yield None
-    when a worker failed: its traceback is on standard error.
+    when a worker failed: its traceback, or the signal that ended it, is on standard error.
     """
+    if len(plan.spans) > MAX_RANGES:
+        raise ValueError(
+            f"a plan of {len(plan.spans)} ranges is invalid; split_ranges makes at most "
+            f"{MAX_RANGES}"
+        )
     sinks: list[BinaryIO] = [tempfile.TemporaryFile() for _ in plan.spans]  # noqa: SIM115 - closed below
-    workers = []
+    workers: list[int] = []
     sys.stdout.flush()
     sys.stderr.flush()
     tasks, publish = os.pipe()
     try:
-        for _ in range(plan.workers):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, which exits without returning
-                os.close(publish)
-                _run_worker(path, plan, tasks, write_range, sinks)
-            workers.append(pid)
-        # This process keeps the read end open until the workers exit. So a task write never
-        # fails when every worker died early, and their exit codes report the failure.
         try:
+            for _ in range(plan.workers):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child, which exits without returning
+                    os.close(publish)
+                    _run_worker(path, plan, tasks, write_range, sinks)
+                workers.append(pid)
+            # This process keeps the read end open, so a task write cannot fail when every
+            # worker died early, and the tasks fit in the pipe (`MAX_RANGES`), so it cannot block.
             _publish_tasks(path, plan, publish)
         finally:
+            # Also after a failed fork or count: the workers take the tasks handed out so far,
+            # see the end of the pipe and exit, so none is left behind.
             os.close(publish)
-        ok = True
-        for pid in workers:
-            _, status = os.waitpid(pid, 0)
-            ok = ok and os.waitstatus_to_exitcode(status) == 0
+            ok = all([_reaped(pid) for pid in workers])
         for sink in sinks:
             sink.seek(0)
         yield sinks if ok else None
@@ -180,6 +190,20 @@ def run_in_parallel(
         os.close(tasks)
         for sink in sinks:
             sink.close()
+
+
+def _reaped(pid: int) -> bool:
+    """Wait for a worker and return whether it succeeded; report a signal that ended it."""
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.strsignal(number) or "unknown"
+        print(
+            f"irwatchd detect: worker process {pid} was ended by signal {number} ({name}); "
+            "its ranges were not read",
+            file=sys.stderr,
+        )
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _publish_tasks(path: str, plan: RangePlan, publish: int) -> None:
