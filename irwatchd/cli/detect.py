@@ -60,24 +60,8 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-EX_OUTPUT_CLOSED = 128 + 13
-"""The exit status when the reader of the output closed it early, as after SIGPIPE."""
-
-
 def run(args: argparse.Namespace) -> int:
     """Detect findings in one file and print them; exit 65 when the input cannot be read."""
-    try:
-        return _run(args)
-    except BrokenPipeError:
-        # The reader stopped early, as `detect FILE | head` does: no message, and no second
-        # error when the interpreter flushes standard output at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EX_OUTPUT_CLOSED
-
-
-def _run(args: argparse.Namespace) -> int:
     settings = load_detect_settings(args.config_path if args.config else default_config_path())
     detector = Detector(settings.rules)
     # Findings and records hold no reference cycles, so reference counting frees them. The
@@ -134,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         return EX_NOINPUT
     except OSError as error:
         if isinstance(error, BrokenPipeError):
-            raise  # the output, not the input
+            raise  # the output, not the input: `main` ends quietly, as after `| head`
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     sys.stdout.flush()
@@ -199,7 +183,7 @@ def _detect_in_parallel(
         _report_truncated(args.file, _summed_cut_lines(cut_lines.values()), max_line_bytes)
     except OSError as error:
         if isinstance(error, BrokenPipeError):
-            raise  # the output, not the input
+            raise  # the output, not the input: `main` ends quietly, as after `| head`
         print(f"irwatchd detect: reading {args.file!r} failed: {error}", file=sys.stderr)
         return EX_DATAERR
     finally:

@@ -157,14 +157,20 @@ Py_ssize_t find_byte(const char* data, Py_ssize_t size, Py_ssize_t from, char ta
     return found == nullptr ? -1 : static_cast<const char*>(found) - data;
 }
 
-long long count_newlines(const char* from, const char* to) {
+// Compares every byte, in runs of 255 whose count fits a byte, so the compiler vectorises the
+// inner loop: 11 ms for the 111 MB benchmark auth.log, where a memchr per newline took 22 ms.
+__attribute__((optimize("O3"))) long long count_newlines(const char* from, const char* to) {
+    const auto* byte = reinterpret_cast<const unsigned char*>(from);
+    size_t left = from < to ? static_cast<size_t>(to - from) : 0;
     long long count = 0;
-    while (from < to) {
-        const void* found = std::memchr(from, '\n', static_cast<size_t>(to - from));
-        if (found == nullptr) break;
-        ++count;
-        from = static_cast<const char*>(found) + 1;
+    while (left >= 255) {
+        unsigned char run = 0;
+        for (size_t index = 0; index < 255; ++index) run += byte[index] == '\n';
+        count += run;
+        byte += 255;
+        left -= 255;
     }
+    for (size_t index = 0; index < left; ++index) count += byte[index] == '\n';
     return count;
 }
 
@@ -931,8 +937,8 @@ PyObject* compile_database(PyObject*, PyObject* args) {
 
 PyObject* version(PyObject*, PyObject*) { return PyUnicode_FromString(hs_version()); }
 
-// count_newlines(buffer, start, end): the newlines in buffer[start:end], found with memchr.
-// On a 111 MB auth.log that took 23 ms, and the byte loop of bytes.count 62 ms.
+// count_newlines(buffer, start, end): the newlines in buffer[start:end], counted as above.
+// On a 111 MB auth.log that took 11 ms, and the byte loop of bytes.count 62 ms.
 PyObject* module_count_newlines(PyObject*, PyObject* args) {
     Py_buffer buffer;
     Py_ssize_t start = 0;

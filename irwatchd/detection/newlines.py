@@ -1,8 +1,8 @@
-"""Newline counts for line numbers, with the C++ extension's memchr loop where it is built.
+"""Newline counts for line numbers, with the C++ extension's vectorised loop where it is built.
 
 `bytes.count(b"\\n")` compares byte by byte. On the 1,000,000-line benchmark auth.log it took
-62 ms and the memchr loop 23 ms. `detect` counts each byte of its input once in a worker, and
-its parent counts the ranges before the last one before it forks the workers.
+62 ms and the extension's loop 11 ms. `detect` counts each byte of its input once in a worker,
+and its parent counts the bytes before each range while the workers run.
 """
 
 from __future__ import annotations
