@@ -1,4 +1,4 @@
-"""The C++ Confirmer gives the daemon and `scan` the same findings as `Detector.confirm`."""
+"""The C++ Confirmer gives the daemon the same findings as `Detector.confirm`."""
 
 from __future__ import annotations
 

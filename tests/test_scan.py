@@ -370,3 +370,25 @@ def test_scan_correlates_concurrent_logs(tmp_path: Path) -> None:
     result = run_cli("scan", "--state-dir", str(state), str(logs))
     assert result.returncode == 0, result.stderr
     assert _report(state)["counts"]["by_category"]["brute_force"] == 1
+
+
+def test_scan_leaves_confirmer_unbuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Confirmer's copy of the compiled rules would count against a scan's peak memory.
+    # The handler runs in this process, without `main` reconfiguring the logging.
+    from irwatchd.cli.main import build_parser
+    from irwatchd.detection import batch
+
+    def refuse(detector: object) -> None:
+        raise AssertionError("scan built the C++ Confirmer")
+
+    monkeypatch.setattr(batch, "native_confirmer", refuse)
+    state = tmp_path / "state"
+    args = build_parser("scan").parse_args(
+        ["scan", "--state-dir", str(state), str(SAMPLES / "auth.log")]
+    )
+    args.config_path = None
+
+    code = int(args.handler(args))
+
+    assert code == 0
+    assert _report(state)["counts"]["by_category"]["brute_force"] == 1

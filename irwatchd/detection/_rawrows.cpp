@@ -755,7 +755,7 @@ int engine_init(EngineObject* self, PyObject* args, PyObject*) {
 }
 
 // A `Confirmer` runs the rules on candidate lines that Python found and parsed, for the
-// daemon and `scan`. It returns the named groups of each matching rule, so Python builds the
+// daemon. It returns the named groups of each matching rule, so Python builds the
 // same `Finding` that `Detector.confirm` builds, without a binding call per pattern.
 constexpr int kMaxGroups = 64;
 

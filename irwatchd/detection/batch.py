@@ -132,11 +132,13 @@ def detect_file(
     totals: StreamTotals | None = None,
     lines_before: int = 0,
     offset_before: int = 0,
+    native: bool = True,
 ) -> Iterator[Finding]:
     """Yield the findings of a stream in line order, as `iter_lines` and `detect_stream` would.
 
     `totals`, when given, is updated as lines are read. A stream that starts in the middle of
     a file, at a line start, passes how many lines and bytes come before it there.
+    `native=False` confirms the candidate lines with RE2 in Python, not the C++ Confirmer.
     """
     moment = now or datetime.now(UTC)
     parts = walk_file(
@@ -145,7 +147,7 @@ def detect_file(
     )  # fmt: skip
     for part in parts:
         if isinstance(part, RawCandidates):
-            yield from _raw_findings(detector, part, path, moment)
+            yield from _raw_findings(detector, part, path, moment, native=native)
         else:
             yield part
 

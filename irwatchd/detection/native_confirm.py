@@ -1,4 +1,4 @@
-"""RE2 with groups in C++ for the candidate lines of raw syslog blocks, in the daemon and `scan`.
+"""RE2 with groups in C++ for the candidate lines of raw syslog blocks, in the daemon.
 
 `Detector.confirm` runs each candidate rule's patterns through google-re2's binding, one call
 per pattern, and builds the groups in Python. That was about 5 µs of the 11 µs a candidate
