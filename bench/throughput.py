@@ -10,7 +10,8 @@ bench/generate.py) this runs, one after another on the same machine:
 - `LC_ALL=C grep -cE PATTERN FILE` with a pattern for the same failures or attacks.
 
 Each command's wall time and peak RSS come from GNU time. Ratios compare lines per second
-(and peak RSS) within this one run. Usage: `python bench/throughput.py [--lines N] [--only auth]`.
+(and peak RSS) within this one run. `detect` runs three times before fail2ban-regex and three
+times after it, in turn with grep's three runs, and the median of its six faces both. Usage: `python bench/throughput.py [--lines N] [--only auth]`.
 """
 
 from __future__ import annotations
@@ -63,14 +64,12 @@ def bench_irwatchd(kind: str, log: Path, lines: int, workdir: Path) -> dict[str,
     empty = workdir / "empty.log"
     empty.write_bytes(b"")
     run_timed([*IRWATCHD, "detect", str(empty)])
+    # The first three runs of `detect`; `bench_detect_and_grep` adds three more and reports.
     findings_path = workdir / f"detect-{kind}.jsonl"
-    detect, walls = run_median([*IRWATCHD, "detect", str(log)], stdout=findings_path)
-    findings = count_lines(findings_path)
-    report(f"{kind}.irwatchd_detect", lines=lines, seconds=detect.wall_seconds,
-           lines_per_s=round(lines_per_second(lines, detect)), user_s=detect.user_seconds,
-           peak_rss_mib=detect.peak_rss_mib, findings=findings, exit=detect.returncode,
-           runs_s=_walls(walls))  # fmt: skip
-    results["detect"] = detect
+    for number in range(3):
+        results[f"detect_run_{number}"] = run_timed(
+            [*IRWATCHD, "detect", str(log)], stdout=findings_path
+        )
     # `detect` forks one worker per CPU for a large file; this is the one-process figure.
     single, walls = run_median([*IRWATCHD, "detect", "--jobs", "1", str(log)], stdout=findings_path)
     report(f"{kind}.irwatchd_detect_jobs1", lines=lines, seconds=single.wall_seconds,
@@ -113,20 +112,48 @@ def bench_fail2ban(name: str, kind: str, log: Path, lines: int) -> Timed | None:
     return combined
 
 
-def bench_grep(name: str, kind: str, log: Path, lines: int, workdir: Path) -> Timed:
+def bench_detect_and_grep(
+    name: str, kind: str, log: Path, lines: int, workdir: Path, earlier: list[Timed]
+) -> tuple[Timed, Timed]:
+    """Run `detect` and grep in turn three times; report both, `detect` with its earlier runs.
+
+    The speed of a shared machine changes from minute to minute. `detect` runs three times
+    before fail2ban-regex and three times after it, in turn with grep, so the median of its
+    six runs faces fail2ban-regex and grep over the same minutes. The median of six is the
+    slower of the two middle runs.
+    """
     # The count goes to a file: GNU grep stops at the first match when output is /dev/null.
     program = shutil.which("grep") or "/usr/bin/grep"
     counted = workdir / f"grep-{name}.txt"
-    timed, walls = run_median(
-        [program, "-cE", GREP_PATTERNS[kind], str(log)],
-        stdout=counted,
-        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-    )
-    report(f"{name}.grep_cE", lines=lines, seconds=timed.wall_seconds,
-           lines_per_s=round(lines_per_second(lines, timed)), peak_rss_mib=timed.peak_rss_mib,
-           matching_lines=counted.read_text().strip(), exit=timed.returncode,
-           runs_s=_walls(walls))  # fmt: skip
-    return timed
+    findings_path = workdir / f"detect-{name}.jsonl"
+    detects = list(earlier)
+    greps = []
+    for _ in range(3):
+        detects.append(run_timed([*IRWATCHD, "detect", str(log)], stdout=findings_path))
+        greps.append(
+            run_timed(
+                [program, "-cE", GREP_PATTERNS[kind], str(log)],
+                stdout=counted,
+                env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+            )
+        )
+    detect = _median(detects)
+    grep = _median(greps)
+    report(f"{name}.irwatchd_detect", lines=lines, seconds=detect.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, detect)), user_s=detect.user_seconds,
+           peak_rss_mib=max(run.peak_rss_mib or 0 for run in detects),
+           findings=count_lines(findings_path), exit=max(run.returncode for run in detects),
+           runs_s=_walls([run.wall_seconds for run in detects]))  # fmt: skip
+    report(f"{name}.grep_cE", lines=lines, seconds=grep.wall_seconds,
+           lines_per_s=round(lines_per_second(lines, grep)), peak_rss_mib=grep.peak_rss_mib,
+           matching_lines=counted.read_text().strip(), exit=grep.returncode,
+           runs_s=_walls([run.wall_seconds for run in greps]))  # fmt: skip
+    return detect, grep
+
+
+def _median(runs: list[Timed]) -> Timed:
+    """Return the run of median wall time, the slower middle one of an even number."""
+    return sorted(runs, key=lambda run: run.wall_seconds)[len(runs) // 2]
 
 
 def bench_startup(workdir: Path) -> None:
@@ -183,8 +210,8 @@ def main() -> None:
         )
         ours = bench_irwatchd(name, log, args.lines, args.workdir)
         theirs = bench_fail2ban(name, kind, log, args.lines)
-        grep = bench_grep(name, kind, log, args.lines, args.workdir)
-        detect = ours["detect"]
+        earlier = [ours[f"detect_run_{number}"] for number in range(3)]
+        detect, grep = bench_detect_and_grep(name, kind, log, args.lines, args.workdir, earlier)
         scan = ours["scan"]
         if theirs is not None:
             report(f"{name}.ratio",
