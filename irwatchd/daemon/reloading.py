@@ -15,6 +15,7 @@ from pathlib import Path
 from irwatchd.daemon.settings import ValidatedConfiguration, validate_configuration
 from irwatchd.errors import IrwatchdError
 from irwatchd.logger import get_logger
+from irwatchd.sources.watcher import WakeUp
 
 log = get_logger(__name__)
 
@@ -32,7 +33,7 @@ class ReloadJob:
         config_path: Path | None,
         state_dir: str | None,
         watch: list[str] | None,
-        wake: threading.Event,
+        wake: WakeUp,
     ) -> None:
         self.config_path = config_path
         self.state_dir = state_dir

@@ -9,7 +9,8 @@ log, and only then moves the file checkpoints past those lines. A crash at any p
 therefore re-reads lines whose findings may already be audited and never skips one. The
 dedup keys drop the repeats, and at the next start `_refile` writes the files they miss.
 
-Signals only set flags and wake the loop. A reload validates the new configuration on a
+Signals only set flags and wake the loop, through a pipe that takes no lock (`daemon.waker`).
+A reload validates the new configuration on a
 worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
 swaps it in between two polls, so files, offsets, windows, incidents and blocks carry over.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from irwatchd.daemon.statusfile import (
     status_line,
     utc_now,
 )
+from irwatchd.daemon.waker import Waker
 from irwatchd.detection.batch import detect_lines_block
 from irwatchd.detection.engine import Detector
 from irwatchd.detection.loader import build_detector
@@ -108,7 +109,9 @@ class Daemon:
         self.paths = StatePaths(self.settings.state_dir)
         self.force_polling = force_polling or os.environ.get("IRWATCHD_FORCE_POLLING") == "1"
         self.process_context = ProcessContext()
-        self.wake = threading.Event()
+        # Made in `run`: detaching closes every descriptor made before it, and the pipe's
+        # numbers would then belong to other files, such as the audit log.
+        self.wake: Waker | None = None
         self.stop_requested = False
         self.reload_requested = False
         self.notifier = Notifier()
@@ -145,10 +148,12 @@ class Daemon:
             self.reload_requested = True
         else:
             self.stop_requested = True
-        self.wake.set()
+        if self.wake is not None:
+            self.wake.set()
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; return the exit code."""
+        wake = self.wake = Waker()
         # Handlers go first: systemd or `irwatchd reload` may signal as soon as the PID file
         # exists, and an unhandled SIGHUP would end the process.
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -166,7 +171,7 @@ class Daemon:
             self.settings.watch_specs, checkpoints,
             start_at=config.start_at, max_line_bytes=config.max_line_bytes,
         )  # fmt: skip
-        watcher = DirectoryWatcher(self.wake, force_polling=self.force_polling,
+        watcher = DirectoryWatcher(wake, force_polling=self.force_polling,
                                    poll_seconds=min(1.0, config.poll_interval_seconds))  # fmt: skip
         self._tailer, self._responder, self._watcher = tailer, responder, watcher
         try:
@@ -195,8 +200,8 @@ class Daemon:
             gc.freeze()
             self.notifier.ready(self._status_line())
             while not self.stop_requested:
-                self.wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))
-                self.wake.clear()
+                wake.wait(self.notifier.wait_seconds(self.config.poll_interval_seconds))
+                wake.clear()
                 self._handle_reload(audit)
                 watcher.restart_if_dead(tailer.directories())
                 watcher.update(tailer.directories())
@@ -457,6 +462,7 @@ class Daemon:
             self.reload_requested = False
             self.notifier.reloading()
             log.info("reload_started", config_path=str(self.config_path), pid=os.getpid())
+            assert self.wake is not None, "a reload starts only in `run`, which makes the waker"
             self._reload_job = ReloadJob(
                 self.config_path, self.state_dir_option, self.watch_option, self.wake
             )

@@ -9,7 +9,7 @@ a warning.
 from __future__ import annotations
 
 import contextlib
-import threading
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -21,15 +21,22 @@ from irwatchd.logger import get_logger
 log = get_logger(__name__)
 
 
+class WakeUp(Protocol):
+    """What wakes the reader: the daemon's `Waker`, or a `threading.Event` in tests."""
+
+    def set(self) -> None:
+        """Wake the reader."""
+
+
 class _WakeHandler(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: WakeUp) -> None:
         self.wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         # Runs on the observer thread: it must never raise, or watchdog ends that thread.
         try:
             self.wake.set()
-        except Exception:  # pragma: no cover - Event.set does not raise
+        except Exception:  # pragma: no cover - a wake-up does not raise
             log.exception("watch_event_failed", path=getattr(event, "src_path", None))
 
 
@@ -37,7 +44,7 @@ class DirectoryWatcher:
     """Watches a set of directories and sets `wake` on any change inside them."""
 
     def __init__(
-        self, wake: threading.Event, *, force_polling: bool = False, poll_seconds: float = 1.0
+        self, wake: WakeUp, *, force_polling: bool = False, poll_seconds: float = 1.0
     ) -> None:
         self.wake = wake
         self.poll_seconds = poll_seconds
