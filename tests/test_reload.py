@@ -237,3 +237,25 @@ def test_reload_unwatches_removed_source_and_resumes_it(tmp_path: Path) -> None:
     assert [entry["location"] for entry in log_events(daemon, "file_unwatched")] == [str(dropped)]
     # Read again from its checkpoint: the line written while unwatched, once, and no other.
     assert len(_originals(state, "test-ssh-failed")) == 3
+
+
+def test_reload_applied_inside_long_backlog(tmp_path: Path) -> None:
+    # 28 MB of findings take the daemon seconds to read. The reload, validated in
+    # milliseconds, must come into force at a checkpoint inside that backlog, not after it.
+    # The status file is written as each reload ends, with the lines read by then.
+    daemon, config, log = _start(tmp_path)
+    state = daemon.state_dir
+    count = 300_000
+    backlog = "".join(ssh_failure(f"198.51.100.{seq % 250}", seq) + "\n" for seq in range(count))
+    try:
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write(backlog)
+        write_service_config(config.parent, rules=RULES_FILES | {"disabled": ["test-sudo-denied"]})
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: _reloads_done(state, 1), timeout=180)
+        read_at_reload = _status(state)["lines_read"]
+        wait_until(lambda: _status(state)["lines_read"] == count, timeout=180)
+    finally:
+        assert daemon.stop() == 0
+
+    assert read_at_reload < count, "the reload came into force only after the backlog"

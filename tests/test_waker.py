@@ -88,3 +88,14 @@ def test_waker_full_pipe_does_not_block() -> None:
     wake.clear()
 
     assert not wake.wait(0)
+
+
+def test_waker_short_timeout_still_waits() -> None:
+    # A watchdog interval of 1.6 ms gives a 0.4 ms wait: it must not turn into a busy loop.
+    wake = Waker()
+    started = time.perf_counter()
+
+    for _ in range(20):
+        wake.wait(0.0004)
+
+    assert time.perf_counter() - started >= 20 * 0.0004

@@ -83,6 +83,10 @@ Fewer are written after the read that queued them, together with the checkpoints
 of new sources queues more, and those wait so that its later blocks do not wait for them.
 """
 
+UPKEEP_EVERY_SECONDS = 2.0
+"""Longest a backlog keeps the main loop from its upkeep between two checkpoints: applying a
+validated reload, and lifting the blocks that expired or that `irwatchd blocks` removed."""
+
 CHECKPOINT_EVERY_BYTES = 8 << 20
 """Bytes read after which waiting files and the checkpoints are written, even while more
 lines wait. This bounds what a crash reads again and the dedup keys held for a retry. It is
@@ -128,6 +132,7 @@ class Daemon:
         self._reload_job: ReloadJob | None = None
         self._rate = RateMeter()
         self._last_status = 0.0
+        self._last_upkeep = time.monotonic()
         self._seen_keys: set[str] = set()
         # The last failed write, kept for `irwatchd status`; `degraded` stays true until the
         # same step succeeds again.
@@ -206,6 +211,7 @@ class Daemon:
                 watcher.restart_if_dead(tailer.directories())
                 watcher.update(tailer.directories())
                 self._poll(tailer, responder, audit, checkpoints)
+                self._last_upkeep = time.monotonic()
                 try:
                     responder.tick()
                 except OSError as error:
@@ -305,6 +311,20 @@ class Daemon:
                 handled = read_bytes = 0
             if not batches or self.stop_requested or self.reload_requested:
                 return
+            if self._upkeep_waits():
+                # Lines may still wait, so the loop comes straight back for them.
+                assert self.wake is not None, "the loop runs only in `run`, which makes the waker"
+                self.wake.set()
+                return
+
+    def _upkeep_waits(self) -> bool:
+        """Return whether a finished reload or the block upkeep should not wait for the backlog.
+
+        `_poll` leaves only at a checkpoint, so the files a burst defers still wait for its end.
+        """
+        if self._reload_job is not None and self._reload_job.done():
+            return True
+        return time.monotonic() - self._last_upkeep >= UPKEEP_EVERY_SECONDS
 
     def _refile(self, responder: Responder, audit: AuditLog, start: int) -> None:
         """Write the tickets and alert files of findings recorded after the last checkpoint.

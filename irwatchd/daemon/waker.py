@@ -32,7 +32,8 @@ class Waker:
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for a wake-up; return whether one came."""
-        return bool(self._poll.poll(max(0, round(timeout * 1000))))
+        # In milliseconds, not rounded: poll rounds a fraction up, so 0.4 ms waits 1 ms.
+        return bool(self._poll.poll(max(0.0, timeout * 1000)))
 
     def clear(self) -> None:
         """Forget the wake-ups so far; a later `set` wakes the next `wait`."""
