@@ -10,9 +10,10 @@ therefore re-reads lines whose findings may already be audited and never skips o
 dedup keys drop the repeats, and at the next start `_refile` writes the files they miss.
 
 Signals only set flags and wake the loop, through a pipe that takes no lock (`daemon.waker`).
-A reload validates the new configuration on a
-worker thread (`daemon.reloading`) while this thread goes on detecting with the old one, and
-swaps it in between two polls, so files, offsets, windows, incidents and blocks carry over.
+A reload validates the new configuration on a worker thread (`daemon.reloading`) while this
+thread goes on detecting with the old one. It swaps it in between two polls, at the latest at
+the next checkpoint of a long backlog, so files, offsets, windows, incidents and blocks carry
+over.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ of new sources queues more, and those wait so that its later blocks do not wait 
 """
 
 UPKEEP_EVERY_SECONDS = 2.0
-"""Longest a backlog keeps the main loop from its upkeep between two checkpoints: applying a
-validated reload, and lifting the blocks that expired or that `irwatchd blocks` removed."""
+"""Maximum time a backlog keeps the main loop from its upkeep, counted at checkpoints: applying
+a validated reload, and lifting the blocks that expired or that `irwatchd blocks` removed."""
 
 CHECKPOINT_EVERY_BYTES = 8 << 20
 """Bytes read after which waiting files and the checkpoints are written, even while more
