@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -218,3 +219,22 @@ blocking:
     assert [r["irwatchd"]["offence"] for r in blocks] == [1, 2]
     assert blocks[0]["irwatchd"]["incident_id"] == blocks[1]["irwatchd"]["incident_id"]
     assert audit_actions(state, "unblock")[0]["irwatchd"]["reason"] == "expired"
+
+
+def test_command_gets_devnull_stdin_when_detached(tmp_path: Path) -> None:
+    # python-daemon leaves a detached daemon's fd 0 on /dev/null but close-on-exec. A block
+    # command must still start with /dev/null as its standard input, not with no fd 0.
+    check = "import os, sys; sys.exit(0 if os.readlink('/proc/self/fd/0') == '/dev/null' else 3)"
+    program = (
+        "import os, sys\n"
+        "os.set_inheritable(0, False)\n"
+        "from irwatchd.response.backends import _run\n"
+        f"_run([sys.executable, '-c', {check!r}], 30)\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", program], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr

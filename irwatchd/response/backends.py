@@ -117,6 +117,10 @@ def _run(argv: Sequence[str], timeout: float, stdin: bytes | None = None) -> Non
         completed = subprocess.run(  # argument list, absolute path, no shell
             list(argv),
             input=stdin,
+            # Without input the child reads /dev/null. A daemon that python-daemon detached
+            # has its own /dev/null at fd 0 marked close-on-exec, so the child would start
+            # without a standard input, and the first file it opens would take its place.
+            stdin=subprocess.DEVNULL if stdin is None else None,
             capture_output=True,
             timeout=timeout,
             env=MINIMAL_ENV,
