@@ -221,7 +221,7 @@ blocking:
     assert audit_actions(state, "unblock")[0]["irwatchd"]["reason"] == "expired"
 
 
-def test_command_gets_devnull_stdin_when_detached(tmp_path: Path) -> None:
+def test_command_stdin_devnull_when_detached() -> None:
     # python-daemon leaves a detached daemon's fd 0 on /dev/null but close-on-exec. A block
     # command must still start with /dev/null as its standard input, not with no fd 0.
     check = "import os, sys; sys.exit(0 if os.readlink('/proc/self/fd/0') == '/dev/null' else 3)"
