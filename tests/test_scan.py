@@ -378,10 +378,10 @@ def test_scan_leaves_confirmer_unbuilt(tmp_path: Path, monkeypatch: pytest.Monke
     from irwatchd.cli.main import build_parser
     from irwatchd.detection import batch
 
-    def refuse(detector: object) -> None:
+    def reject(detector: object) -> None:
         raise AssertionError("scan built the C++ Confirmer")
 
-    monkeypatch.setattr(batch, "native_confirmer", refuse)
+    monkeypatch.setattr(batch, "native_confirmer", reject)
     state = tmp_path / "state"
     args = build_parser("scan").parse_args(
         ["scan", "--state-dir", str(state), str(SAMPLES / "auth.log")]

@@ -824,6 +824,7 @@ PyObject* confirmer_confirm(ConfirmerObject* self, PyObject* args) {
         PyBuffer_Release(&buffer);
         Py_RETURN_NONE;
     }
+
     re2::StringPiece line(static_cast<const char*>(buffer.buf), static_cast<size_t>(buffer.len));
     const std::vector<Rule>& rules = *self->rules;
     PyObject* found = PyList_New(0);
@@ -846,6 +847,7 @@ PyObject* confirmer_confirm(ConfirmerObject* self, PyObject* args) {
         }
         const Rule& rule = rules[static_cast<size_t>(index)];
         if (std::find(seen.begin(), seen.end(), rule.category) != seen.end()) continue;
+
         int matched = -1;
         for (size_t number = 0; number < rule.patterns.size(); ++number) {
             const Pattern& pattern = rule.patterns[number];
@@ -860,6 +862,7 @@ PyObject* confirmer_confirm(ConfirmerObject* self, PyObject* args) {
             }
         }
         if (matched < 0) continue;
+
         bool ignored = false;
         for (const auto& ignore : rule.ignore) {
             if (ignore->Match(line, 0, line.size(), RE2::UNANCHORED, nullptr, 0)) {
@@ -868,6 +871,7 @@ PyObject* confirmer_confirm(ConfirmerObject* self, PyObject* args) {
             }
         }
         if (ignored) continue;
+
         PyObject* item = confirmed_rule(static_cast<int>(index), rule.patterns[static_cast<size_t>(matched)], groups);
         if (item == nullptr || PyList_Append(found, item) < 0) {
             Py_XDECREF(item);

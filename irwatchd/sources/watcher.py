@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 
 class WakeUp(Protocol):
-    """What wakes the reader: the daemon's `Waker`, or a `threading.Event` in tests."""
+    """The object that wakes the reader: the daemon's `Waker`, or a `threading.Event` in tests."""
 
     def set(self) -> None:
         """Wake the reader."""
